@@ -1,0 +1,283 @@
+// pix2struct/config.hpp — model and preprocessor configuration, as Hugging Face writes them.
+//
+//   auto config = pix2struct::Config::load("model/config.json");                // throws pix2struct::Error
+//   auto pre    = pix2struct::PreprocessorConfig::load("model/preprocessor_config.json");
+//   auto base   = pix2struct::Config::base();                                   // named presets
+//
+// Published checkpoints write only a few keys (google/pix2struct-ai2d-base's config.json names none of
+// the sizes): every absent key takes the default of transformers' Pix2Struct{Text,Vision}Config, which
+// are the defaults of the structs below.
+#pragma once
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "pix2struct/error.hpp"
+
+namespace pix2struct {
+
+// transformers.Pix2StructVisionConfig
+struct VisionConfig {
+    int hidden_size = 768;
+    int patch_embed_hidden_size = 768;  // 16 · 16 · 3 pixels per patch
+    int d_ff = 2048;
+    int d_kv = 64;
+    int num_hidden_layers = 12;
+    int num_attention_heads = 12;
+    int seq_len = 4096;  // rows of the row/column embedding tables
+    float layer_norm_eps = 1e-6f;
+    std::string dense_act_fn = "gelu_new";
+
+    int inner_dim() const { return num_attention_heads * d_kv; }
+};
+
+// transformers.Pix2StructTextConfig
+struct TextConfig {
+    int vocab_size = 50244;
+    int hidden_size = 768;
+    int d_kv = 64;
+    int d_ff = 2048;
+    int num_layers = 12;
+    int num_heads = 12;
+    int relative_attention_num_buckets = 32;
+    int relative_attention_max_distance = 128;
+    float layer_norm_epsilon = 1e-6f;
+    std::string dense_act_fn = "gelu_new";
+    int decoder_start_token_id = 0;
+    int pad_token_id = 0;
+    int eos_token_id = 1;
+
+    int inner_dim() const { return num_heads * d_kv; }
+};
+
+namespace detail {
+
+inline nlohmann::json read_json_file(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail(path.string(), ": cannot open");
+    std::stringstream text;
+    text << in.rdbuf();
+    try {
+        return nlohmann::json::parse(text.str());
+    } catch (const nlohmann::json::exception& e) {
+        fail(path.string(), ": not valid JSON (", e.what(), ")");
+    }
+}
+
+// Reads `key` from `obj` into `out` when present; a present key of the wrong type is an error.
+template <class T>
+void read_key(const nlohmann::json& obj, const char* key, T& out, const std::string& where) {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return;
+    if constexpr (std::is_same_v<T, bool>) {
+        if (!it->is_boolean()) fail(where, ": '", key, "' must be true or false");
+    } else if constexpr (std::is_integral_v<T>) {
+        if (!it->is_number_integer()) fail(where, ": '", key, "' must be an integer");
+    } else if constexpr (std::is_floating_point_v<T>) {
+        if (!it->is_number()) fail(where, ": '", key, "' must be a number");
+    } else {
+        if (!it->is_string()) fail(where, ": '", key, "' must be a string");
+    }
+    out = it->get<T>();
+}
+
+inline void require_positive(int value, const char* key, const std::string& where) {
+    if (value <= 0) fail(where, ": '", key, "' must be positive, got ", value);
+}
+
+}  // namespace detail
+
+// transformers.Pix2StructConfig: the two halves plus what generation reads from the top level.
+struct Config {
+    VisionConfig vision;
+    TextConfig text;
+    bool is_vqa = false;  // informational: the preprocessor's is_vqa decides whether a header is drawn
+    int max_length = 20;  // generate()'s default, counting the decoder start token
+
+    static Config base() { return {}; }
+    static Config large() {
+        Config c;
+        c.vision.hidden_size = c.text.hidden_size = 1536;
+        c.vision.d_ff = c.text.d_ff = 3968;
+        c.vision.num_hidden_layers = c.text.num_layers = 18;
+        c.vision.num_attention_heads = c.text.num_heads = 24;
+        return c;
+    }
+    // Small enough for unit tests: two layers of each, 4 heads of 16.
+    static Config tiny() {
+        Config c;
+        c.vision.hidden_size = c.text.hidden_size = 64;
+        c.vision.d_ff = c.text.d_ff = 128;
+        c.vision.num_hidden_layers = c.text.num_layers = 2;
+        c.vision.num_attention_heads = c.text.num_heads = 4;
+        c.vision.d_kv = c.text.d_kv = 16;
+        c.vision.seq_len = 64;
+        c.text.vocab_size = 512;
+        return c;
+    }
+
+    static Config from_json(const nlohmann::json& j, const std::string& where) {
+        using detail::read_key;
+        if (!j.is_object()) detail::fail(where, ": expected a JSON object");
+        Config c;
+        read_key(j, "is_vqa", c.is_vqa, where);
+        read_key(j, "max_length", c.max_length, where);
+        // Top-level token ids are what generate() uses; text_config's (below) win when both exist,
+        // as transformers copies them down.
+        read_key(j, "decoder_start_token_id", c.text.decoder_start_token_id, where);
+        read_key(j, "pad_token_id", c.text.pad_token_id, where);
+        read_key(j, "eos_token_id", c.text.eos_token_id, where);
+
+        if (auto it = j.find("vision_config"); it != j.end() && !it->is_null()) {
+            const std::string w = where + ": vision_config";
+            if (!it->is_object()) detail::fail(w, ": expected a JSON object");
+            VisionConfig& v = c.vision;
+            read_key(*it, "hidden_size", v.hidden_size, w);
+            read_key(*it, "patch_embed_hidden_size", v.patch_embed_hidden_size, w);
+            read_key(*it, "d_ff", v.d_ff, w);
+            read_key(*it, "d_kv", v.d_kv, w);
+            read_key(*it, "num_hidden_layers", v.num_hidden_layers, w);
+            read_key(*it, "num_attention_heads", v.num_attention_heads, w);
+            read_key(*it, "seq_len", v.seq_len, w);
+            read_key(*it, "layer_norm_eps", v.layer_norm_eps, w);
+            read_key(*it, "dense_act_fn", v.dense_act_fn, w);
+        }
+        if (auto it = j.find("text_config"); it != j.end() && !it->is_null()) {
+            const std::string w = where + ": text_config";
+            if (!it->is_object()) detail::fail(w, ": expected a JSON object");
+            TextConfig& t = c.text;
+            read_key(*it, "vocab_size", t.vocab_size, w);
+            read_key(*it, "hidden_size", t.hidden_size, w);
+            read_key(*it, "d_kv", t.d_kv, w);
+            read_key(*it, "d_ff", t.d_ff, w);
+            read_key(*it, "num_layers", t.num_layers, w);
+            read_key(*it, "num_heads", t.num_heads, w);
+            read_key(*it, "relative_attention_num_buckets", t.relative_attention_num_buckets, w);
+            read_key(*it, "relative_attention_max_distance", t.relative_attention_max_distance, w);
+            read_key(*it, "layer_norm_epsilon", t.layer_norm_epsilon, w);
+            read_key(*it, "dense_act_fn", t.dense_act_fn, w);
+            read_key(*it, "decoder_start_token_id", t.decoder_start_token_id, w);
+            read_key(*it, "pad_token_id", t.pad_token_id, w);
+            read_key(*it, "eos_token_id", t.eos_token_id, w);
+        }
+        c.validate(where);
+        return c;
+    }
+
+    static Config load(const std::filesystem::path& config_json) {
+        return from_json(detail::read_json_file(config_json), config_json.string());
+    }
+
+    // The checks the model code relies on; `where` names the source in the message.
+    void validate(const std::string& where) const {
+        using detail::require_positive;
+        require_positive(vision.hidden_size, "vision_config.hidden_size", where);
+        require_positive(vision.patch_embed_hidden_size, "vision_config.patch_embed_hidden_size", where);
+        require_positive(vision.d_ff, "vision_config.d_ff", where);
+        require_positive(vision.d_kv, "vision_config.d_kv", where);
+        require_positive(vision.num_hidden_layers, "vision_config.num_hidden_layers", where);
+        require_positive(vision.num_attention_heads, "vision_config.num_attention_heads", where);
+        require_positive(vision.seq_len, "vision_config.seq_len", where);
+        require_positive(text.vocab_size, "text_config.vocab_size", where);
+        require_positive(text.hidden_size, "text_config.hidden_size", where);
+        require_positive(text.d_ff, "text_config.d_ff", where);
+        require_positive(text.d_kv, "text_config.d_kv", where);
+        require_positive(text.num_layers, "text_config.num_layers", where);
+        require_positive(text.num_heads, "text_config.num_heads", where);
+        require_positive(text.relative_attention_num_buckets, "text_config.relative_attention_num_buckets", where);
+        require_positive(text.relative_attention_max_distance, "text_config.relative_attention_max_distance", where);
+        require_positive(max_length, "max_length", where);
+        // Cross-attention projects encoder states with text-sized weights.
+        if (vision.hidden_size != text.hidden_size)
+            detail::fail(where, ": vision_config.hidden_size ", vision.hidden_size, " differs from text_config.hidden_size ",
+                         text.hidden_size, " (cross-attention needs them equal)");
+        for (const std::string* act : {&vision.dense_act_fn, &text.dense_act_fn})
+            if (*act != "gelu_new")
+                detail::fail(where, ": dense_act_fn '", *act, "' is not supported (only gelu_new)");
+        for (int id : {text.decoder_start_token_id, text.pad_token_id, text.eos_token_id})
+            if (id < 0 || id >= text.vocab_size)
+                detail::fail(where, ": special token id ", id, " is outside the vocabulary of ", text.vocab_size);
+    }
+
+    nlohmann::json to_json() const {
+        return {{"architectures", {"Pix2StructForConditionalGeneration"}},
+                {"model_type", "pix2struct"},
+                {"is_vqa", is_vqa},
+                {"decoder_start_token_id", text.decoder_start_token_id},
+                {"pad_token_id", text.pad_token_id},
+                {"eos_token_id", text.eos_token_id},
+                {"max_length", max_length},
+                {"tie_word_embeddings", false},
+                {"vision_config",
+                 {{"model_type", "pix2struct_vision_model"},
+                  {"hidden_size", vision.hidden_size},
+                  {"patch_embed_hidden_size", vision.patch_embed_hidden_size},
+                  {"d_ff", vision.d_ff},
+                  {"d_kv", vision.d_kv},
+                  {"num_hidden_layers", vision.num_hidden_layers},
+                  {"num_attention_heads", vision.num_attention_heads},
+                  {"seq_len", vision.seq_len},
+                  {"layer_norm_eps", vision.layer_norm_eps},
+                  {"dense_act_fn", vision.dense_act_fn}}},
+                {"text_config",
+                 {{"model_type", "pix2struct_text_model"},
+                  {"vocab_size", text.vocab_size},
+                  {"hidden_size", text.hidden_size},
+                  {"d_kv", text.d_kv},
+                  {"d_ff", text.d_ff},
+                  {"num_layers", text.num_layers},
+                  {"num_heads", text.num_heads},
+                  {"relative_attention_num_buckets", text.relative_attention_num_buckets},
+                  {"relative_attention_max_distance", text.relative_attention_max_distance},
+                  {"layer_norm_epsilon", text.layer_norm_epsilon},
+                  {"dense_act_fn", text.dense_act_fn},
+                  {"decoder_start_token_id", text.decoder_start_token_id},
+                  {"pad_token_id", text.pad_token_id},
+                  {"eos_token_id", text.eos_token_id},
+                  {"tie_word_embeddings", false}}}};
+    }
+};
+
+// transformers.Pix2StructImageProcessor's settings (preprocessor_config.json).
+struct PreprocessorConfig {
+    int max_patches = 2048;
+    int patch_height = 16;
+    int patch_width = 16;
+    bool is_vqa = false;  // draw the question as a header on top of the image
+
+    static PreprocessorConfig from_json(const nlohmann::json& j, const std::string& where) {
+        using detail::read_key;
+        if (!j.is_object()) detail::fail(where, ": expected a JSON object");
+        PreprocessorConfig p;
+        read_key(j, "max_patches", p.max_patches, where);
+        read_key(j, "is_vqa", p.is_vqa, where);
+        if (auto it = j.find("patch_size"); it != j.end() && !it->is_null()) {
+            if (!it->is_object()) detail::fail(where, ": 'patch_size' must be an object {\"height\", \"width\"}");
+            read_key(*it, "height", p.patch_height, where + ": patch_size");
+            read_key(*it, "width", p.patch_width, where + ": patch_size");
+        }
+        detail::require_positive(p.max_patches, "max_patches", where);
+        detail::require_positive(p.patch_height, "patch_size.height", where);
+        detail::require_positive(p.patch_width, "patch_size.width", where);
+        return p;
+    }
+
+    static PreprocessorConfig load(const std::filesystem::path& preprocessor_config_json) {
+        return from_json(detail::read_json_file(preprocessor_config_json), preprocessor_config_json.string());
+    }
+
+    nlohmann::json to_json() const {
+        return {{"image_processor_type", "Pix2StructImageProcessor"},
+                {"processor_class", "Pix2StructProcessor"},
+                {"do_convert_rgb", true},
+                {"do_normalize", true},
+                {"max_patches", max_patches},
+                {"patch_size", {{"height", patch_height}, {"width", patch_width}}},
+                {"is_vqa", is_vqa}};
+    }
+};
+
+}  // namespace pix2struct

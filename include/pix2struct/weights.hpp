@@ -1,0 +1,239 @@
+// pix2struct/weights.hpp — binds the tensors of a Hugging Face Pix2Struct checkpoint to parameter structs.
+//
+//   auto ckpt = pix2struct::Checkpoint::load("pix2struct-ai2d-base/");   // throws pix2struct::Error
+//   const pix2struct::Weight& wq = ckpt.vision().layers[0].query;       // [inner, hidden] fp32 view
+//
+// A model folder holds config.json, preprocessor_config.json and model.safetensors (F32, F16 or BF16
+// tensors, as `save_pretrained` writes them). Binding walks every name the config implies, checks
+// each shape, and reports every missing, mis-shaped, badly typed and unexpected tensor in one error.
+// F32 tensors are used in place (zero-copy from the mapping); F16/BF16 are converted to float once.
+#pragma once
+
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "pix2struct/config.hpp"
+#include "pix2struct/error.hpp"
+#include "pix2struct/safetensors.hpp"
+
+namespace pix2struct {
+
+// One parameter: a float32 row-major view plus the tensor as stored. Linear weights are [out, in]
+// as in torch nn.Linear (y = x · Wᵀ).
+struct Weight {
+    std::string name;
+    std::vector<int64_t> shape;
+    const float* data = nullptr;          // null when the checkpoint was loaded without float views
+    const TensorView* source = nullptr;   // dtype and bytes in the file, e.g. for a bf16 upload
+
+    int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
+    int64_t cols() const { return shape.size() < 2 ? 1 : shape[1]; }
+    int64_t size() const { return rows() * cols(); }
+};
+
+// Pix2StructVisionLayer
+struct VisionLayerWeights {
+    Weight pre_attention_layer_norm;        // [H]
+    Weight query, key, value;               // [inner, H]
+    Weight output;                          // [H, inner]
+    Weight pre_mlp_layer_norm;              // [H]
+    Weight wi_0, wi_1;                      // [F, H]
+    Weight wo;                              // [H, F]
+};
+
+// Pix2StructVisionModel: embeddings, layers, final norm.
+struct VisionWeights {
+    Weight patch_projection_weight;         // [H, 768]
+    Weight patch_projection_bias;           // [H]
+    Weight row_embedder, column_embedder;   // [seq_len, H]
+    std::vector<VisionLayerWeights> layers;
+    Weight layernorm;                       // [H]
+};
+
+// Pix2StructTextBlock
+struct TextLayerWeights {
+    Weight self_attention_layer_norm;                          // [H]
+    Weight self_query, self_key, self_value;                   // [inner, H]
+    Weight self_output;                                        // [H, inner]
+    Weight cross_attention_layer_norm;                         // [H]
+    Weight cross_query, cross_key, cross_value;                // [inner, H]
+    Weight cross_output;                                       // [H, inner]
+    Weight mlp_layer_norm;                                     // [H]
+    Weight wi_0, wi_1;                                         // [F, H]
+    Weight wo;                                                 // [H, F]
+};
+
+// Pix2StructTextModel
+struct TextWeights {
+    Weight embed_tokens;                    // [V, H]
+    Weight relative_attention_bias;         // [buckets, heads], layer 0's, shared by every layer
+    std::vector<TextLayerWeights> layers;
+    Weight final_layer_norm;                // [H]
+    Weight lm_head;                         // [V, H], not tied to embed_tokens
+};
+
+// Calls f(weight, full_name, expected_shape) for every parameter the config implies, in checkpoint
+// order, after sizing the layer vectors. Binding and the random-checkpoint writer both walk this list.
+template <class F>
+void for_each_weight(const Config& config, VisionWeights& vision, TextWeights& text, F&& f) {
+    const VisionConfig& v = config.vision;
+    const TextConfig& t = config.text;
+    const int64_t H = v.hidden_size, Fv = v.d_ff, Iv = v.inner_dim();
+    const int64_t Ht = t.hidden_size, Ft = t.d_ff, It = t.inner_dim(), V = t.vocab_size;
+
+    const std::string e = "encoder.";
+    f(vision.patch_projection_weight, e + "embeddings.patch_projection.weight", {H, v.patch_embed_hidden_size});
+    f(vision.patch_projection_bias, e + "embeddings.patch_projection.bias", {H});
+    f(vision.row_embedder, e + "embeddings.row_embedder.weight", {v.seq_len, H});
+    f(vision.column_embedder, e + "embeddings.column_embedder.weight", {v.seq_len, H});
+    vision.layers.resize(size_t(v.num_hidden_layers));
+    for (int i = 0; i < v.num_hidden_layers; ++i) {
+        VisionLayerWeights& L = vision.layers[size_t(i)];
+        const std::string p = e + "encoder.layer." + std::to_string(i) + ".";
+        f(L.pre_attention_layer_norm, p + "pre_attention_layer_norm.weight", {H});
+        f(L.query, p + "attention.query.weight", {Iv, H});
+        f(L.key, p + "attention.key.weight", {Iv, H});
+        f(L.value, p + "attention.value.weight", {Iv, H});
+        f(L.output, p + "attention.output.weight", {H, Iv});
+        f(L.pre_mlp_layer_norm, p + "pre_mlp_layer_norm.weight", {H});
+        f(L.wi_0, p + "mlp.wi_0.weight", {Fv, H});
+        f(L.wi_1, p + "mlp.wi_1.weight", {Fv, H});
+        f(L.wo, p + "mlp.wo.weight", {H, Fv});
+    }
+    f(vision.layernorm, e + "layernorm.weight", {H});
+
+    const std::string d = "decoder.";
+    f(text.embed_tokens, d + "embed_tokens.weight", {V, Ht});
+    f(text.relative_attention_bias, d + "layer.0.self_attention.attention.relative_attention_bias.weight",
+      {t.relative_attention_num_buckets, t.num_heads});
+    text.layers.resize(size_t(t.num_layers));
+    for (int i = 0; i < t.num_layers; ++i) {
+        TextLayerWeights& L = text.layers[size_t(i)];
+        const std::string p = d + "layer." + std::to_string(i) + ".";
+        f(L.self_attention_layer_norm, p + "self_attention.layer_norm.weight", {Ht});
+        f(L.self_query, p + "self_attention.attention.query.weight", {It, Ht});
+        f(L.self_key, p + "self_attention.attention.key.weight", {It, Ht});
+        f(L.self_value, p + "self_attention.attention.value.weight", {It, Ht});
+        f(L.self_output, p + "self_attention.attention.output.weight", {Ht, It});
+        f(L.cross_attention_layer_norm, p + "encoder_decoder_attention.layer_norm.weight", {Ht});
+        f(L.cross_query, p + "encoder_decoder_attention.attention.query.weight", {It, Ht});
+        f(L.cross_key, p + "encoder_decoder_attention.attention.key.weight", {It, Ht});
+        f(L.cross_value, p + "encoder_decoder_attention.attention.value.weight", {It, Ht});
+        f(L.cross_output, p + "encoder_decoder_attention.attention.output.weight", {Ht, It});
+        f(L.mlp_layer_norm, p + "mlp.layer_norm.weight", {Ht});
+        f(L.wi_0, p + "mlp.DenseReluDense.wi_0.weight", {Ft, Ht});
+        f(L.wi_1, p + "mlp.DenseReluDense.wi_1.weight", {Ft, Ht});
+        f(L.wo, p + "mlp.DenseReluDense.wo.weight", {Ht, Ft});
+    }
+    f(text.final_layer_norm, d + "final_layer_norm.weight", {Ht});
+    f(text.lm_head, d + "lm_head.weight", {V, Ht});
+}
+
+struct LoadOptions {
+    // Give every Weight a float32 view (the CPU path). A GPU path that uploads the stored bf16 bytes
+    // may turn it off and read Weight::source only.
+    bool float_views = true;
+};
+
+class Checkpoint {
+public:
+    // Loads config.json, preprocessor_config.json and model.safetensors from a model folder.
+    static Checkpoint load(const std::filesystem::path& dir, const LoadOptions& options = {}) {
+        if (!std::filesystem::is_directory(dir))
+            detail::fail(dir.string(), ": model folder not found (expected config.json, preprocessor_config.json, "
+                                       "model.safetensors)");
+        for (const char* f : {"config.json", "preprocessor_config.json", "model.safetensors"})
+            if (!std::filesystem::exists(dir / f))
+                detail::fail(dir.string(), ": incomplete model folder: ", f, " is missing");
+        Checkpoint c = from_file(Config::load(dir / "config.json"), dir / "model.safetensors", options);
+        c.preprocessor_ = PreprocessorConfig::load(dir / "preprocessor_config.json");
+        c.dir_ = dir;
+        return c;
+    }
+
+    // Binds a safetensors file to a given config (no folder needed; preprocessor defaults).
+    static Checkpoint from_file(const Config& config, const std::filesystem::path& safetensors,
+                                const LoadOptions& options = {}) {
+        Checkpoint c;
+        c.config_ = config;
+        c.file_ = std::make_unique<SafetensorsFile>(SafetensorsFile::open(safetensors));
+        c.dir_ = safetensors.parent_path();
+        c.bind(options);
+        return c;
+    }
+
+    const Config& config() const { return config_; }
+    const PreprocessorConfig& preprocessor() const { return preprocessor_; }
+    const VisionWeights& vision() const { return vision_; }
+    const TextWeights& text() const { return text_; }
+    const SafetensorsFile& file() const { return *file_; }
+    const std::filesystem::path& dir() const { return dir_; }
+
+private:
+    // Collects every problem before throwing, so a user sees the whole list at once.
+    struct Binder {
+        const SafetensorsFile& file;
+        bool float_views;
+        std::vector<std::unique_ptr<float[]>>& storage;
+        std::set<std::string> used;
+        std::vector<std::string> problems;
+
+        void operator()(Weight& w, const std::string& name, std::vector<int64_t> shape) {
+            used.insert(name);
+            w.name = name;
+            w.shape = shape;
+            const TensorView* t = file.find(name);
+            if (!t) {
+                problems.push_back("missing tensor '" + name + "' " + SafetensorsFile::shape_string(shape));
+                return;
+            }
+            if (t->shape != shape) {
+                problems.push_back("tensor '" + name + "' has shape " + SafetensorsFile::shape_string(t->shape) +
+                                   ", the config implies " + SafetensorsFile::shape_string(shape));
+                return;
+            }
+            if (t->dtype != DType::F32 && t->dtype != DType::BF16 && t->dtype != DType::F16) {
+                problems.push_back("tensor '" + name + "' is " + std::string(dtype_name(t->dtype)) +
+                                   " (expected F32, BF16 or F16)");
+                return;
+            }
+            w.source = t;
+            if (!float_views) return;
+            if (t->dtype == DType::F32 && reinterpret_cast<uintptr_t>(t->bytes.data()) % alignof(float) == 0) {
+                w.data = reinterpret_cast<const float*>(t->bytes.data());  // zero-copy
+            } else {
+                auto buf = std::make_unique<float[]>(size_t(t->numel()));
+                t->to_float(buf.get());
+                w.data = buf.get();
+                storage.push_back(std::move(buf));
+            }
+        }
+    };
+
+    void bind(const LoadOptions& options) {
+        Binder b{*file_, options.float_views, storage_, {}, {}};
+        for_each_weight(config_, vision_, text_, b);
+        for (const TensorView& tv : file_->tensors())
+            if (!b.used.count(tv.name)) b.problems.push_back("unexpected tensor '" + tv.name + "'");
+        if (!b.problems.empty()) {
+            std::string msg = file_->path().string() + ": checkpoint does not match its config (" +
+                              std::to_string(b.problems.size()) + " problem" + (b.problems.size() > 1 ? "s" : "") + "):";
+            for (const std::string& p : b.problems) msg += "\n  " + p;
+            throw Error(msg);
+        }
+    }
+
+    Config config_;
+    PreprocessorConfig preprocessor_;
+    std::filesystem::path dir_;
+    std::unique_ptr<SafetensorsFile> file_;
+    std::vector<std::unique_ptr<float[]>> storage_;
+    VisionWeights vision_;
+    TextWeights text_;
+};
+
+}  // namespace pix2struct
