@@ -1,0 +1,177 @@
+// kernels/embed.cuh — the element-wise and gather kernels around the transformer blocks.
+//
+//   embedding_gather(table [V, H], ids [n], out [n, H], accumulate)   out[i] (+)= table[ids[i]]
+//                         (decoder token embedding). Ids outside [0, V) are clamped to the table.
+//   split_patches(flattened [N, 2 + P] fp32, pixels [N, P], ids [N, 2] int32)
+//                         the preprocessor's rows (row id, col id, patch) split into the matmul input of
+//                         patch_projection (16-byte aligned, any type) and the integer position ids.
+//   add_position_embeddings(x [N, H], row_table [S, H], col_table [S, H], ids [N, 2])
+//                         x[i] += row_table[row id] + col_table[col id] (ids used as stored, 1-based,
+//                         padding rows have id 0 and are embedded too, as in the reference; clamped to S).
+//   convert(in [n], out [n])                  fp32 <-> bf16 (round to nearest even), or copy.
+//   argmax(logits [rows, V], out [rows])      first index of the maximum per row (greedy decoding);
+//                                             NaN never wins.
+// Launch: element-wise kernels one thread per 8 elements (grid-stride); gathers one warp per row;
+// argmax one block of 256 threads per row.
+// Measured (H100, pending a GPU session): see bench/RESULTS.md "GPU kernels".
+#pragma once
+
+#include <cmath>
+
+#include "kernels/common.cuh"
+
+namespace pix2struct::kernels {
+
+namespace detail {
+
+inline constexpr int kEwThreads = 256, kArgmaxThreads = 256, kGatherWarps = 4;
+
+inline unsigned ew_blocks(int64_t n) {
+    return unsigned(std::min<int64_t>(std::max<int64_t>(ceil_div(n, kEwThreads), 1), int64_t(1) << 20));
+}
+
+// =============================================================================================
+// Kernels
+// =============================================================================================
+template <class TTable, class TOut>
+__global__ void __launch_bounds__(32 * kGatherWarps)
+    embedding_gather_kernel(const TTable* table, int64_t V, const int32_t* ids, TOut* out, int64_t n, int H,
+                            bool accumulate) {
+    const int lane = threadIdx.x % 32;
+    const int64_t i = int64_t(blockIdx.x) * kGatherWarps + threadIdx.x / 32;
+    if (i >= n) return;
+    const int64_t id = min(max(int64_t(ids[i]), int64_t(0)), V - 1);
+    const TTable* src = table + id * H;
+    TOut* dst = out + i * H;
+    for (int c = lane; c < H; c += 32) {
+        const float v = to_float(src[c]);
+        dst[c] = from_float<TOut>(accumulate ? to_float(dst[c]) + v : v);
+    }
+}
+
+template <class TOut>
+__global__ void __launch_bounds__(kEwThreads)
+    split_patches_kernel(const float* flattened, int64_t N, int P, TOut* pixels, int32_t* ids) {
+    const int64_t total = N * (P + 2);
+    for (int64_t e = int64_t(blockIdx.x) * kEwThreads + threadIdx.x; e < total; e += int64_t(gridDim.x) * kEwThreads) {
+        const int64_t r = e / (P + 2);
+        const int c = int(e % (P + 2));
+        const float v = flattened[e];
+        if (c < 2) ids[2 * r + c] = int32_t(v);  // the reference's .long(): truncation
+        else pixels[r * P + (c - 2)] = from_float<TOut>(v);
+    }
+}
+
+template <class T, class TTable>
+__global__ void __launch_bounds__(32 * kGatherWarps)
+    add_position_embeddings_kernel(T* x, const TTable* row_table, const TTable* col_table, int64_t S,
+                                   const int32_t* ids, int64_t N, int H) {
+    const int lane = threadIdx.x % 32;
+    const int64_t i = int64_t(blockIdx.x) * kGatherWarps + threadIdx.x / 32;
+    if (i >= N) return;
+    const int64_t r = min(max(int64_t(ids[2 * i]), int64_t(0)), S - 1);
+    const int64_t c = min(max(int64_t(ids[2 * i + 1]), int64_t(0)), S - 1);
+    for (int h = lane; h < H; h += 32)
+        x[i * H + h] = from_float<T>(to_float(x[i * H + h]) + to_float(row_table[r * H + h]) +
+                                     to_float(col_table[c * H + h]));
+}
+
+template <class TIn, class TOut>
+__global__ void __launch_bounds__(kEwThreads) convert_kernel(const TIn* in, TOut* out, int64_t n) {
+    for (int64_t e = int64_t(blockIdx.x) * kEwThreads + threadIdx.x; e < n; e += int64_t(gridDim.x) * kEwThreads)
+        out[e] = from_float<TOut>(to_float(in[e]));
+}
+
+// (value, index) ordering of argmax: larger value wins, equal values go to the smaller index, NaN loses.
+__device__ __forceinline__ bool argmax_better(float v, int64_t i, float bv, int64_t bi) {
+    return v > bv || (v == bv && i < bi);
+}
+
+template <class T>
+__global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* logits, int64_t V, int32_t* out) {
+    const T* row = logits + int64_t(blockIdx.x) * V;
+    float best = -INFINITY;
+    int64_t bi = V;  // "none yet": any real index is smaller
+    for (int64_t j = threadIdx.x; j < V; j += kArgmaxThreads) {
+        const float v = to_float(row[j]);
+        if (argmax_better(v, j, best, bi)) best = v, bi = j;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) {
+        const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (argmax_better(ov, oi, best, bi)) best = ov, bi = oi;
+    }
+    __shared__ float s_v[kArgmaxThreads / 32];
+    __shared__ int64_t s_i[kArgmaxThreads / 32];
+    if (threadIdx.x % 32 == 0) s_v[threadIdx.x / 32] = best, s_i[threadIdx.x / 32] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < kArgmaxThreads / 32; ++w)
+            if (argmax_better(s_v[w], s_i[w], best, bi)) best = s_v[w], bi = s_i[w];
+        out[blockIdx.x] = int32_t(bi < V ? bi : 0);  // a row of NaN / -inf only: index 0
+    }
+}
+
+}  // namespace detail
+
+// =============================================================================================
+// Launchers (element types: float and bf16 in any combination)
+// =============================================================================================
+template <class TTable, class TOut>
+void embedding_gather(const TTable* table, int64_t V, const int32_t* ids, TOut* out, int64_t n, int64_t H,
+                      bool accumulate = false, cudaStream_t stream = nullptr) {
+    static_assert(detail::kIsElement<TTable> && detail::kIsElement<TOut>, "embedding_gather: float or bf16");
+    if (n == 0) return;
+    if (!table || !ids || !out || V <= 0 || H <= 0 || n < 0)
+        pix2struct::detail::fail("embedding_gather: table [", V, ", ", H, "], ", n, " ids: invalid arguments");
+    detail::embedding_gather_kernel<<<unsigned(ceil_div(n, detail::kGatherWarps)), 32 * detail::kGatherWarps, 0,
+                                      stream>>>(table, V, ids, out, n, int(H), accumulate);
+    check_launch("embedding_gather");
+}
+
+template <class TOut>
+void split_patches(const float* flattened, int64_t N, int64_t P, TOut* pixels, int32_t* ids,
+                   cudaStream_t stream = nullptr) {
+    static_assert(detail::kIsElement<TOut>, "split_patches: pixels are float or bf16");
+    if (N == 0) return;
+    if (!flattened || !pixels || !ids || N < 0 || P <= 0)
+        pix2struct::detail::fail("split_patches: patches [", N, ", 2 + ", P, "]: invalid arguments");
+    detail::split_patches_kernel<<<detail::ew_blocks(N * (P + 2)), detail::kEwThreads, 0, stream>>>(
+        flattened, N, int(P), pixels, ids);
+    check_launch("split_patches");
+}
+
+template <class T, class TTable>
+void add_position_embeddings(T* x, const TTable* row_table, const TTable* col_table, int64_t S, const int32_t* ids,
+                             int64_t N, int64_t H, cudaStream_t stream = nullptr) {
+    static_assert(detail::kIsElement<T> && detail::kIsElement<TTable>, "add_position_embeddings: float or bf16");
+    if (N == 0) return;
+    if (!x || !row_table || !col_table || !ids || S <= 0 || H <= 0 || N < 0)
+        pix2struct::detail::fail("add_position_embeddings: x [", N, ", ", H, "], tables [", S, ", ", H,
+                                 "]: invalid arguments");
+    detail::add_position_embeddings_kernel<<<unsigned(ceil_div(N, detail::kGatherWarps)), 32 * detail::kGatherWarps,
+                                             0, stream>>>(x, row_table, col_table, S, ids, N, int(H));
+    check_launch("add_position_embeddings");
+}
+
+template <class TIn, class TOut>
+void convert(const TIn* in, TOut* out, int64_t n, cudaStream_t stream = nullptr) {
+    static_assert(detail::kIsElement<TIn> && detail::kIsElement<TOut>, "convert: float or bf16");
+    if (n == 0) return;
+    if (!in || !out || n < 0) pix2struct::detail::fail("convert: ", n, " elements: invalid arguments");
+    detail::convert_kernel<<<detail::ew_blocks(n), detail::kEwThreads, 0, stream>>>(in, out, n);
+    check_launch("convert");
+}
+
+template <class T>
+void argmax(const T* logits, int64_t rows, int64_t V, int32_t* out, cudaStream_t stream = nullptr) {
+    static_assert(detail::kIsElement<T>, "argmax: logits are float or bf16");
+    if (rows == 0) return;
+    if (!logits || !out || rows < 0 || V <= 0)
+        pix2struct::detail::fail("argmax: logits [", rows, ", ", V, "]: invalid arguments");
+    detail::argmax_kernel<<<unsigned(rows), detail::kArgmaxThreads, 0, stream>>>(logits, V, out);
+    check_launch("argmax");
+}
+
+}  // namespace pix2struct::kernels
