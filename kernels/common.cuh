@@ -24,6 +24,10 @@
 #include "kernels/geometry.hpp"
 #include "pix2struct/error.hpp"
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "pix2struct kernels need sm_80 or newer (cp.async, bf16 mma.sync): build for the GPU, e.g. CMAKE_CUDA_ARCHITECTURES=90a"
+#endif
+
 namespace pix2struct::kernels {
 
 using bf16 = __nv_bfloat16;
