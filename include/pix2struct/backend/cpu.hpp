@@ -1,0 +1,275 @@
+// pix2struct/backend/cpu.hpp — the CPU backend: fp32 arithmetic on Eigen, threads of our own.
+//
+// A backend supplies the primitives every block of the model is written in (the blocks are templates over
+// it; a CUDA backend provides the same member functions on device pointers):
+//
+//   Buffer alloc(n)                          n floats, allocated once per model or session
+//   linear(X, M, W, Y, mode, bias)           Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]);  W is [N, K] (torch nn.Linear)
+//   rms_norm(X, M, w, eps, Y)                Y[M, H] = w ⊙ X / sqrt(mean(X², row) + eps)          (T5 style)
+//   gelu_gate(A, B, n)                       A[n] = gelu_new(A) ⊙ B                        (gated-GELU MLP)
+//   attention(args)                          O = softmax(Q·Kᵀ + bias, masked keys → -inf) · V  per head, no 1/√d
+//   embed(table, ids, n, Y, mode)            Y[n, H] (=|+=) table[ids[i]]
+//   add_rows(Y, X, n)                        Y[n] += X[n]
+//
+// Threads: Eigen is single-threaded here (no OpenMP), so the backend splits work itself over a small pool
+// owned by the backend (no global state): a linear layer splits the output features N into one slice per
+// thread (each slice is an Eigen GEMM, or a GEMV when M = 1 — the decode step), attention splits heads.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "pix2struct/backend/backend.hpp"
+#include "pix2struct/error.hpp"
+#include "pix2struct/weights.hpp"
+
+namespace pix2struct {
+
+namespace detail {
+
+// A fixed pool: parallel_for(n, f) runs f(i, worker) for i in [0, n) on the calling thread (worker 0) and
+// the pool's threads (workers 1..size-1) and returns when all are done. Workers sleep between calls. One
+// pool per backend; not reentrant.
+class ThreadPool {
+public:
+    explicit ThreadPool(int threads) {
+        for (int i = 1; i < std::max(1, threads); ++i) workers_.emplace_back([this, i] { work(i); });
+    }
+    ~ThreadPool() {
+        {
+            std::lock_guard lock(mutex_);
+            stop_ = true;
+            ++generation_;
+        }
+        wake_.notify_all();
+        for (auto& t : workers_) t.join();
+    }
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+
+    int size() const { return int(workers_.size()) + 1; }
+
+    template <class F>
+    void parallel_for(int64_t n, F&& f) {
+        if (n <= 0) return;
+        if (workers_.empty() || n == 1) {
+            for (int64_t i = 0; i < n; ++i) f(i, 0);
+            return;
+        }
+        std::function<void(int64_t, int)> task = std::forward<F>(f);
+        {
+            std::lock_guard lock(mutex_);
+            task_ = &task;
+            count_ = n;
+            next_.store(0);
+            pending_ = int(workers_.size());
+            ++generation_;
+        }
+        wake_.notify_all();
+        run_tasks(0);
+        std::unique_lock lock(mutex_);
+        done_.wait(lock, [this] { return pending_ == 0; });
+        task_ = nullptr;
+    }
+
+private:
+    void run_tasks(int worker) {
+        for (int64_t i; (i = next_.fetch_add(1)) < count_;) (*task_)(i, worker);
+    }
+    void work(int worker) {
+        uint64_t seen = 0;
+        for (;;) {
+            {
+                std::unique_lock lock(mutex_);
+                wake_.wait(lock, [&] { return generation_ != seen; });
+                seen = generation_;
+                if (stop_) return;
+            }
+            run_tasks(worker);
+            {
+                std::lock_guard lock(mutex_);
+                if (--pending_ == 0) done_.notify_one();
+            }
+        }
+    }
+
+    std::vector<std::thread> workers_;
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    std::function<void(int64_t, int)>* task_ = nullptr;
+    std::atomic<int64_t> next_{0};
+    int64_t count_ = 0;
+    int pending_ = 0;
+    uint64_t generation_ = 0;
+    bool stop_ = false;
+};
+
+// 64-byte aligned float storage (Eigen and AVX-512 like aligned rows).
+class AlignedFloats {
+public:
+    AlignedFloats() = default;
+    explicit AlignedFloats(size_t n) : n_(n) {
+        if (n) {
+            p_ = static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64)));
+            std::fill(p_, p_ + n, 0.0f);
+        }
+    }
+    AlignedFloats(AlignedFloats&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+    AlignedFloats& operator=(AlignedFloats&& o) noexcept {
+        std::swap(p_, o.p_);
+        std::swap(n_, o.n_);
+        return *this;
+    }
+    ~AlignedFloats() {
+        if (p_) ::operator delete[](p_, std::align_val_t(64));
+    }
+    float* data() { return p_; }
+    const float* data() const { return p_; }
+    size_t size() const { return n_; }
+
+private:
+    float* p_ = nullptr;
+    size_t n_ = 0;
+};
+
+}  // namespace detail
+
+struct CpuBackend {
+    using Buffer = detail::AlignedFloats;
+
+    explicit CpuBackend(int threads = 0)
+        : pool_(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()))) {}
+
+    int threads() const { return pool_.size(); }
+    Buffer alloc(size_t n) const { return Buffer(n); }
+
+    // Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]).  W: [N, K] row-major (torch nn.Linear).
+    // Split over N: each thread owns a column slice of Y (a GEMM, or a GEMV for the decode step's M = 1).
+    void linear(const float* X, int64_t M, const Weight& W, float* Y, Write mode = Write::Overwrite,
+                const Weight* bias = nullptr) {
+        using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+        using Stride = Eigen::OuterStride<>;
+        const int64_t N = W.rows(), K = W.cols();
+        // Slices of ≥ 64 output features; a handful per thread for balance.
+        const int64_t min_slice = 64;
+        int64_t slices = std::min<int64_t>(std::max<int64_t>(1, N / min_slice), int64_t(pool_.size()) * (M == 1 ? 1 : 2));
+        if (M * N * K < 64 * 1024) slices = 1;  // too small to be worth a wake-up
+        const int64_t step = (N + slices - 1) / slices;
+        pool_.parallel_for(slices, [&](int64_t s, int) {
+            const int64_t n0 = s * step, n = std::min(step, N - n0);
+            if (n <= 0) return;
+            Eigen::Map<const RowMat> x(X, M, K);
+            Eigen::Map<const RowMat> w(W.data + n0 * K, n, K);
+            Eigen::Map<RowMat, 0, Stride> y(Y + n0, M, n, Stride(N));
+            if (M == 1) {
+                // GEMV: y = W x; Eigen's row-major matrix × vector kernel.
+                Eigen::Map<const Eigen::VectorXf> xv(X, K);
+                Eigen::Map<Eigen::RowVectorXf> yv(Y + n0, n);
+                if (mode == Write::Overwrite) yv.noalias() = (w * xv).transpose();
+                else yv.noalias() += (w * xv).transpose();
+            } else {
+                if (mode == Write::Overwrite) y.noalias() = x * w.transpose();
+                else y.noalias() += x * w.transpose();
+            }
+            if (bias) {
+                Eigen::Map<const Eigen::RowVectorXf> b(bias->data + n0, n);
+                y.rowwise() += b;
+            }
+        });
+    }
+
+    // Y[M, H] = w ⊙ X / sqrt(mean(X²) + eps). The mean is taken in fp32 (the reference casts to fp32).
+    void rms_norm(const float* X, int64_t M, const Weight& w, float eps, float* Y) {
+        const int64_t H = w.rows();
+        Eigen::Map<const Eigen::ArrayXf> g(w.data, H);
+        for (int64_t i = 0; i < M; ++i) {
+            Eigen::Map<const Eigen::ArrayXf> x(X + i * H, H);
+            Eigen::Map<Eigen::ArrayXf> y(Y + i * H, H);
+            const float variance = x.square().mean();
+            y = g * (x * (1.0f / std::sqrt(variance + eps)));
+        }
+    }
+
+    // A[n] = gelu_new(A) ⊙ B with gelu_new(a) = 0.5·a·(1 + tanh(√(2/π)·(a + 0.044715·a³))) (the tanh form,
+    // transformers' NewGELUActivation). Eigen's vectorised tanh.
+    void gelu_gate(float* A, const float* B, int64_t n) {
+        const int64_t chunk = 1 << 14;
+        const int64_t chunks = (n + chunk - 1) / chunk;
+        pool_.parallel_for(chunks, [&](int64_t c, int) {
+            const int64_t i0 = c * chunk, m = std::min(chunk, n - i0);
+            Eigen::Map<Eigen::ArrayXf> a(A + i0, m);
+            Eigen::Map<const Eigen::ArrayXf> b(B + i0, m);
+            const float k = 0.7978845608028654f;  // sqrt(2/π)
+            a = (0.5f * a * (1.0f + (k * (a + 0.044715f * a.cube())).tanh())) * b;
+        });
+    }
+
+    // O = softmax(Q·Kᵀ + bias, keys masked) · V for each head; scores are NOT scaled by 1/√D (the reference
+    // folds the scale into the trained query weights). Softmax in fp32. Heads run in parallel; the scores
+    // of one head live in a scratch row block per thread, reused across calls.
+    void attention(const AttentionArgs& a) {
+        using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+        using Stride = Eigen::OuterStride<>;
+        const int64_t need = a.Tq * a.Tk;
+        if (int64_t(scratch_.size()) < pool_.size() || (scratch_.size() && int64_t(scratch_[0].size()) < need)) {
+            scratch_.clear();
+            for (int i = 0; i < pool_.size(); ++i) scratch_.emplace_back(size_t(need));
+        }
+        pool_.parallel_for(a.heads, [&](int64_t h, int worker) {
+            float* S = scratch_[size_t(worker)].data();  // [Tq, Tk] scores of this head
+            Eigen::Map<const RowMat, 0, Stride> q(a.Q + h * a.D, a.Tq, a.D, Stride(a.ldq));
+            Eigen::Map<const RowMat, 0, Stride> k(a.K + h * a.D, a.Tk, a.D, Stride(a.ldk));
+            Eigen::Map<const RowMat, 0, Stride> v(a.V + h * a.D, a.Tk, a.D, Stride(a.ldv));
+            Eigen::Map<RowMat, 0, Stride> o(a.O + h * a.D, a.Tq, a.D, Stride(a.ldo));
+            Eigen::Map<RowMat> scores(S, a.Tq, a.Tk);
+            scores.noalias() = q * k.transpose();  // [Tq, Tk]
+            if (a.bias) scores += Eigen::Map<const RowMat>(a.bias + h * a.Tq * a.Tk, a.Tq, a.Tk);
+            if (a.key_mask) {
+                // The reference adds finfo(float32).min to masked scores (then clamps at min): exp → 0.
+                const float lowest = std::numeric_limits<float>::lowest();
+                for (int64_t j = 0; j < a.Tk; ++j)
+                    if (a.key_mask[j] == 0.0f) scores.col(j).setConstant(lowest);
+            }
+            for (int64_t i = 0; i < a.Tq; ++i) {
+                auto row = scores.row(i).array();
+                const float m = row.maxCoeff();
+                row = (row - m).exp();
+                row /= row.sum();
+            }
+            o.noalias() = scores * v;  // [Tq, D]
+        });
+    }
+
+    // Y[n, H] (=|+=) table[ids[i], :]
+    void embed(const Weight& table, const int64_t* ids, int64_t n, float* Y, Write mode = Write::Overwrite) {
+        const int64_t H = table.cols();
+        for (int64_t i = 0; i < n; ++i) {
+            if (ids[i] < 0 || ids[i] >= table.rows())
+                detail::fail("embedding '", table.name, "': index ", ids[i], " is outside [0, ", table.rows(), ")");
+            const float* src = table.data + ids[i] * H;
+            float* dst = Y + i * H;
+            if (mode == Write::Overwrite) std::copy(src, src + H, dst);
+            else
+                for (int64_t j = 0; j < H; ++j) dst[j] += src[j];
+        }
+    }
+
+    void add_rows(float* Y, const float* X, int64_t n) {
+        Eigen::Map<Eigen::ArrayXf>(Y, n) += Eigen::Map<const Eigen::ArrayXf>(X, n);
+    }
+
+private:
+    detail::ThreadPool pool_;
+    std::vector<detail::AlignedFloats> scratch_;
+};
+
+}  // namespace pix2struct

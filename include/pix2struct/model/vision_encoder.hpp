@@ -1,0 +1,161 @@
+// pix2struct/model/vision_encoder.hpp — Pix2StructVisionModel: patch embeddings, pre-norm layers, final norm.
+//
+//   x = patch_projection(p[2:]) + row_embedder[p[0]] + column_embedder[p[1]]      [N, H]
+//   per layer:  x += Attention(RMS(x));  x += MLP(RMS(x))
+//   encoder_states = RMS(x)                                                        [N, H]
+//
+// Padding patches (mask 0) are embedded by the reference too, but they are masked as keys everywhere
+// (here and in the decoder's cross-attention) and every other operation is row-wise, so no real row ever
+// depends on them: by default only the real rows are computed (N = number of real patches, not
+// max_patches). `EncodeOptions::skip_padding = false` runs all rows with the key mask, as the reference
+// does (tests check both agree on the real rows).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "pix2struct/backend/backend.hpp"
+#include "pix2struct/config.hpp"
+#include "pix2struct/error.hpp"
+#include "pix2struct/nn/attention.hpp"
+#include "pix2struct/nn/mlp.hpp"
+#include "pix2struct/nn/rms_norm.hpp"
+#include "pix2struct/weights.hpp"
+
+namespace pix2struct {
+
+// transformers: Pix2StructVisionEmbeddings
+struct VisionEmbeddings {
+    const Weight* patch_projection_weight = nullptr;  // [H, D]   D = patch_embed_hidden_size (16·16·3)
+    const Weight* patch_projection_bias = nullptr;    // [H]
+    const Weight* row_embedder = nullptr;             // [seq_len, H]
+    const Weight* column_embedder = nullptr;          // [seq_len, H]
+
+    // pixels: [N, D] (the patches without their two id columns); row_ids, col_ids: [N]; x: [N, H].
+    template <class Backend>
+    void forward(Backend& backend, const float* pixels, const int64_t* row_ids, const int64_t* col_ids, int64_t N,
+                 float* x) const {
+        // embeddings = self.patch_projection(flattened_patches)
+        backend.linear(pixels, N, *patch_projection_weight, x, Write::Overwrite, patch_projection_bias);  // [N, H]
+        // embeddings = embeddings + row_embeddings + col_embeddings
+        backend.embed(*row_embedder, row_ids, N, x, Write::Accumulate);     // [N, H]
+        backend.embed(*column_embedder, col_ids, N, x, Write::Accumulate);  // [N, H]
+    }
+};
+
+// Activations of the vision tower, sized for N rows once and reused.
+template <class Backend>
+struct VisionActivations {
+    using Buffer = typename Backend::Buffer;
+    int64_t capacity = 0;
+    Buffer pixels, x, normed, q, k, v, out, gelu, linear, mask;
+    std::vector<int64_t> row_ids, col_ids;
+
+    void reserve(Backend& backend, int64_t N, const VisionConfig& c) {
+        if (N <= capacity) return;
+        const int64_t H = c.hidden_size, I = c.inner_dim(), F = c.d_ff, D = c.patch_embed_hidden_size;
+        pixels = backend.alloc(size_t(N * D));
+        x = backend.alloc(size_t(N * H));
+        normed = backend.alloc(size_t(N * H));
+        q = backend.alloc(size_t(N * I));
+        k = backend.alloc(size_t(N * I));
+        v = backend.alloc(size_t(N * I));
+        out = backend.alloc(size_t(N * I));
+        gelu = backend.alloc(size_t(N * F));
+        linear = backend.alloc(size_t(N * F));
+        mask = backend.alloc(size_t(N));
+        row_ids.resize(size_t(N));
+        col_ids.resize(size_t(N));
+        capacity = N;
+    }
+};
+
+// transformers: Pix2StructVisionLayer
+struct VisionLayer {
+    LayerNorm pre_attention_layer_norm;
+    VisionAttention attention;
+    LayerNorm pre_mlp_layer_norm;
+    VisionMlp mlp;
+
+    // x: [N, H] in/out; key_mask: [N] or null (all rows real).
+    template <class Backend>
+    void forward(Backend& backend, float* x, int64_t N, const float* key_mask, VisionActivations<Backend>& a) const {
+        // hidden_states = self.pre_attention_layer_norm(hidden_states)
+        pre_attention_layer_norm.forward(backend, x, N, a.normed.data());  // [N, H]
+        // hidden_states = attention_output + residual
+        attention.forward(backend, a.normed.data(), N, key_mask,
+                          AttentionScratch{a.q.data(), a.k.data(), a.v.data(), a.out.data()}, x);  // [N, H]
+        // layer_output = self.pre_mlp_layer_norm(hidden_states)
+        pre_mlp_layer_norm.forward(backend, x, N, a.normed.data());  // [N, H]
+        // layer_output = self.mlp(layer_output) + hidden_states
+        mlp.forward(backend, a.normed.data(), N, MlpScratch{a.gelu.data(), a.linear.data()}, x,
+                    Write::Accumulate);  // [N, H]
+    }
+};
+
+struct EncodeOptions {
+    bool skip_padding = true;  // compute only the real rows (same result on them; see the file comment)
+};
+
+// transformers: Pix2StructVisionModel (embeddings + Pix2StructVisionEncoder's layers + layernorm)
+struct VisionModel {
+    VisionConfig config;
+    VisionEmbeddings embeddings;
+    std::vector<VisionLayer> layer;  // encoder.layer.{i}
+    LayerNorm layernorm;
+
+    VisionModel() = default;
+    VisionModel(const VisionConfig& c, const VisionWeights& w) : config(c) {
+        embeddings = {&w.patch_projection_weight, &w.patch_projection_bias, &w.row_embedder, &w.column_embedder};
+        for (const VisionLayerWeights& l : w.layers)
+            layer.push_back(VisionLayer{LayerNorm{&l.pre_attention_layer_norm, c.layer_norm_eps},
+                                        VisionAttention{&l.query, &l.key, &l.value, &l.output, c.num_attention_heads, c.d_kv},
+                                        LayerNorm{&l.pre_mlp_layer_norm, c.layer_norm_eps},
+                                        VisionMlp{&l.wi_0, &l.wi_1, &l.wo}});
+        layernorm = LayerNorm{&w.layernorm, c.layer_norm_eps};
+    }
+
+    // flattened: [P, 2 + D] (row id, col id, pixels), mask: [P]. Writes encoder_states [N, H] for the N rows
+    // computed (the real ones, in order, or all P) and their indices into `rows`. Returns N.
+    template <class Backend>
+    int64_t forward(Backend& backend, std::span<const float> flattened, std::span<const float> mask,
+                    VisionActivations<Backend>& a, float* encoder_states, std::vector<int64_t>& rows,
+                    const EncodeOptions& options = {}) const {
+        const int64_t D = config.patch_embed_hidden_size, W = D + 2;
+        if (flattened.size() % size_t(W) != 0)
+            detail::fail("flattened patches: ", flattened.size(), " values is not a multiple of the patch width ", W,
+                         " (2 ids + ", D, " pixels, the checkpoint's patch_embed_hidden_size)");
+        const int64_t P = int64_t(flattened.size()) / W;
+        if (int64_t(mask.size()) != P)
+            detail::fail("patch mask: ", mask.size(), " values for ", P, " patches");
+        rows.clear();
+        for (int64_t i = 0; i < P; ++i)
+            if (!options.skip_padding || mask[size_t(i)] != 0.0f) rows.push_back(i);
+        const int64_t N = int64_t(rows.size());
+        if (N == 0 || (!options.skip_padding && std::all_of(mask.begin(), mask.end(), [](float m) { return m == 0; })))
+            detail::fail("flattened patches: no real patch (the mask is all zero)");
+        a.reserve(backend, N, config);
+        // row_indices = flattened_patches[:, :, 0].long(); col_indices = flattened_patches[:, :, 1].long()
+        for (int64_t n = 0; n < N; ++n) {
+            const float* p = flattened.data() + rows[size_t(n)] * W;
+            const int64_t r = int64_t(p[0]), c = int64_t(p[1]);
+            if (r < 0 || r >= config.seq_len || c < 0 || c >= config.seq_len)
+                detail::fail("flattened patches: patch ", rows[size_t(n)], " has row/column id ", p[0], "/", p[1],
+                             ", outside the embedding tables [0, ", config.seq_len, ")");
+            a.row_ids[size_t(n)] = r;
+            a.col_ids[size_t(n)] = c;
+            std::copy(p + 2, p + W, a.pixels.data() + n * D);
+            a.mask.data()[n] = mask[size_t(rows[size_t(n)])];
+        }
+        const float* key_mask = options.skip_padding ? nullptr : a.mask.data();
+        embeddings.forward(backend, a.pixels.data(), a.row_ids.data(), a.col_ids.data(), N, a.x.data());  // [N, H]
+        for (const VisionLayer& l : layer) l.forward(backend, a.x.data(), N, key_mask, a);                // [N, H]
+        // sequence_output = self.layernorm(sequence_output)
+        layernorm.forward(backend, a.x.data(), N, encoder_states);  // [N, H]
+        return N;
+    }
+};
+
+}  // namespace pix2struct

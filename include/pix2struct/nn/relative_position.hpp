@@ -1,0 +1,59 @@
+// pix2struct/nn/relative_position.hpp — the decoder's relative position bias (T5's bucketed scheme).
+//
+// Layer 0 of the text decoder owns a table [buckets, heads]; every layer adds the same bias to its
+// self-attention scores. For query position q and key position k the decoder (unidirectional) uses
+// n = max(0, q - k):   n < buckets/2 → bucket n;  else buckets/2 + trunc(log(n / (buckets/2)) /
+// log(max_distance / (buckets/2)) · buckets/2), capped at buckets - 1. The reference evaluates the log
+// term in float32 (torch.log of a float tensor), which we mirror; no integer n lands near a bucket edge.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "pix2struct/weights.hpp"
+
+namespace pix2struct {
+
+// transformers: Pix2StructTextAttention._relative_position_bucket. relative_position = key - query.
+inline int relative_position_bucket(int64_t relative_position, bool bidirectional, int num_buckets,
+                                    int max_distance) {
+    int bucket = 0;
+    int64_t n;
+    if (bidirectional) {
+        num_buckets /= 2;
+        if (relative_position > 0) bucket += num_buckets;
+        n = relative_position < 0 ? -relative_position : relative_position;
+    } else {
+        n = relative_position < 0 ? -relative_position : 0;  // -min(relative_position, 0)
+    }
+    const int max_exact = num_buckets / 2;
+    if (n < max_exact) return bucket + int(n);
+    // max_exact + (torch.log(n.float() / max_exact) / math.log(max_distance / max_exact)
+    //              * (num_buckets - max_exact)).to(torch.long)            — float32 arithmetic
+    const float log_ratio = std::log(float(n) / float(max_exact));
+    const float log_max = float(std::log(double(max_distance) / double(max_exact)));
+    const float scaled = log_ratio / log_max * float(num_buckets - max_exact);
+    const int64_t large = max_exact + int64_t(scaled);  // .to(torch.long) truncates toward zero
+    return bucket + int(std::min<int64_t>(large, num_buckets - 1));
+}
+
+// transformers: Pix2StructTextAttention.compute_bias (the layer-0 table, shared by all layers).
+struct RelativePositionBias {
+    const Weight* relative_attention_bias = nullptr;  // [buckets, heads]
+    int num_buckets = 32;
+    int max_distance = 128;
+
+    // bias[h, k] for one query at position q against keys 0..q: out is [heads, 1, q + 1].
+    void compute(int64_t q, float* out) const {
+        const int64_t heads = relative_attention_bias->cols(), Tk = q + 1;
+        for (int64_t k = 0; k < Tk; ++k) {
+            // relative_position = memory_position - context_position
+            const int b = relative_position_bucket(k - q, /*bidirectional=*/false, num_buckets, max_distance);
+            const float* row = relative_attention_bias->data + int64_t(b) * heads;
+            for (int64_t h = 0; h < heads; ++h) out[h * Tk + k] = row[h];
+        }
+    }
+};
+
+}  // namespace pix2struct
