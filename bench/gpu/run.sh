@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# bench/gpu/run.sh — on a GPU machine: build (or reuse) the CUDA kernel tests and microbenchmarks, run all
+# GPU tests, then bench_kernels and the PyTorch SDPA yardstick, and print a short table last.
+#
+# usage: bash bench/gpu/run.sh [build-dir]
+#   build-dir already holding gpu_test_kernels and gpu_bench_kernels (e.g. a build-cuda carried from the
+#   development machine): used as is. Otherwise they are built there (default build-gpu) with CMake
+#   (-DPIX2STRUCT_CUDA=ON, sm_90a); where CMake's dependencies are missing (Eigen, doctest, ...), with nvcc
+#   directly, doctest.h taken from $DOCTEST_INCLUDE or .gpu-deps/ (carry it: .gpu-deps/doctest/doctest.h).
+# Logs go to $OUT (the device tool's folder) or build-dir/out.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=$(realpath -m "${1:-$root/build-gpu}")
+out=${OUT:-$build/out}
+mkdir -p "$build" "$out"
+cublas_dir=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib${cublas_dir:+:$cublas_dir}:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader || true
+
+if [[ ! -x $build/gpu_test_kernels || ! -x $build/gpu_bench_kernels ]]; then
+    jobs=$(nproc)
+    if cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DPIX2STRUCT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+            -DPIX2STRUCT_BUILD_EXAMPLES=OFF >"$out/build.log" 2>&1 &&
+        cmake --build "$build" --target gpu_test_kernels gpu_bench_kernels -j "$jobs" >>"$out/build.log" 2>&1; then
+        echo "built with CMake in $build"
+    else
+        echo "CMake build failed (tail of $out/build.log below); building with nvcc directly"
+        tail -n 5 "$out/build.log"
+        nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+        flags=(-std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo
+               -I"$root" -I"$root/include")
+        "$nvcc" "${flags[@]}" -I"${DOCTEST_INCLUDE:-$root/.gpu-deps}" "$root/tests/gpu/test_kernels.cu" \
+            "$root/tests/test_main.cpp" -o "$build/gpu_test_kernels" >>"$out/build.log" 2>&1 &
+        p1=$!
+        "$nvcc" "${flags[@]}" "$root/bench/gpu/bench_kernels.cu" -lcublas -o "$build/gpu_bench_kernels" \
+            >>"$out/build.log" 2>&1 &
+        p2=$!
+        ok=1
+        wait $p1 || ok=0
+        wait $p2 || ok=0
+        if [[ $ok != 1 ]]; then
+            echo "nvcc build failed:"
+            tail -n 30 "$out/build.log"
+            exit 1
+        fi
+    fi
+fi
+
+echo "== GPU tests =="
+tests_ok=1
+if [[ -f $build/CTestTestfile.cmake ]] && grep -q "$build" "$build/CTestTestfile.cmake"; then
+    (cd "$build" && ctest -R gpu_ --output-on-failure) >"$out/tests.log" 2>&1 || tests_ok=0
+else  # a carried build dir: CTest's absolute paths point elsewhere, run the test programs themselves
+    for t in "$build"/gpu_test_*; do
+        "$t" >>"$out/tests.log" 2>&1 || tests_ok=0
+    done
+fi
+grep -E "test cases:|assertions:|FAILED|ERROR|rel error|unwritten|seed=|Passed|Failed|tests passed" "$out/tests.log" | head -n 60
+
+echo "== microbenchmarks =="
+"$build/gpu_bench_kernels" >"$out/bench_kernels.txt" 2>&1 || echo "gpu_bench_kernels failed"
+PYTHONUNBUFFERED=1 python3 "$root/bench/gpu/sdpa.py" >"$out/sdpa.txt" 2>&1 || echo "sdpa.py failed"
+
+echo
+sed -n '1,2p' "$out/bench_kernels.txt"
+grep -E "copy:" "$out/bench_kernels.txt"
+sed -n '/== summary/,$p' "$out/bench_kernels.txt"
+[[ -s $out/bench_kernels.txt ]] && ! grep -q "== summary" "$out/bench_kernels.txt" && tail -n 20 "$out/bench_kernels.txt"
+echo "== PyTorch SDPA yardstick =="
+cat "$out/sdpa.txt"
+echo "GPU tests: $([[ $tests_ok == 1 ]] && echo PASS || echo FAIL)"
+[[ $tests_ok == 1 ]]
