@@ -1,0 +1,175 @@
+// bench_e2e — end-to-end CPU timing of one question: per-stage medians over repeats.
+//
+//   bench_e2e --model tests/reference/out/base-random --image tests/data/models/images/diagram.png \
+//             --question "What is shown?" --repeats 5 --tokens 20 --threads 2 [--json]
+//
+// Stages: preprocess (header + resize + patches), encoder (vision tower on the real patches), cross K/V
+// (every decoder layer's K/V of the encoder states, once per image), decode (per-token median of `tokens`
+// greedy steps, forced to run all steps even past eos so every run does the same work).
+// Beside each time: the stage's GFLOP/s (encoder, cross K/V) or GB/s of weights+cache read (decode), and
+// two yardsticks measured in the same run: the backend's best GEMM rate on an encoder-sized product and
+// the memory bandwidth of a large copy.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "pix2struct/backend/cpu.hpp"
+#include "pix2struct/model/generate.hpp"
+#include "pix2struct/weights.hpp"
+#if __has_include("pix2struct/image/patches.hpp")
+#include "pix2struct/image/load.hpp"
+#include "pix2struct/image/patches.hpp"
+#define P2S_HAVE_FRONTEND 1
+#endif
+
+using clock_type = std::chrono::steady_clock;
+static double ms_since(clock_type::time_point t) {
+    return std::chrono::duration<double, std::milli>(clock_type::now() - t).count();
+}
+static double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+int main(int argc, char** argv) {
+    CLI::App app{"End-to-end CPU benchmark: preprocess, encoder, cross K/V, per-token decode (medians)."};
+    std::string model_dir = "tests/reference/out/base-random", image_path = "tests/data/models/images/diagram.png";
+    std::string question = "What is shown in the diagram?";
+    int repeats = 5, tokens = 20, threads = 0, max_patches = 0;
+    bool json = false;
+    app.add_option("--model", model_dir, "Model folder (HF layout)")->capture_default_str();
+    app.add_option("--image", image_path, "Image")->capture_default_str();
+    app.add_option("--question", question, "Question (VQA checkpoints)")->capture_default_str();
+    app.add_option("--repeats", repeats, "Repeats (medians reported)")->capture_default_str();
+    app.add_option("--tokens", tokens, "Decode steps per repeat")->capture_default_str();
+    app.add_option("--threads", threads, "Threads (0: all)")->capture_default_str();
+    app.add_option("--max-patches", max_patches, "Patch budget (0: the checkpoint's)")->capture_default_str();
+    app.add_flag("--json", json, "Print one JSON object");
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        const auto t_load = clock_type::now();
+        const pix2struct::Checkpoint ckpt = pix2struct::Checkpoint::load(model_dir);
+        const double load_ms = ms_since(t_load);
+        pix2struct::CpuBackend backend(threads);
+        pix2struct::ForConditionalGeneration<pix2struct::CpuBackend> model(ckpt, backend);
+        const auto& cfg = ckpt.config();
+        const int P = max_patches > 0 ? max_patches : ckpt.preprocessor().max_patches;
+
+        std::vector<float> flattened, mask;
+        std::vector<double> t_pre, t_enc, t_kv, t_tok;
+        int64_t N = 0;
+#ifdef P2S_HAVE_FRONTEND
+        const pix2struct::Image image = pix2struct::load_image(image_path);
+        pix2struct::PreprocessOptions po;
+        po.max_patches = P;
+        po.is_vqa = ckpt.preprocessor().is_vqa;
+#endif
+        for (int r = 0; r < repeats + 1; ++r) {  // run 0 warms up (allocations, page faults) and is not counted
+            const bool count = r > 0;
+            auto t = clock_type::now();
+#ifdef P2S_HAVE_FRONTEND
+            const pix2struct::Patches p = pix2struct::preprocess(image, po.is_vqa ? question : "", po);
+            if (count) t_pre.push_back(ms_since(t));
+            flattened = p.flattened;
+            mask = p.mask;
+#else
+            if (flattened.empty()) {  // no front end: a full grid of random patches
+                const int64_t W = cfg.vision.patch_embed_hidden_size + 2;
+                const int cols = int(std::sqrt(double(P))), rows = P / cols;
+                flattened.assign(size_t(P * W), 0.0f);
+                mask.assign(size_t(P), 0.0f);
+                std::mt19937 rng(1);
+                std::normal_distribution<float> nd;
+                for (int i = 0; i < rows * cols; ++i) {
+                    flattened[size_t(i * W)] = float(i / cols + 1);
+                    flattened[size_t(i * W + 1)] = float(i % cols + 1);
+                    for (int64_t k = 2; k < W; ++k) flattened[size_t(i * W + k)] = nd(rng);
+                    mask[size_t(i)] = 1;
+                }
+            }
+#endif
+            t = clock_type::now();
+            N = model.encode(flattened, mask);
+            if (count) t_enc.push_back(ms_since(t));
+            t = clock_type::now();
+            model.compute_cross_kv();
+            if (count) t_kv.push_back(ms_since(t));
+            model.begin(tokens + 1);
+            int64_t token = cfg.text.decoder_start_token_id;
+            for (int s = 0; s < tokens; ++s) {
+                t = clock_type::now();
+                const float* logits = model.step(token);
+                token = std::max_element(logits, logits + cfg.text.vocab_size) - logits;
+                if (count) t_tok.push_back(ms_since(t));
+            }
+        }
+
+        // Work per stage.
+        const double H = cfg.vision.hidden_size, I = cfg.vision.inner_dim(), F = cfg.vision.d_ff,
+                     D = cfg.vision.patch_embed_hidden_size, L = cfg.vision.num_hidden_layers, n = double(N);
+        const double enc_flop = 2 * n * D * H + L * (2 * n * H * I * 4 + 2 * 2 * n * n * I + 3 * 2 * n * H * F);
+        const double Ht = cfg.text.hidden_size, It = cfg.text.inner_dim(), Ft = cfg.text.d_ff, Lt = cfg.text.num_layers,
+                     V = cfg.text.vocab_size;
+        const double kv_flop = Lt * 2 * 2 * n * Ht * It;
+        const double dec_params = Lt * (8 * Ht * It + 3 * Ht * Ft) + V * Ht;  // read per token (fp32 here)
+        const double dec_bytes = 4 * dec_params + 4 * Lt * 2 * n * It;        // + the cross K/V cache
+
+        // Yardsticks, same run: GEMM rate of the backend on an encoder-sized product; copy bandwidth.
+        double gemm_gflops = 0, copy_gbs = 0;
+        {
+            const int64_t M = std::max<int64_t>(N, 256), K = int64_t(H), Nn = int64_t(F);
+            std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * Nn)), wdata(size_t(Nn * K), 0.25f);
+            pix2struct::Weight w{"yardstick", {Nn, K}, wdata.data(), nullptr};
+            std::vector<double> ts;
+            for (int i = 0; i < 4; ++i) {
+                auto t = clock_type::now();
+                backend.linear(x.data(), M, w, y.data());
+                ts.push_back(ms_since(t));
+            }
+            gemm_gflops = 2.0 * M * K * Nn / (*std::min_element(ts.begin() + 1, ts.end()) * 1e6);
+            std::vector<char> a(size_t(256) << 20, 1), b(a.size());
+            std::vector<double> tc;
+            for (int i = 0; i < 3; ++i) {
+                auto t = clock_type::now();
+                std::memcpy(b.data(), a.data(), a.size());
+                tc.push_back(ms_since(t));
+            }
+            copy_gbs = 2.0 * double(a.size()) / (*std::min_element(tc.begin() + 1, tc.end()) * 1e6);  // read + write
+        }
+
+        const double pre = median(t_pre), enc = median(t_enc), kv = median(t_kv), tok = median(t_tok);
+        if (json) {
+            nlohmann::json j{{"model", model_dir}, {"threads", backend.threads()}, {"real_patches", N},
+                             {"max_patches", P}, {"repeats", repeats}, {"tokens", tokens}, {"load_ms", load_ms},
+                             {"preprocess_ms", pre}, {"encoder_ms", enc}, {"cross_kv_ms", kv}, {"token_ms", tok},
+                             {"encoder_gflops", enc_flop / (enc * 1e6)}, {"decode_gbs", dec_bytes / (tok * 1e6)},
+                             {"yardstick_gemm_gflops", gemm_gflops}, {"yardstick_copy_gbs", copy_gbs}};
+            std::cout << j.dump() << "\n";
+        } else {
+            std::printf("model %s, %d threads, %lld real patches of %d, %d repeats (medians)\n", model_dir.c_str(),
+                        backend.threads(), (long long)N, P, repeats);
+            std::printf("  load        %9.1f ms\n", load_ms);
+            std::printf("  preprocess  %9.2f ms%s\n", pre, t_pre.empty() ? " (no front end: random patches)" : "");
+            std::printf("  encoder     %9.1f ms   %7.1f GFLOP/s (%.1f GFLOP)\n", enc, enc_flop / (enc * 1e6), enc_flop / 1e9);
+            std::printf("  cross K/V   %9.1f ms   %7.1f GFLOP/s\n", kv, kv_flop / (kv * 1e6));
+            std::printf("  decode      %9.2f ms/token  %5.1f GB/s (%.0f MB read per token)\n", tok,
+                        dec_bytes / (tok * 1e6), dec_bytes / 1e6);
+            std::printf("  yardsticks: backend GEMM %.1f GFLOP/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ), memcpy %.1f GB/s\n",
+                        gemm_gflops, (long long)std::max<int64_t>(N, 256), H, F, H, copy_gbs);
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_e2e: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

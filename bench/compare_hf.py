@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Times HF transformers and pix2struct.cpp on the same checkpoint, image and question, in the same run.
+
+    ~/.cache/pix2struct-ref/bin/python bench/compare_hf.py --model tests/reference/out/base-random \
+        --image tests/data/models/images/diagram.png --question "What is shown in the diagram?" \
+        --bench build-model/bench_e2e --threads 2 --repeats 3 --tokens 20
+
+HF runs in float32 on the CPU (the checkpoint's BF16 weights upcast: the same arithmetic as ours), with
+torch.set_num_threads(threads). Stages, medians over repeats:
+  preprocess  Pix2StructImageProcessor (header rendered with the same font file)
+  encoder     model.encoder(flattened_patches, attention_mask)
+  decode      model.generate(encoder_outputs=..., max_new_tokens=T, min_new_tokens=T) / T per token: includes
+              the cross K/V projection and, as HF does, no early stop. Run with use_cache=True (HF's fast
+              path) and with the checkpoint's own generation config (use_cache false in Pix2Struct configs).
+pix2struct.cpp: bench_e2e --json with the same threads, repeats and tokens ((cross K/V + T·token) / T).
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import time
+
+import torch
+from PIL import Image
+from transformers import Pix2StructForConditionalGeneration, Pix2StructImageProcessor
+from transformers.utils import logging as hf_logging
+
+hf_logging.set_verbosity_error()
+FONT = "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf"
+
+
+def med(f, repeats):
+    ts = []
+    out = None
+    for i in range(repeats + 1):
+        t = time.perf_counter()
+        out = f()
+        if i:
+            ts.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(ts), out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="tests/reference/out/base-random")
+    ap.add_argument("--image", default="tests/data/models/images/diagram.png")
+    ap.add_argument("--question", default="What is shown in the diagram?")
+    ap.add_argument("--bench", default="build-model/bench_e2e")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=20)
+    ap.add_argument("--skip-no-cache", action="store_true", help="skip HF's use_cache=False run (slow)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+
+    ours = json.loads(subprocess.run([args.bench, "--model", args.model, "--image", args.image, "--question",
+                                      args.question, "--threads", str(args.threads), "--repeats", str(args.repeats),
+                                      "--tokens", str(args.tokens), "--json"],
+                                     check=True, capture_output=True, text=True).stdout)
+
+    model = Pix2StructForConditionalGeneration.from_pretrained(args.model, torch_dtype=torch.float32).eval()
+    ip = Pix2StructImageProcessor.from_pretrained(args.model)
+    img = Image.open(args.image)
+    kw = dict(images=img, return_tensors="pt")
+    if ip.is_vqa:
+        kw.update(header_text=args.question, font_path=FONT)
+    pre_ms, inputs = med(lambda: ip.preprocess(**kw), args.repeats)
+    fp, mask = inputs["flattened_patches"], inputs["attention_mask"]
+    enc_ms, enc = med(lambda: model.encoder(flattened_patches=fp, attention_mask=mask), args.repeats)
+    T = args.tokens
+
+    def gen(use_cache):
+        return model.generate(encoder_outputs=enc, attention_mask=mask, max_new_tokens=T, min_new_tokens=T,
+                              do_sample=False, num_beams=1, use_cache=use_cache)
+
+    dec_cache_ms, _ = med(lambda: gen(True), args.repeats)
+    dec_nocache_ms = None
+    if not args.skip_no_cache:
+        dec_nocache_ms, _ = med(lambda: gen(False), max(1, args.repeats // 2))
+
+    ours_dec = ours["cross_kv_ms"] + T * ours["token_ms"]
+    rows = [("preprocess", pre_ms, ours["preprocess_ms"]), ("encoder", enc_ms, ours["encoder_ms"]),
+            (f"decode {T} tok (cache)", dec_cache_ms, ours_dec)]
+    if dec_nocache_ms is not None:
+        rows.append((f"decode {T} tok (HF default, no cache)", dec_nocache_ms, ours_dec))
+    print(f"model {args.model}, {int(mask.sum())} real patches of {mask.shape[1]}, threads {args.threads}, "
+          f"repeats {args.repeats} (medians, ms)")
+    print(f"{'stage':38s} {'HF':>10s} {'ours':>10s} {'HF/ours':>8s}")
+    for name, hf, us in rows:
+        print(f"{name:38s} {hf:10.1f} {us:10.1f} {hf / max(us, 1e-9):8.2f}")
+    hf_total = pre_ms + enc_ms + dec_cache_ms
+    us_total = ours["preprocess_ms"] + ours["encoder_ms"] + ours_dec
+    print(f"{'end to end (HF with cache)':38s} {hf_total:10.1f} {us_total:10.1f} {hf_total / us_total:8.2f}")
+    print(json.dumps({"hf": {"preprocess_ms": pre_ms, "encoder_ms": enc_ms, "decode_cache_ms": dec_cache_ms,
+                             "decode_nocache_ms": dec_nocache_ms}, "ours": ours}))
+
+
+if __name__ == "__main__":
+    main()
