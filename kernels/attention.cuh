@@ -156,7 +156,18 @@ __global__ void __launch_bounds__(kAttnThreads) attention_tc_kernel(const Attent
             }
 
         // Mask, bias, online softmax (each row's 64 scores live in the 4 threads of a quad).
+        // Key padding is the same for both rows of a thread: read it once per tile.
         const int key0 = tile * BC;
+        float key_add[BC / 8][2];
+#pragma unroll
+        for (int nt = 0; nt < BC / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = key0 + nt * 8 + 2 * t + e;
+                const bool real = j < a.Lk && (!a.key_mask || a.key_mask[int64_t(b) * a.Lk + j] != 0.f);
+                key_add[nt][e] = real ? 0.f : -INFINITY;
+            }
+        const bool plain = !a.bias && !a.causal;
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             const int i = q0 + warp * 16 + g + 8 * r;
@@ -166,7 +177,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_tc_kernel(const Attent
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     float& x = s[nt][2 * r + e];
-                    x = masked_score(a, b, h, i, key0 + nt * 8 + 2 * t + e, x);
+                    x = plain ? fmaf(x, kLog2e, key_add[nt][e])
+                              : masked_score(a, b, h, i, key0 + nt * 8 + 2 * t + e, x);
                     mx = fmaxf(mx, x);
                 }
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));

@@ -50,11 +50,15 @@ inline void check_launch(const char* kernel) {
                                  cudaGetErrorString(err), ")");
 }
 
-// Multiprocessor count of the current device (for the launch plans).
+// Multiprocessor count of the device current at the first call (for the launch plans); read once, so
+// that launches pay no driver query (the library drives one GPU).
 inline int sm_count() {
-    int device = 0, count = 0;
-    PIX2STRUCT_CUDA_CHECK(cudaGetDevice(&device));
-    PIX2STRUCT_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    static const int count = [] {
+        int device = 0, n = 0;
+        PIX2STRUCT_CUDA_CHECK(cudaGetDevice(&device));
+        PIX2STRUCT_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+        return n;
+    }();
     return count;
 }
 

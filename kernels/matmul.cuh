@@ -365,7 +365,13 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(const MatmulArgs<
 template <class TIn, class TOut, int BM, int BN, int WM, int WN, int STAGES>
 void launch_matmul_tc(const MatmulArgs<TIn, TOut>& a, const MatmulPlan& plan, cudaStream_t stream) {
     auto kernel = matmul_tc_kernel<TIn, TOut, BM, BN, WM, WN, STAGES>;
-    PIX2STRUCT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes));
+    // More than 48 KB of dynamic shared memory must be allowed once per kernel instance.
+    static const bool allowed = [&] {
+        PIX2STRUCT_CUDA_CHECK(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes));
+        return true;
+    }();
+    (void)allowed;
     const int64_t bn = a.w_up ? BN / 2 : BN;
     const dim3 grid(unsigned(ceil_div(a.N, bn)), unsigned(plan.grid_y));
     kernel<<<grid, plan.threads, plan.smem_bytes, stream>>>(a);
