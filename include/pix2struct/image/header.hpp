@@ -1,0 +1,566 @@
+// pix2struct/image/header.hpp — the question header of VQA checkpoints (transformers' render_text /
+// render_header), reproduced with stb_truetype.
+//
+//   std::vector<std::string> wrap_text(question, width = 80);     // Python textwrap.TextWrapper(width).wrap
+//   Font font = Font::load(path);  Font::default_path();         // Liberation Sans found on the system
+//   HeaderLayout layout = layout_header(question, font);         // lines, Pillow textbbox, header size
+//   Image header = render_header_text(question, font);           // render_text: black on white, size 36
+//   Image composed = render_question(image, question, font_path); // render_header: header above image
+// All throw pix2struct::Error (font not found or unreadable, question not valid UTF-8).
+//
+// What is exact and what is not (tests/test_header.cpp measures it):
+//  * line breaking is Python 3.11 textwrap's algorithm (tabs, whitespace, hyphen and em-dash splitting,
+//    long words cut at 80 code points); Unicode `\w` is approximated by script ranges (detail::is_word_char);
+//  * the layout (header width and height) follows Pillow 13 with libraqm/HarfBuzz: unhinted 26.6
+//    advances plus GPOS kerning, each glyph at the rounded pen position, the box the union of glyph pixel
+//    boxes and the pen line, lines `getbbox("A")[3] + 4` apart. FreeType's hinted vertical extents come
+//    from a table generated for the default font (detail/liberation_sans_36.hpp); other fonts use rounded
+//    unhinted extents, and complex shaping (ligatures, marks, right-to-left) is not done;
+//  * glyph pixels: stb_truetype rasterises unhinted outlines, FreeType (in Pillow) hinted ones; ink
+//    placement is the same, anti-aliasing differs by a few levels along edges.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <stb_truetype.h>
+
+#include "pix2struct/error.hpp"
+#include "pix2struct/image/detail/liberation_sans_36.hpp"
+#include "pix2struct/image/load.hpp"
+#include "pix2struct/image/resample.hpp"
+
+namespace pix2struct {
+
+// render_text's parameters (transformers image_processing_pix2struct.py).
+inline constexpr int kHeaderTextSize = 36;
+inline constexpr int kHeaderPadding = 5;      // left, right, top and bottom
+inline constexpr int kHeaderWrapWidth = 80;   // textwrap.TextWrapper(width=80)
+inline constexpr int kPillowLineSpacing = 4;  // ImageDraw.text's default `spacing`
+
+namespace detail {
+
+// ---------------------------------------------------------------------------------------------------------
+// UTF-8
+// ---------------------------------------------------------------------------------------------------------
+inline std::u32string utf8_decode(std::string_view s, std::string_view what) {
+    std::u32string out;
+    for (size_t i = 0; i < s.size();) {
+        const unsigned char c = s[i];
+        int n = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
+        if (n < 0 || i + n >= s.size()) fail(what, ": not valid UTF-8 at byte ", i);
+        char32_t cp = n == 0 ? c : n == 1 ? (c & 0x1F) : n == 2 ? (c & 0x0F) : (c & 0x07);
+        for (int k = 1; k <= n; ++k) {
+            const unsigned char d = s[i + k];
+            if ((d >> 6) != 2) fail(what, ": not valid UTF-8 at byte ", i + k);
+            cp = (cp << 6) | (d & 0x3F);
+        }
+        static constexpr char32_t kMin[4] = {0, 0x80, 0x800, 0x10000};
+        if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            fail(what, ": not valid UTF-8 at byte ", i);
+        out.push_back(cp);
+        i += n + 1;
+    }
+    return out;
+}
+
+inline std::string utf8_encode(std::u32string_view s) {
+    std::string out;
+    for (char32_t c : s) {
+        if (c < 0x80) {
+            out += char(c);
+        } else if (c < 0x800) {
+            out += char(0xC0 | (c >> 6));
+            out += char(0x80 | (c & 0x3F));
+        } else if (c < 0x10000) {
+            out += char(0xE0 | (c >> 12));
+            out += char(0x80 | ((c >> 6) & 0x3F));
+            out += char(0x80 | (c & 0x3F));
+        } else {
+            out += char(0xF0 | (c >> 18));
+            out += char(0x80 | ((c >> 12) & 0x3F));
+            out += char(0x80 | ((c >> 6) & 0x3F));
+            out += char(0x80 | (c & 0x3F));
+        }
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Python textwrap (3.11), TextWrapper(width=80) with its defaults
+// ---------------------------------------------------------------------------------------------------------
+
+// textwrap._whitespace = '\t\n\x0b\x0c\r ' (ASCII only: NBSP and other Unicode spaces are not split on).
+inline bool is_wrap_space(char32_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+// Python's str.isspace(), used by `chunk.strip() == ''` when dropping blank chunks.
+inline bool is_py_space(char32_t c) {
+    return (c >= '\t' && c <= '\r') || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+           c == 0x3000;
+}
+
+// `\d` of Python's re for str (Unicode decimal digits; the common scripts).
+inline bool is_decimal_digit(char32_t c) {
+    static constexpr char32_t kZeros[] = {0x30,   0x660,  0x6F0,  0x7C0,  0x966,  0x9E6,  0xA66,  0xAE6,
+                                          0xB66,  0xBE6,  0xC66,  0xCE6,  0xD66,  0xE50,  0xED0,  0xF20,
+                                          0x1040, 0x17E0, 0x1810, 0xFF10, 0x1D7CE};
+    for (char32_t z : kZeros)
+        if (c >= z && c < z + 10) return true;
+    return false;
+}
+
+// `\w` of Python's re for str: str.isalnum() or '_'. Exact for ASCII and Latin-1; elsewhere letters and
+// digits are taken by script range, excluding the punctuation, symbol, mark and space blocks.
+inline bool is_word_char(char32_t c) {
+    if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+    if (c < 0x100)
+        return c == 0xAA || c == 0xB2 || c == 0xB3 || c == 0xB5 || c == 0xB9 || c == 0xBA ||
+               (c >= 0xBC && c <= 0xBE) || (c >= 0xC0 && c != 0xD7 && c != 0xF7);
+    if (is_py_space(c)) return false;
+    struct Range { char32_t lo, hi; };
+    static constexpr Range kNotWord[] = {
+        {0x2C2, 0x2C5}, {0x2D2, 0x2DF}, {0x2E5, 0x2EB}, {0x2ED, 0x2ED}, {0x2EF, 0x36F},  // modifiers, marks
+        {0x375, 0x375}, {0x37E, 0x37E}, {0x384, 0x385}, {0x387, 0x387}, {0x3F6, 0x3F6},  // Greek punct.
+        {0x482, 0x489}, {0x55A, 0x55F}, {0x589, 0x58A}, {0x591, 0x5CF}, {0x5F3, 0x5F4},  // Cyr./Arm./Heb.
+        {0x600, 0x61F}, {0x64B, 0x65F}, {0x66A, 0x66D}, {0x6D4, 0x6D4}, {0x6D6, 0x6ED},  // Arabic
+        {0x900, 0x903}, {0x93A, 0x94F}, {0x951, 0x957}, {0x962, 0x965}, {0x970, 0x970},  // Devanagari
+        {0x2000, 0x206F}, {0x20A0, 0x20FF}, {0x2100, 0x2101}, {0x2103, 0x2106}, {0x2108, 0x2109},
+        {0x2114, 0x2114}, {0x2116, 0x2118}, {0x211E, 0x2123}, {0x2125, 0x2125}, {0x2127, 0x2127},
+        {0x2129, 0x2129}, {0x212E, 0x212E}, {0x213A, 0x213B}, {0x2140, 0x2144}, {0x214A, 0x214D},
+        {0x214F, 0x214F}, {0x2190, 0x245F}, {0x2500, 0x2775}, {0x2794, 0x2BFF}, {0x2E00, 0x2E7F},
+        {0x3000, 0x3004}, {0x3008, 0x3020}, {0x302A, 0x3030}, {0x3036, 0x3037}, {0x303D, 0x303F},
+        {0x3099, 0x309C}, {0x30A0, 0x30A0}, {0x30FB, 0x30FB}, {0xD800, 0xF8FF}, {0xFE00, 0xFE6F},
+        {0xFF01, 0xFF0F}, {0xFF1A, 0xFF20}, {0xFF3B, 0xFF40}, {0xFF5B, 0xFF65}, {0xFFE0, 0xFFFF},
+        {0x1F000, 0x1FBFF}, {0xE0000, 0x10FFFF}};
+    for (const Range& r : kNotWord)
+        if (c >= r.lo && c <= r.hi) return false;
+    return true;
+}
+
+inline bool is_letter(char32_t c) { return is_word_char(c) && !is_decimal_digit(c); }  // [^\d\W]
+inline bool is_word_punct(char32_t c) {  // [\w!"\'&.,?]
+    return is_word_char(c) || c == '!' || c == '"' || c == '\'' || c == '&' || c == '.' || c == ',' || c == '?';
+}
+
+// TextWrapper._split with break_on_hyphens: the chunks that `wordsep_re` matches, one alternative at a
+// time in the regex's order (whitespace run | em-dash | lazily matched word ending at a hyphen split,
+// whitespace/end, or before an em-dash).
+inline std::vector<std::u32string> textwrap_chunks(const std::u32string& t) {
+    const size_t n = t.size();
+    auto at = [&](size_t i) -> char32_t { return i < n ? t[i] : 0; };
+    // Length of a run of >= 2 hyphens at i followed by a word character (`-{2,}(?=\w)`), or 0.
+    auto emdash = [&](size_t i) -> size_t {
+        size_t j = i;
+        while (j < n && t[j] == '-') ++j;
+        return (j - i >= 2 && j < n && is_word_char(t[j])) ? j - i : 0;
+    };
+    std::vector<std::u32string> chunks;
+    size_t i = 0;
+    while (i < n) {
+        size_t end = i;
+        if (is_wrap_space(t[i])) {  // %(ws)s+
+            while (end < n && is_wrap_space(t[end])) ++end;
+        } else if (i > 0 && is_word_punct(t[i - 1]) && emdash(i)) {  // (?<=%(wp)s) -{2,} (?=\w)
+            end = i + emdash(i);
+        } else {  // %(nws)s+? (?: hyphenated | end of word | before an em-dash )
+            for (size_t j = i + 1;; ++j) {
+                // -(?: (?<=%(lt)s{2}-) | (?<=%(lt)s-%(lt)s-)) (?= %(lt)s -? %(lt)s)
+                if (at(j) == '-') {
+                    const bool behind = (j >= 2 && is_letter(at(j - 2)) && is_letter(at(j - 1))) ||
+                                        (j >= 3 && is_letter(at(j - 3)) && at(j - 2) == '-' && is_letter(at(j - 1)));
+                    const bool ahead = is_letter(at(j + 1)) &&
+                                       (is_letter(at(j + 2)) || (at(j + 2) == '-' && is_letter(at(j + 3))));
+                    if (behind && ahead) {
+                        end = j + 1;
+                        break;
+                    }
+                }
+                if (j >= n || is_wrap_space(t[j])) {  // (?=%(ws)s|\Z)
+                    end = j;
+                    break;
+                }
+                if (is_word_punct(t[j - 1]) && emdash(j)) {  // (?<=%(wp)s) (?=-{2,}\w)
+                    end = j;
+                    break;
+                }
+            }
+        }
+        chunks.emplace_back(t.substr(i, end - i));
+        i = end;
+    }
+    return chunks;
+}
+
+inline bool is_blank(const std::u32string& s) {  // chunk.strip() == ''
+    return std::all_of(s.begin(), s.end(), is_py_space);
+}
+
+}  // namespace detail
+
+// textwrap.TextWrapper(width).wrap(text): the header's lines. Widths count code points.
+inline std::vector<std::string> wrap_text(std::string_view text_utf8, int width = kHeaderWrapWidth) {
+    const std::u32string raw = detail::utf8_decode(text_utf8, "question");
+    // _munge_whitespace: expandtabs(8) (column-based, reset by \n and \r), then each whitespace -> ' '.
+    std::u32string text;
+    size_t column = 0;
+    for (char32_t c : raw) {
+        if (c == '\t') {
+            const size_t pad = 8 - column % 8;
+            text.append(pad, U' ');
+            column += pad;
+        } else {
+            text.push_back(detail::is_wrap_space(c) ? U' ' : c);
+            column = (c == '\n' || c == '\r') ? 0 : column + 1;
+        }
+    }
+    std::vector<std::u32string> chunks = detail::textwrap_chunks(text);
+    std::reverse(chunks.begin(), chunks.end());
+
+    // _wrap_chunks with drop_whitespace, break_long_words and break_on_hyphens.
+    std::vector<std::string> lines;
+    const size_t w = size_t(std::max(width, 1));
+    while (!chunks.empty()) {
+        std::vector<std::u32string> cur;
+        size_t cur_len = 0;
+        if (detail::is_blank(chunks.back()) && !lines.empty()) chunks.pop_back();  // not on the first line
+        while (!chunks.empty() && cur_len + chunks.back().size() <= w) {
+            cur_len += chunks.back().size();
+            cur.push_back(std::move(chunks.back()));
+            chunks.pop_back();
+        }
+        if (!chunks.empty() && chunks.back().size() > w) {
+            // _handle_long_word: cut at the space left, or just after the last hyphen before it.
+            const size_t space_left = w - cur_len < 1 ? 1 : w - cur_len;
+            std::u32string& chunk = chunks.back();
+            size_t end = space_left;
+            if (chunk.size() > space_left) {
+                const size_t hyphen = chunk.rfind(U'-', space_left - 1);
+                if (hyphen != std::u32string::npos && hyphen > 0 &&
+                    std::any_of(chunk.begin(), chunk.begin() + hyphen, [](char32_t c) { return c != '-'; }))
+                    end = hyphen + 1;
+            }
+            cur.push_back(chunk.substr(0, end));
+            chunk.erase(0, end);
+        }
+        if (!cur.empty() && detail::is_blank(cur.back())) cur.pop_back();
+        if (!cur.empty()) {
+            std::u32string line;
+            for (const auto& c : cur) line += c;
+            lines.push_back(detail::utf8_encode(line));
+        }
+    }
+    return lines;
+}
+
+// A TrueType font file in memory, ready for stb_truetype, plus what Pillow's FreeType would report.
+class Font {
+public:
+    static Font load(const std::filesystem::path& path) {
+        Font f;
+        f.path_ = path;
+        std::ifstream in(path, std::ios::binary | std::ios::ate);
+        if (!in) detail::fail(path.string(), ": cannot open the header font");
+        const std::streamoff size = in.tellg();
+        if (size <= 0) detail::fail(path.string(), ": the header font file is empty");
+        f.data_.resize(size_t(size));
+        in.seekg(0);
+        if (!in.read(reinterpret_cast<char*>(f.data_.data()), size))
+            detail::fail(path.string(), ": cannot read the header font");
+        const int offset = stbtt_GetFontOffsetForIndex(f.data_.data(), 0);
+        if (offset < 0 || !stbtt_InitFont(&f.info_, f.data_.data(), offset))
+            detail::fail(path.string(), ": not a TrueType/OpenType font stb_truetype can read");
+        f.units_per_em_ = ttUSHORT(f.data_.data() + offset + f.info_.head + 18);
+        if (f.units_per_em_ <= 0) detail::fail(path.string(), ": the font's unitsPerEm is 0");
+        const uint32_t checksum = ttULONG(f.data_.data() + offset + f.info_.head + 8);
+        f.hinted_table_ = f.data_.size() == detail::liberation_sans_36::kFileSize &&
+                          checksum == detail::liberation_sans_36::kHeadChecksumAdjustment;
+        return f;
+    }
+
+    // The default header font: $PIX2STRUCT_FONT, else Liberation Sans Regular (metric-compatible with
+    // the reference's Arial) in the usual system locations.
+    static std::filesystem::path default_path() {
+        if (const char* env = std::getenv("PIX2STRUCT_FONT"); env && *env) return env;
+        static constexpr const char* kCandidates[] = {
+            "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",  // Debian, Ubuntu
+            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+            "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",       // Fedora
+            "/usr/share/fonts/liberation-sans-fonts/LiberationSans-Regular.ttf",
+            "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",            // Arch
+            "/usr/share/fonts/TTF/LiberationSans-Regular.ttf",
+            "/usr/local/share/fonts/LiberationSans-Regular.ttf",
+            "/opt/homebrew/share/fonts/LiberationSans-Regular.ttf",
+            "/Library/Fonts/LiberationSans-Regular.ttf"};
+        for (const char* p : kCandidates)
+            if (std::error_code ec; std::filesystem::exists(p, ec)) return p;
+        detail::fail("header font: Liberation Sans Regular (LiberationSans-Regular.ttf) was not found in the "
+                     "usual font folders; install it (Debian: fonts-liberation2) or give a .ttf path "
+                     "(PreprocessOptions::font_path or $PIX2STRUCT_FONT)");
+    }
+
+    const std::filesystem::path& path() const { return path_; }
+    const stbtt_fontinfo& info() const { return info_; }
+    int units_per_em() const { return units_per_em_; }
+    // True when this is the font the hinted-extent table was generated for.
+    bool has_hinted_table() const { return hinted_table_; }
+
+private:
+    static uint16_t ttUSHORT(const unsigned char* p) { return uint16_t(p[0] << 8 | p[1]); }
+    static uint32_t ttULONG(const unsigned char* p) {
+        return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+    }
+    std::filesystem::path path_;
+    std::vector<unsigned char> data_;
+    stbtt_fontinfo info_{};
+    int units_per_em_ = 0;
+    bool hinted_table_ = false;
+};
+
+namespace detail {
+
+// FreeType fixed-point helpers (26.6 pixels, 16.16 scales), rounding as FreeType does.
+inline int64_t ft_muldiv(int64_t a, int64_t b, int64_t c) {  // FT_MulDiv: round(a * b / c), sign-symmetric
+    const int64_t s = (a < 0) != (b < 0) ? -1 : 1;
+    return s * ((std::llabs(a) * std::llabs(b) + c / 2) / c);
+}
+inline int pixel_round(int64_t x26) { return int(((x26 + 32) & -64) >> 6); }  // _imagingft.c PIXEL()
+inline int pixel_ceil(int64_t x26) { return int(((x26 + 63) & -64) >> 6); }
+inline int pixel_floor(int64_t x26) { return int((x26 & -64) >> 6); }
+
+// One laid-out glyph of a line: glyph index and pen position in pixels (PIXEL of its 26.6 position).
+struct PlacedGlyph {
+    int glyph = 0;
+    int px = 0;
+    char32_t code_point = 0;
+};
+
+struct LineLayout {
+    std::vector<PlacedGlyph> glyphs;
+    int right = 0;   // textbbox right: max(pen end, glyph ink right)
+    int bottom = 0;  // textbbox bottom: ascender - min(0, lowest glyph ink)
+    int top = 0;     // textbbox top: ascender - max(0, highest glyph ink)
+};
+
+struct FontScale {
+    int64_t x_scale = 0;  // 16.16, FT size metrics (FT_Request_Size nominal: size * 64 / units_per_em)
+    int ascender = 0;     // pixels
+};
+
+inline FontScale font_scale(const Font& font, int size) {
+    FontScale s;
+    s.x_scale = (int64_t(size) * 64 * 65536 + font.units_per_em() / 2) / font.units_per_em();  // FT_DivFix
+    if (font.has_hinted_table() && size == liberation_sans_36::kPixelSize) {
+        s.ascender = liberation_sans_36::kAscender;
+    } else {
+        int asc = 0, desc = 0, gap = 0;
+        stbtt_GetFontVMetrics(&font.info(), &asc, &desc, &gap);
+        s.ascender = pixel_round(ft_muldiv(asc, s.x_scale, 65536));  // hinted TrueType: rounded
+    }
+    return s;
+}
+
+// Hinted vertical ink extents [bottom, top] of a code point's glyph, pixels above the baseline,
+// including the baseline (min(0, yMin), max(0, yMax)).
+inline std::array<int, 2> vertical_extent(const Font& font, const FontScale& s, int size, char32_t cp, int glyph) {
+    if (font.has_hinted_table() && size == liberation_sans_36::kPixelSize) {
+        if (glyph == 0) return {liberation_sans_36::kNotdefBottom, liberation_sans_36::kNotdefTop};
+        const auto* first = std::begin(liberation_sans_36::kExtents);
+        const auto* last = std::end(liberation_sans_36::kExtents);
+        const auto* it = std::lower_bound(first, last, cp, [](const auto& e, char32_t c) { return e.code_point < c; });
+        if (it != last && it->code_point == cp) return {it->bottom, it->top};
+    }
+    int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+    if (!stbtt_GetGlyphBox(&font.info(), glyph, &x0, &y0, &x1, &y1)) return {0, 0};
+    return {std::min(0, pixel_round(ft_muldiv(y0, s.x_scale, 65536))),
+            std::max(0, pixel_round(ft_muldiv(y1, s.x_scale, 65536)))};
+}
+
+// FreeTypeFont.getbbox(line) with the raqm layout (_imagingft.c text_layout_raqm +
+// bounding_box_and_anchors, anchor "la"): advances are HarfBuzz's unhinted ones (FT_Get_Advance with
+// FT_LOAD_NO_HINTING, 16.16 rounded to 26.6) plus GPOS kerning scaled to 26.6; each glyph sits at
+// PIXEL(pen); the box is the union of the pen line [0, PIXEL(end)] and the glyphs' pixel boxes.
+inline LineLayout layout_line(const Font& font, const FontScale& s, int size, std::u32string_view line) {
+    LineLayout out;
+    const stbtt_fontinfo* info = &font.info();
+    int64_t pen = 0;  // 26.6
+    int x_max = 0, y_min = 0, y_max = 0;
+    int prev = -1;
+    for (char32_t cp : line) {
+        const int g = stbtt_FindGlyphIndex(info, int(cp));  // 0 (.notdef) when the font lacks it, as HarfBuzz
+        if (prev >= 0) {
+            const int kern = stbtt_GetGlyphKernAdvance(info, prev, g);  // font units
+            // hb_font_t::em_scale: (v * em_mult + 32768) >> 16, em_mult = (x_scale_26.6 << 16) / upem.
+            const int64_t scale26 = (s.x_scale * font.units_per_em() + 32768) >> 16;  // hb x_scale
+            const int64_t em_mult = (scale26 << 16) / font.units_per_em();
+            pen += (int64_t(kern) * em_mult + 32768) >> 16;
+        }
+        PlacedGlyph pg{g, pixel_round(pen), cp};
+        int advance = 0, lsb = 0;
+        stbtt_GetGlyphHMetrics(info, g, &advance, &lsb);
+        // FT_Get_Advance (unhinted): FT_MulDiv(advance, x_scale, 64) in 16.16; hb-ft: (v + 512) >> 10.
+        pen += (ft_muldiv(advance, s.x_scale, 64) + (1 << 9)) >> 10;
+        x_max = std::max(x_max, pixel_round(pen));
+        int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+        if (stbtt_GetGlyphBox(info, g, &x0, &y0, &x1, &y1)) {
+            // FT_Glyph_Get_CBox(FT_GLYPH_BBOX_PIXELS): outline points scaled to 26.6 (FT_MulFix), box
+            // grid-fitted outwards. TrueType hinting in FreeType's v40 mode leaves x alone.
+            x_max = std::max(x_max, pg.px + pixel_ceil(ft_muldiv(x1, s.x_scale, 65536)));
+            const auto [bottom, top] = vertical_extent(font, s, size, cp, g);
+            y_min = std::min(y_min, bottom);
+            y_max = std::max(y_max, top);
+        }
+        out.glyphs.push_back(pg);
+        prev = g;
+    }
+    if (!line.empty()) {
+        out.right = x_max;
+        out.bottom = s.ascender - y_min;
+        out.top = s.ascender - y_max;
+    }
+    return out;
+}
+
+}  // namespace detail
+
+// The header's geometry: render_text's wrapped lines, ImageDraw.textbbox((0, 0), "\n".join(lines)), and
+// the header size (bbox right + 10, bbox bottom + 10).
+struct HeaderLayout {
+    std::vector<std::string> lines;
+    std::vector<int> line_y;       // top of each line's layout box (multiples of the line spacing)
+    int left = 0, top = 0, right = 0, bottom = 0;
+    int width = 0, height = 0;     // header image size
+};
+
+namespace detail {
+
+struct HeaderPlan {
+    HeaderLayout layout;
+    std::vector<LineLayout> lines;
+    FontScale scale;
+};
+
+inline HeaderPlan plan_header(std::string_view question, const Font& font, int size) {
+    HeaderPlan p;
+    p.scale = font_scale(font, size);
+    HeaderLayout& h = p.layout;
+    h.lines = wrap_text(question);
+    // ImageText._split: a single line is laid out alone; several lines are getbbox("A")[3] + spacing apart.
+    const LineLayout a = layout_line(font, p.scale, size, U"A");
+    const int spacing = a.bottom + kPillowLineSpacing;
+    bool first = true;
+    for (size_t i = 0; i < h.lines.size(); ++i) {
+        const std::u32string line = utf8_decode(h.lines[i], "question");
+        LineLayout ll = layout_line(font, p.scale, size, line);
+        const int y = int(i) * spacing;
+        // get_bbox: union of the lines' boxes (getbbox left is min(0, ink left): 0 for our purposes).
+        const int l = 0, t = ll.top + y, r = ll.right, b = ll.bottom + y;
+        if (first) {
+            h.left = l, h.top = t, h.right = r, h.bottom = b;
+            first = false;
+        } else {
+            h.left = std::min(h.left, l), h.top = std::min(h.top, t);
+            h.right = std::max(h.right, r), h.bottom = std::max(h.bottom, b);
+        }
+        h.line_y.push_back(y);
+        p.lines.push_back(std::move(ll));
+    }
+    // render_text: text_width/height are the bbox's right and bottom (not right - left), plus padding.
+    h.width = h.right + 2 * kHeaderPadding;
+    h.height = h.bottom + 2 * kHeaderPadding;
+    return p;
+}
+
+// Pillow's integer blends (libImaging/ImPlatform.h / Draw.c).
+inline uint8_t muldiv255(int a, int b) {
+    const int t = a * b + 128;
+    return uint8_t(((t >> 8) + t) >> 8);
+}
+
+}  // namespace detail
+
+inline HeaderLayout layout_header(std::string_view question, const Font& font, int size = kHeaderTextSize) {
+    return detail::plan_header(question, font, size).layout;
+}
+
+// transformers render_text(question, font_path=...): black text on a white RGB image, drawn at (5, 5).
+// Each line's glyph coverages are merged like _imagingft.c font_render (a + b(255 - a)/255), then the mask
+// is painted with black ink (Draw.c fill_mask_L: DIV255(in * (255 - m) + ink * m)).
+inline Image render_header_text(std::string_view question, const Font& font, int size = kHeaderTextSize) {
+    const detail::HeaderPlan p = detail::plan_header(question, font, size);
+    Image out;
+    out.width = p.layout.width;
+    out.height = p.layout.height;
+    out.rgb.assign(size_t(out.width) * out.height * 3, 255);
+    const float scale = float(double(p.scale.x_scale) / 65536.0 / 64.0);  // pixels per font unit
+    std::vector<unsigned char> bitmap;
+    for (size_t li = 0; li < p.lines.size(); ++li) {
+        // The line's mask, in image coordinates (glyph pixel boxes may overlap: merge them first).
+        std::vector<uint8_t> mask(size_t(out.width) * out.height, 0);
+        const int base_y = kHeaderPadding + p.layout.line_y[li] + p.scale.ascender;  // baseline row
+        for (const detail::PlacedGlyph& g : p.lines[li].glyphs) {
+            int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+            stbtt_GetGlyphBitmapBoxSubpixel(&font.info(), g.glyph, scale, scale, 0.f, 0.f, &x0, &y0, &x1, &y1);
+            const int w = x1 - x0, h = y1 - y0;
+            if (w <= 0 || h <= 0) continue;
+            bitmap.assign(size_t(w) * h, 0);
+            stbtt_MakeGlyphBitmapSubpixel(&font.info(), bitmap.data(), w, h, w, scale, scale, 0.f, 0.f, g.glyph);
+            const int ox = kHeaderPadding + g.px + x0, oy = base_y + y0;
+            for (int y = 0; y < h; ++y) {
+                const int iy = oy + y;
+                if (iy < 0 || iy >= out.height) continue;
+                for (int x = 0; x < w; ++x) {
+                    const int ix = ox + x;
+                    const int a = bitmap[size_t(y) * w + x];
+                    if (ix < 0 || ix >= out.width || a == 0) continue;
+                    uint8_t& m = mask[size_t(iy) * out.width + ix];
+                    m = m > 0 ? uint8_t(std::min(255, a + detail::muldiv255(m, 255 - a))) : uint8_t(a);
+                }
+            }
+        }
+        for (size_t i = 0; i < mask.size(); ++i) {
+            if (mask[i] == 0) continue;
+            for (int c = 0; c < 3; ++c) {
+                uint8_t& v = out.rgb[i * 3 + c];
+                v = detail::muldiv255(v, 255 - mask[i]);  // ink 0: DIV255(v * (255 - m) + 0 * m)
+            }
+        }
+    }
+    return out;
+}
+
+// transformers render_header(image, question): the header resized to the wider of the two widths above
+// the image resized to that width, heights int(h * new_width / w), both with Pillow's default (bicubic)
+// resize, pasted on a white canvas.
+inline Image render_question(const Image& image, std::string_view question, const std::string& font_path) {
+    if (image.empty()) detail::fail("render_question: the image is empty");
+    const Font font = Font::load(font_path.empty() ? Font::default_path() : std::filesystem::path(font_path));
+    const Image header = render_header_text(question, font);
+    const int new_width = std::max(header.width, image.width);
+    // int(image.height * (new_width / image.width)) — Python float division, then truncation.
+    const int new_height = int(double(image.height) * (double(new_width) / double(image.width)));
+    const int new_header_height = int(double(header.height) * (double(new_width) / double(header.width)));
+    Image out;
+    out.width = new_width;
+    out.height = new_height + new_header_height;
+    out.rgb.assign(size_t(out.width) * out.height * 3, 255);
+    if (new_header_height > 0) {
+        const Image h = resize_bicubic(header, new_width, new_header_height);
+        std::copy(h.rgb.begin(), h.rgb.end(), out.rgb.begin());
+    }
+    if (new_height > 0) {
+        const Image im = resize_bicubic(image, new_width, new_height);
+        std::copy(im.rgb.begin(), im.rgb.end(), out.rgb.begin() + size_t(new_header_height) * new_width * 3);
+    }
+    return out;
+}
+
+}  // namespace pix2struct

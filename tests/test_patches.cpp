@@ -1,0 +1,117 @@
+// The whole processor: composed size, patch grid, flattened patches and mask against
+// Pix2StructImageProcessor (tests/reference/make_frontend_goldens.py).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <utility>
+
+#include "frontend_goldens.hpp"
+#include "pix2struct/image/patches.hpp"
+
+using goldens::Frontend;
+
+namespace {
+
+std::string question_text(const nlohmann::json& q) {
+    if (q.is_null()) return {};
+    for (const auto& h : Frontend::get().meta["header"])
+        if (h["name"] == q) return h["text"];
+    FAIL("unknown question ", std::string(q));
+    return {};
+}
+
+}  // namespace
+
+TEST_CASE("composed size and patch grid identical on every image, question and max_patches") {
+    const Frontend& g = Frontend::get();
+    const std::string font = g.meta["font"];
+    std::map<std::pair<std::string, std::string>, std::pair<int, int>> composed;  // (file, q) -> (h, w)
+    int cases = 0;
+    for (const auto& c : g.meta["grid"]) {
+        const std::string file = c["file"];
+        const std::string q = c["question"].is_null() ? "" : std::string(c["question"]);
+        CAPTURE(file);
+        CAPTURE(q);
+        auto key = std::make_pair(file, q);
+        if (!composed.count(key)) {
+            const pix2struct::Image im = pix2struct::load_image(goldens::image_path(file));
+            if (q.empty()) {
+                composed[key] = {im.height, im.width};
+            } else {
+                const pix2struct::Image out = pix2struct::render_question(im, question_text(c["question"]), font);
+                composed[key] = {out.height, out.width};
+            }
+        }
+        const auto [h, w] = composed[key];
+        CHECK(h == int(c["composed_height"]));
+        CHECK(w == int(c["composed_width"]));
+        const pix2struct::PatchGrid grid = pix2struct::patch_grid(h, w, c["max_patches"]);
+        CHECK(grid.rows == int(c["rows"]));
+        CHECK(grid.cols == int(c["cols"]));
+        ++cases;
+    }
+    MESSAGE(cases, " grid cases compared");
+}
+
+TEST_CASE("flattened patches match the processor") {
+    const Frontend& g = Frontend::get();
+    for (const auto& c : g.meta["patches"]) {
+        const std::string file = c["file"];
+        const bool vqa = !c["question"].is_null();
+        const std::string label = file + (vqa ? " + '" + std::string(c["question"]) + "'" : " (caption)");
+        CAPTURE(label);
+        pix2struct::PreprocessOptions opt;
+        opt.max_patches = c["max_patches"];
+        opt.is_vqa = vqa;
+        opt.font_path = g.meta["font"];
+        const pix2struct::Image im = pix2struct::load_image(goldens::image_path(file));
+        const pix2struct::Patches p = pix2struct::preprocess(im, question_text(c["question"]), opt);
+        REQUIRE(p.rows == int(c["rows"]));
+        REQUIRE(p.cols == int(c["cols"]));
+        REQUIRE(p.patch_dim == 770);
+        REQUIRE(p.flattened.size() == size_t(opt.max_patches) * 770);
+
+        const std::vector<float> want = g.floats(c["tensor"]);  // the real rows only
+        REQUIRE(want.size() == size_t(p.num_real()) * 770);
+        double max_diff = 0;
+        for (size_t i = 0; i < want.size(); ++i) max_diff = std::max(max_diff, double(std::abs(p.flattened[i] - want[i])));
+        bool padding_zero = true;
+        for (size_t i = want.size(); i < p.flattened.size(); ++i) padding_zero &= p.flattened[i] == 0.0f;
+        CHECK(padding_zero);
+        for (int i = 0; i < opt.max_patches; ++i) CHECK(p.mask[i] == (i < p.num_real() ? 1.0f : 0.0f));
+
+        // The composed image (header + image) against the reference's, where it was stored.
+        bool composed_identical = !vqa;
+        if (c.contains("composed_png")) {
+            const pix2struct::Image ref = pix2struct::load_image(goldens::golden_path(c["composed_png"]));
+            const pix2struct::Image ours = pix2struct::render_question(im, question_text(c["question"]), opt.font_path);
+            REQUIRE(ours.width == ref.width);
+            REQUIRE(ours.height == ref.height);
+            composed_identical = goldens::max_abs_diff(ours, ref) == 0;
+            MESSAGE(label, ": composed ", ours.width, "x", ours.height, " mean |diff| ",
+                    goldens::mean_abs_diff(ours, ref), " max ", goldens::max_abs_diff(ours, ref));
+        }
+        const bool jpeg = file.ends_with(".jpg");
+        const std::string why = composed_identical ? (jpeg ? " (JPEG decoder differs)" : " (same pixels in)")
+                                                   : " (header pixels differ)";
+        MESSAGE(label, ": ", p.rows, "x", p.cols, " patches, max |diff| ", max_diff, why);
+        if (composed_identical && !jpeg) CHECK(max_diff <= 1e-4);
+        else if (jpeg) CHECK(max_diff <= 0.05);
+        else CHECK(max_diff <= 5.0);  // header anti-aliasing differences, standardized units
+    }
+}
+
+TEST_CASE("preprocess errors") {
+    const pix2struct::Image im = pix2struct::load_image(goldens::image_path("rgb.png"));
+    pix2struct::PreprocessOptions vqa;
+    vqa.is_vqa = true;
+    CHECK_THROWS_WITH_AS(pix2struct::preprocess(im, vqa), doctest::Contains("question"), pix2struct::Error);
+    pix2struct::PreprocessOptions bad;
+    bad.max_patches = 0;
+    CHECK_THROWS_AS(pix2struct::preprocess(im, "", bad), pix2struct::Error);
+    CHECK_THROWS_AS(pix2struct::preprocess(pix2struct::Image{}, "", {}), pix2struct::Error);
+    vqa.font_path = "/nonexistent/font.ttf";
+    CHECK_THROWS_WITH_AS(pix2struct::preprocess(im, "What?", vqa), doctest::Contains("font.ttf"), pix2struct::Error);
+}
