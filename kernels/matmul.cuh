@@ -1,10 +1,11 @@
 // kernels/matmul.cuh — Y = X · Wᵀ (+ epilogue), the linear layers of Pix2Struct.
 //
 // Shapes: X [M, K] row-major (row stride ldx), W [N, K] row-major exactly as stored in the checkpoint
-// (torch nn.Linear [out, in]), Y [M, N] contiguous. fp32 accumulation everywhere.
+// (torch nn.Linear [out, in]), Y [M, N] row-major with row stride ldy (e.g. rows of a K/V cache).
+// fp32 accumulation everywhere.
 // Epilogues, fused into the store (each optional):
 //   bias      Y += bias[n]                              (fp32 [N]; patch_projection)
-//   residual  Y += R[m, n]                              (R [M, N] of Y's type; may alias Y: x += f(x))
+//   residual  Y += R[m, n]                              (R [M, N] of Y's type, row stride ldy; may alias Y)
 //   gated     Y = gelu_new(X·W0ᵀ) ⊙ (X·W1ᵀ)             (w_up = W1 given; the T5 gated-GELU MLP: each block
 //             computes matching tiles of W0 and W1, so the [M, d_ff] products never reach memory)
 // Types (TIn -> TOut): bf16 -> bf16, bf16 -> fp32, fp32 -> fp32.
@@ -32,9 +33,10 @@ struct MatmulArgs {
     const TIn* w_up = nullptr;    // [N, K] W1: non-null selects the gated-GELU epilogue
     const float* bias = nullptr;  // [N] or null (not with gated)
     const TOut* residual = nullptr;  // [M, N] or null
-    TOut* y = nullptr;            // [M, N]
+    TOut* y = nullptr;            // [M, N], row stride ldy
     int64_t M = 0, N = 0, K = 0;
     int64_t ldx = 0;              // 0: K
+    int64_t ldy = 0;              // 0: N (also the residual's row stride)
 };
 
 // The supported dtype combinations, in one list.
@@ -55,24 +57,24 @@ __device__ __forceinline__ float epilogue_value(const MatmulArgs<TIn, TOut>& a, 
                                                 float u) {
     float v = a.w_up ? gelu_new(h) * u : h;
     if (a.bias) v += a.bias[n];
-    if (a.residual) v += to_float(a.residual[m * a.N + n]);
+    if (a.residual) v += to_float(a.residual[m * a.ldy + n]);
     return v;
 }
 template <class TIn, class TOut>
 __device__ __forceinline__ void store_one(const MatmulArgs<TIn, TOut>& a, int64_t m, int64_t n, float h, float u) {
-    if (m < a.M && n < a.N) a.y[m * a.N + n] = from_float<TOut>(epilogue_value(a, m, n, h, u));
+    if (m < a.M && n < a.N) a.y[m * a.ldy + n] = from_float<TOut>(epilogue_value(a, m, n, h, u));
 }
 // Two adjacent columns (n, n+1): one 4- or 8-byte store when both are inside and aligned.
 template <class TIn, class TOut>
 __device__ __forceinline__ void store_pair(const MatmulArgs<TIn, TOut>& a, int64_t m, int64_t n, float h0, float u0,
                                            float h1, float u1) {
     if (m >= a.M) return;
-    if (n + 1 < a.N && (a.N % 2) == 0) {
+    if (n + 1 < a.N && (a.ldy % 2) == 0 && (reinterpret_cast<uintptr_t>(a.y) % (2 * sizeof(TOut))) == 0) {
         const float v0 = epilogue_value(a, m, n, h0, u0), v1 = epilogue_value(a, m, n + 1, h1, u1);
         if constexpr (kIsBf16<TOut>)
-            *reinterpret_cast<__nv_bfloat162*>(a.y + m * a.N + n) = __floats2bfloat162_rn(v0, v1);
+            *reinterpret_cast<__nv_bfloat162*>(a.y + m * a.ldy + n) = __floats2bfloat162_rn(v0, v1);
         else
-            *reinterpret_cast<float2*>(a.y + m * a.N + n) = make_float2(v0, v1);
+            *reinterpret_cast<float2*>(a.y + m * a.ldy + n) = make_float2(v0, v1);
     } else {
         store_one(a, m, n, h0, u0);
         store_one(a, m, n + 1, h1, u1);
@@ -105,7 +107,7 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32)
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
     const bool gated = a.w_up != nullptr;
-    const int64_t ldx = a.ldx ? a.ldx : a.K;
+    const int64_t ldx = a.ldx;
     const int64_t m0 = int64_t(blockIdx.y) * BM;
     const int64_t n0 = int64_t(blockIdx.x) * (gated ? BN / 2 : BN);
 
@@ -255,7 +257,7 @@ __global__ void __launch_bounds__(kSimtThreads) matmul_simt_kernel(const MatmulA
     __shared__ float sx[BK][T + 4], sw[BK][T + 4], su[BK][T + 4];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const int64_t m0 = int64_t(blockIdx.y) * T, n0 = int64_t(blockIdx.x) * T;
-    const int64_t ldx = a.ldx ? a.ldx : a.K;
+    const int64_t ldx = a.ldx;
     const bool gated = a.w_up != nullptr;
     float acc[4][4] = {}, accu[4][4] = {};
     for (int64_t k0 = 0; k0 < a.K; k0 += BK) {
@@ -304,7 +306,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(const MatmulArgs<
     const int lane = threadIdx.x % 32;
     const int64_t n = int64_t(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
     if (n >= a.N) return;
-    const int64_t ldx = a.ldx ? a.ldx : a.K;
+    const int64_t ldx = a.ldx;
     const bool gated = a.w_up != nullptr;
     const TIn* w0 = a.w + n * a.K;
     const TIn* w1 = gated ? a.w_up + n * a.K : w0;
@@ -385,16 +387,20 @@ void launch_matmul_tc(const MatmulArgs<TIn, TOut>& a, const MatmulPlan& plan, cu
 // Y = X·Wᵀ (+ epilogue) on `stream`. fp32 inputs run exact FMA unless fp32_mode is TF32.
 // Throws pix2struct::Error for a bad shape, missing pointer or launch failure.
 template <class TIn, class TOut>
-void matmul(const MatmulArgs<TIn, TOut>& a, cudaStream_t stream = nullptr, Fp32Mode fp32_mode = Fp32Mode::Exact) {
+void matmul(const MatmulArgs<TIn, TOut>& args, cudaStream_t stream = nullptr, Fp32Mode fp32_mode = Fp32Mode::Exact) {
     static_assert(kMatmulSupported<TIn, TOut>,
                   "matmul: supported (input, output) types are (bf16, bf16), (bf16, float), (float, float)");
+    MatmulArgs<TIn, TOut> a = args;
+    if (!a.ldx) a.ldx = a.K;
+    if (!a.ldy) a.ldy = a.N;
     if (a.M < 0 || a.N <= 0 || a.K <= 0)
         pix2struct::detail::fail("matmul: shape M=", a.M, " N=", a.N, " K=", a.K, " is not a valid product");
     if (a.M == 0) return;
     if (!a.x || !a.w || !a.y) pix2struct::detail::fail("matmul: X, W and Y must all be given");
     if (a.w_up && a.bias) pix2struct::detail::fail("matmul: the gated-GELU epilogue takes no bias");
-    const int64_t ldx = a.ldx ? a.ldx : a.K;
+    const int64_t ldx = a.ldx;
     if (ldx < a.K) pix2struct::detail::fail("matmul: row stride of X (", ldx, ") is shorter than K=", a.K);
+    if (a.ldy < a.N) pix2struct::detail::fail("matmul: row stride of Y (", a.ldy, ") is shorter than N=", a.N);
     constexpr int kIn = sizeof(TIn);
     const bool aligned = aligned16(a.x) && aligned16(a.w) && (!a.w_up || aligned16(a.w_up)) &&
                          (a.K * kIn) % 16 == 0 && (ldx * kIn) % 16 == 0;

@@ -146,41 +146,56 @@ const char* epi_name(int e) {
     return names[e];
 }
 
+// pad_x / pad_y: extra elements per row of X / Y (row strides ldx = K + pad_x, ldy = N + pad_y); the
+// padding of Y must stay untouched (NaN).
 template <class TIn, class TOut>
-void run_matmul(Rng& rng, int64_t M, int64_t N, int64_t K, int epi, k::Fp32Mode mode, double tol) {
+void run_matmul(Rng& rng, int64_t M, int64_t N, int64_t K, int epi, k::Fp32Mode mode, double tol, int64_t pad_x = 0,
+                int64_t pad_y = 0, bool in_place = false) {
     INFO("matmul ", type_name<TIn>(), "->", type_name<TOut>(), (mode == k::Fp32Mode::TF32 ? " tf32" : ""), " M=", M,
-         " N=", N, " K=", K, " ", epi_name(epi), " seed=", rng.seed);
+         " N=", N, " K=", K, " ", epi_name(epi), " pad_x=", pad_x, " pad_y=", pad_y, (in_place ? " in place" : ""), " seed=", rng.seed);
+    const int64_t ldx = K + pad_x, ldy = N + pad_y;
     std::vector<float> xr, wr, ur, br, rr;
-    DeviceBuffer<TIn> x(random_vec<TIn>(rng, M * K, xr));
+    DeviceBuffer<TIn> x(random_vec<TIn>(rng, M * ldx, xr));
     DeviceBuffer<TIn> w(random_vec<TIn>(rng, N * K, wr));
     const bool gated = epi == kGated, bias = epi == kBias || epi == kBiasResidual,
                resid = epi == kResidual || epi == kBiasResidual;
     DeviceBuffer<TIn> u(gated ? random_vec<TIn>(rng, N * K, ur) : std::vector<TIn>{});
     DeviceBuffer<float> b(bias ? random_vec<float>(rng, N, br) : std::vector<float>{});
-    DeviceBuffer<TOut> r(resid ? random_vec<TOut>(rng, M * N, rr) : std::vector<TOut>{});
-    DeviceBuffer<TOut> y(M * N);
+    DeviceBuffer<TOut> r(resid ? random_vec<TOut>(rng, M * ldy, rr) : std::vector<TOut>{});
+    DeviceBuffer<TOut> y(M * ldy);
     y.poison();
+    if (in_place && resid)  // Y holds the residual on entry: x += f(x)
+        PIX2STRUCT_CUDA_CHECK(cudaMemcpy(y.ptr, r.ptr, M * ldy * sizeof(TOut), cudaMemcpyDeviceToDevice));
     k::MatmulArgs<TIn, TOut> a;
     a.x = x.ptr, a.w = w.ptr, a.y = y.ptr, a.M = M, a.N = N, a.K = K;
+    if (pad_x) a.ldx = ldx;
+    if (pad_y) a.ldy = ldy;
     if (gated) a.w_up = u.ptr;
     if (bias) a.bias = b.ptr;
-    if (resid) a.residual = r.ptr;
+    if (resid) a.residual = in_place ? y.ptr : r.ptr;
     k::matmul(a, nullptr, mode);
-    const std::vector<float> out = y.download();
+    const std::vector<float> full = y.download();
 
+    std::vector<float> out(M * N);
     std::vector<double> ref(M * N);
-    for (int64_t m = 0; m < M; ++m)
+    size_t pad_written = 0;
+    for (int64_t m = 0; m < M; ++m) {
         for (int64_t n = 0; n < N; ++n) {
             double h = 0, g = 0;
             for (int64_t kk = 0; kk < K; ++kk) {
-                h += double(xr[m * K + kk]) * wr[n * K + kk];
-                if (gated) g += double(xr[m * K + kk]) * ur[n * K + kk];
+                h += double(xr[m * ldx + kk]) * wr[n * K + kk];
+                if (gated) g += double(xr[m * ldx + kk]) * ur[n * K + kk];
             }
             double v = gated ? gelu_new_ref(h) * g : h;
             if (bias) v += br[n];
-            if (resid) v += rr[m * N + n];
+            if (resid) v += rr[m * ldy + n];
             ref[m * N + n] = v;
+            out[m * N + n] = full[m * ldy + n];
         }
+        if (!in_place)
+            for (int64_t n = N; n < ldy; ++n) pad_written += !std::isnan(full[m * ldy + n]);
+    }
+    CHECK_MESSAGE(pad_written == 0, "elements written outside Y's rows: ", pad_written);
     CHECK_CLOSE(out, ref, tol);
 }
 
@@ -223,6 +238,16 @@ TEST_CASE("matmul bf16 -> bf16 and bf16 -> fp32 against float64") {
         run_matmul<bf16, bf16>(rng, 130, 200, 96, e, k::Fp32Mode::Exact, 1e-2);
         run_matmul<bf16, float>(rng, 2, 200, 96, e, k::Fp32Mode::Exact, 1e-5);
     }
+    // Row strides: X padded (aligned: tensor cores; odd: SIMT fallback), Y padded (a K/V cache slot).
+    run_matmul<bf16, bf16>(rng, 100, 72, 64, kResidual, k::Fp32Mode::Exact, 1e-2, 8, 24);
+    run_matmul<bf16, float>(rng, 100, 72, 64, kBias, k::Fp32Mode::Exact, 1e-5, 3, 5);
+    run_matmul<bf16, bf16>(rng, 3, 72, 64, kGated, k::Fp32Mode::Exact, 1e-2, 8, 8);
+    run_matmul<float, float>(rng, 70, 40, 36, kBiasResidual, k::Fp32Mode::TF32, 2e-3, 4, 7);
+    run_matmul<float, float>(rng, 70, 40, 36, kPlain, k::Fp32Mode::Exact, 1e-5, 1, 1);
+    // In place: Y = Y + X·Wᵀ (the residual stream), on every path.
+    run_matmul<bf16, bf16>(rng, 130, 200, 96, kResidual, k::Fp32Mode::Exact, 1e-2, 0, 0, true);
+    run_matmul<bf16, float>(rng, 2, 200, 96, kBiasResidual, k::Fp32Mode::Exact, 1e-5, 0, 0, true);
+    run_matmul<float, float>(rng, 65, 63, 40, kResidual, k::Fp32Mode::Exact, 1e-5, 0, 0, true);
     // Grids large enough for the 128x128 tile (>= 2 blocks per SM), plain and gated.
     run_matmul<bf16, bf16>(rng, 2048, 2176, 64, kResidual, k::Fp32Mode::Exact, 1e-2);
     run_matmul<bf16, float>(rng, 2047, 2200, 72, kGated, k::Fp32Mode::Exact, 1e-5);
