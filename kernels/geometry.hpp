@@ -46,24 +46,40 @@ struct MatmulPlan {
     int smem_bytes;
 };
 
-// in_bytes: 2 (bf16 inputs) or 4 (fp32 inputs). aligned: X and W 16-byte aligned and K·in_bytes a
-// multiple of 16 (cp.async moves 16-byte chunks). fp32 inputs take the tensor cores only in TF32 mode.
+// The grid of one path. A gated block covers BN/2 output columns (its B tile holds W0 and W1 rows).
+constexpr MatmulPlan matmul_plan_for(MatmulPath path, int64_t M, int64_t N, bool gated = false) {
+    switch (path) {
+        case MatmulPath::Gemv: return {path, ceil_div(N, kGemvWarps), 1, 32 * kGemvWarps, 0};
+        case MatmulPath::Simt: return {path, ceil_div(N, kSimtTile), ceil_div(M, kSimtTile), kSimtThreads, 0};
+        case MatmulPath::TensorCoreLarge:
+            return {path, ceil_div(N, gated ? kGemmLarge.bn / 2 : kGemmLarge.bn), ceil_div(M, kGemmLarge.bm),
+                    gemm_threads(kGemmLarge), gemm_smem_bytes(kGemmLarge)};
+        case MatmulPath::TensorCoreSmall: break;
+    }
+    return {MatmulPath::TensorCoreSmall, ceil_div(N, gated ? kGemmSmall.bn / 2 : kGemmSmall.bn),
+            ceil_div(M, kGemmSmall.bm), gemm_threads(kGemmSmall), gemm_smem_bytes(kGemmSmall)};
+}
+
+// Relative cost of one large-tile block in small-tile blocks: 4x the work, done ~25% more efficiently
+// (twice the MMAs per byte staged). A first guess, to be tuned on the GPU (bench_kernels prints both).
+inline constexpr double kLargeTileCost = 3.2;
+
+// in_bytes: 2 (bf16 inputs) or 4 (fp32 inputs). aligned: X and W 16-byte aligned and K·in_bytes and the
+// row stride of X multiples of 16 bytes (cp.async moves 16-byte chunks). fp32 inputs take the tensor
+// cores only in TF32 mode. Between the two tiles: the one whose busiest SM runs the least work, with
+// blocks spread evenly over the SMs (wave quantisation).
 constexpr MatmulPlan plan_matmul(int64_t M, int64_t N, int64_t K, int in_bytes, bool aligned, int sm_count,
-                                 Fp32Mode fp32_mode = Fp32Mode::Exact) {
+                                 Fp32Mode fp32_mode = Fp32Mode::Exact, bool gated = false) {
     (void)K;
-    if (M <= kGemvMaxM)
-        return {MatmulPath::Gemv, ceil_div(N, kGemvWarps), 1, 32 * kGemvWarps, 0};
+    if (M <= kGemvMaxM) return matmul_plan_for(MatmulPath::Gemv, M, N, gated);
     const bool tensor = aligned && (in_bytes == 2 || fp32_mode == Fp32Mode::TF32);
-    if (!tensor)
-        return {MatmulPath::Simt, ceil_div(N, kSimtTile), ceil_div(M, kSimtTile), kSimtThreads, 0};
-    // The large tile does twice the work per byte loaded; take it only when its grid still fills
-    // every SM with two resident blocks (otherwise the small tile's finer grid wins on occupancy).
-    const int64_t large_blocks = ceil_div(M, kGemmLarge.bm) * ceil_div(N, kGemmLarge.bn);
-    if (large_blocks >= 2 * int64_t(sm_count))
-        return {MatmulPath::TensorCoreLarge, ceil_div(N, kGemmLarge.bn), ceil_div(M, kGemmLarge.bm),
-                gemm_threads(kGemmLarge), gemm_smem_bytes(kGemmLarge)};
-    return {MatmulPath::TensorCoreSmall, ceil_div(N, kGemmSmall.bn), ceil_div(M, kGemmSmall.bm),
-            gemm_threads(kGemmSmall), gemm_smem_bytes(kGemmSmall)};
+    if (!tensor) return matmul_plan_for(MatmulPath::Simt, M, N, gated);
+    const MatmulPlan large = matmul_plan_for(MatmulPath::TensorCoreLarge, M, N, gated);
+    const MatmulPlan small = matmul_plan_for(MatmulPath::TensorCoreSmall, M, N, gated);
+    const int64_t sms = sm_count > 0 ? sm_count : 1;
+    const double cost_large = double(ceil_div(large.grid_x * large.grid_y, sms)) * kLargeTileCost;
+    const double cost_small = double(ceil_div(small.grid_x * small.grid_y, sms));
+    return cost_large < cost_small ? large : small;
 }
 
 // ---------------------------------------------------------------------------------------------

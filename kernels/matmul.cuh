@@ -374,9 +374,29 @@ void launch_matmul_tc(const MatmulArgs<TIn, TOut>& a, const MatmulPlan& plan, cu
         return true;
     }();
     (void)allowed;
-    const int64_t bn = a.w_up ? BN / 2 : BN;
-    const dim3 grid(unsigned(ceil_div(a.N, bn)), unsigned(plan.grid_y));
-    kernel<<<grid, plan.threads, plan.smem_bytes, stream>>>(a);
+    kernel<<<dim3(unsigned(plan.grid_x), unsigned(plan.grid_y)), plan.threads, plan.smem_bytes, stream>>>(a);
+}
+
+// Runs the kernel of `plan` (from plan_matmul, or matmul_plan_for to force a path in benchmarks).
+template <class TIn, class TOut>
+void matmul_with_plan(const MatmulArgs<TIn, TOut>& a, const MatmulPlan& plan, cudaStream_t stream) {
+    switch (plan.path) {
+        case MatmulPath::TensorCoreLarge:
+            launch_matmul_tc<TIn, TOut, kGemmLarge.bm, kGemmLarge.bn, kGemmLarge.warps_m, kGemmLarge.warps_n,
+                             kGemmLarge.stages>(a, plan, stream);
+            break;
+        case MatmulPath::TensorCoreSmall:
+            launch_matmul_tc<TIn, TOut, kGemmSmall.bm, kGemmSmall.bn, kGemmSmall.warps_m, kGemmSmall.warps_n,
+                             kGemmSmall.stages>(a, plan, stream);
+            break;
+        case MatmulPath::Simt:
+            matmul_simt_kernel<TIn, TOut><<<dim3(unsigned(plan.grid_x), unsigned(plan.grid_y)), plan.threads, 0, stream>>>(a);
+            break;
+        case MatmulPath::Gemv:
+            gemv_kernel<TIn, TOut><<<unsigned(plan.grid_x), plan.threads, 0, stream>>>(a);
+            break;
+    }
+    check_launch("matmul");
 }
 
 }  // namespace detail
@@ -404,25 +424,8 @@ void matmul(const MatmulArgs<TIn, TOut>& args, cudaStream_t stream = nullptr, Fp
     constexpr int kIn = sizeof(TIn);
     const bool aligned = aligned16(a.x) && aligned16(a.w) && (!a.w_up || aligned16(a.w_up)) &&
                          (a.K * kIn) % 16 == 0 && (ldx * kIn) % 16 == 0;
-    const MatmulPlan plan = plan_matmul(a.M, a.N, a.K, kIn, aligned, sm_count(), fp32_mode);
-    switch (plan.path) {
-        case MatmulPath::TensorCoreLarge:
-            detail::launch_matmul_tc<TIn, TOut, kGemmLarge.bm, kGemmLarge.bn, kGemmLarge.warps_m, kGemmLarge.warps_n,
-                                     kGemmLarge.stages>(a, plan, stream);
-            break;
-        case MatmulPath::TensorCoreSmall:
-            detail::launch_matmul_tc<TIn, TOut, kGemmSmall.bm, kGemmSmall.bn, kGemmSmall.warps_m, kGemmSmall.warps_n,
-                                     kGemmSmall.stages>(a, plan, stream);
-            break;
-        case MatmulPath::Simt:
-            detail::matmul_simt_kernel<TIn, TOut>
-                <<<dim3(unsigned(plan.grid_x), unsigned(plan.grid_y)), plan.threads, 0, stream>>>(a);
-            break;
-        case MatmulPath::Gemv:
-            detail::gemv_kernel<TIn, TOut><<<unsigned(plan.grid_x), plan.threads, 0, stream>>>(a);
-            break;
-    }
-    check_launch("matmul");
+    detail::matmul_with_plan(a, plan_matmul(a.M, a.N, a.K, kIn, aligned, sm_count(), fp32_mode, a.w_up != nullptr),
+                             stream);
 }
 
 }  // namespace pix2struct::kernels

@@ -51,6 +51,13 @@ TEST_CASE("plan_matmul picks GEMV, SIMT and the tensor-core tiles as documented"
     CHECK(p.grid_x == 31);
     CHECK(p.grid_y == 16);
     CHECK(p.smem_bytes == gemm_smem_bytes(kGemmLarge));
+    // Wave quantisation: 2048x2048 fills two waves of large tiles better than eight of small ones.
+    CHECK(plan_matmul(2048, 2048, 768, 2, true, sms).path == MatmulPath::TensorCoreLarge);
+    // A gated block covers half as many output columns.
+    p = plan_matmul(2048, 2048, 768, 2, true, sms, Fp32Mode::Exact, true);
+    CHECK(p.grid_x == 2048 / (p.path == MatmulPath::TensorCoreLarge ? kGemmLarge.bn / 2 : kGemmSmall.bn / 2));
+    CHECK(matmul_plan_for(MatmulPath::TensorCoreSmall, 100, 100, true).grid_x == ceil_div(100, kGemmSmall.bn / 2));
+    CHECK(matmul_plan_for(MatmulPath::TensorCoreLarge, 100, 100, false).grid_x == 1);
     // Ragged shapes round the grid up.
     p = plan_matmul(130, 65, 8, 2, true, sms);
     CHECK(p.grid_x == 2);

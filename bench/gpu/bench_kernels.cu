@@ -124,15 +124,24 @@ void print_row(const Row& r) {
 void bench_gemm(cublasHandle_t h, int M, int N, int K) {
     const double flop = 2.0 * M * N * K;
     char name[64];
-    {  // bf16
+    {  // bf16: the planned path, then each tensor-core tile forced (to tune plan_matmul's choice)
         Buf<bf16> x(int64_t(M) * K), w(int64_t(N) * K), y(int64_t(M) * N), yc(int64_t(M) * N);
         k::MatmulArgs<bf16, bf16> a;
-        a.x = x.p, a.w = w.p, a.y = y.p, a.M = M, a.N = N, a.K = K;
+        a.x = x.p, a.w = w.p, a.y = y.p, a.M = M, a.N = N, a.K = K, a.ldx = K, a.ldy = N;
         const double t = median_ms([&](int) { k::matmul(a); });
         const double tc =
             median_ms([&](int) { cublas_linear(h, x.p, w.p, yc.p, M, N, K, CUDA_R_16BF, CUBLAS_COMPUTE_32F); });
-        std::snprintf(name, sizeof name, "gemm bf16  %dx%dx%d", M, N, K);
+        const k::MatmulPlan plan = k::plan_matmul(M, N, K, 2, true, k::sm_count());
+        std::snprintf(name, sizeof name, "gemm bf16  %dx%dx%d [%s]", M, N, K,
+                      plan.path == k::MatmulPath::TensorCoreLarge ? "large" : "small");
         print_row({name, flop / t / 1e9, flop / tc / 1e9, "TFLOP/s", "cuBLAS", rel_diff(y.p, yc.p, int64_t(M) * N)});
+        for (auto [path, label] : {std::pair{k::MatmulPath::TensorCoreLarge, "large"},
+                                   std::pair{k::MatmulPath::TensorCoreSmall, "small"}}) {
+            const k::MatmulPlan forced = k::matmul_plan_for(path, M, N);
+            const double tf = median_ms([&](int) { k::detail::matmul_with_plan(a, forced, nullptr); });
+            std::snprintf(name, sizeof name, "  forced %s tile %dx%dx%d", label, M, N, K);
+            print_row({name, flop / tf / 1e9, flop / tc / 1e9, "TFLOP/s", "cuBLAS", rel_diff(y.p, yc.p, int64_t(M) * N)});
+        }
     }
     {  // fp32: exact SIMT and TF32 beside cuBLAS fp32 and TF32
         Buf<float> x(int64_t(M) * K), w(int64_t(N) * K), y(int64_t(M) * N), yc(int64_t(M) * N);
