@@ -55,7 +55,8 @@ TEST_CASE("header pixels: stb_truetype against FreeType") {
         const int max = goldens::max_abs_diff(got, want);
         MESSAGE("header '", name, "' ", got.width, "x", got.height, ": mean |diff| ", mean, " levels of 255, max ", max);
         worst_mean = std::max(worst_mean, mean);
-        CHECK(mean <= 4.0);  // levels of 255; measured in the report
+        // Measured 1.66-2.06 levels (FreeType hints stems; stb_truetype + extent mapping does not): bound 2.5.
+        CHECK(mean <= 2.5);
     }
     MESSAGE("worst mean |diff| over the questions: ", worst_mean, " levels");
 }

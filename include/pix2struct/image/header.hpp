@@ -485,6 +485,50 @@ inline uint8_t muldiv255(int a, int b) {
     return uint8_t(((t >> 8) + t) >> 8);
 }
 
+struct GlyphBitmap {
+    int left = 0, top = 0, width = 0, height = 0;  // box relative to the pen (top: rows above the baseline)
+    std::vector<unsigned char> pixels;            // [height][width] coverage
+};
+
+// One glyph's coverage. FreeType hints vertically (its v40 TrueType mode leaves x alone): the glyph's ink
+// top and bottom land on whole pixels (the hinted extents of vertical_extent). We approximate that by
+// mapping the outline's y piecewise-linearly, above and below the baseline, onto those extents, then
+// rasterise the unhinted x with stb_truetype (exact-area coverage, like FreeType's smooth rasteriser).
+inline bool rasterize_glyph(const Font& font, const FontScale& s, int size, float scale, const PlacedGlyph& g,
+                            GlyphBitmap& out) {
+    const stbtt_fontinfo* info = &font.info();
+    int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+    if (!stbtt_GetGlyphBox(info, g.glyph, &x0, &y0, &x1, &y1)) return false;
+    stbtt_vertex* v = nullptr;
+    const int n = stbtt_GetGlyphShape(info, g.glyph, &v);
+    if (n <= 0 || !v) return false;
+    const auto [bottom, top] = vertical_extent(font, s, size, g.code_point, g.glyph);
+    const double up = (y1 > 0 && top > 0) ? top / (y1 * double(scale)) : 1.0;
+    const double down = y0 < 0 ? (bottom < 0 ? bottom / (y0 * double(scale)) : 0.0) : 1.0;
+    auto map_y = [&](stbtt_vertex_type y) {
+        return stbtt_vertex_type(std::lround(y > 0 ? y * up : y * down));
+    };
+    for (int i = 0; i < n; ++i) {
+        v[i].y = map_y(v[i].y);
+        v[i].cy = map_y(v[i].cy);
+        v[i].cy1 = map_y(v[i].cy1);
+    }
+    out.left = int(std::floor(x0 * scale));
+    out.width = int(std::ceil(x1 * scale)) - out.left;
+    out.top = (y1 > 0 && top > 0) ? top : int(std::ceil(y1 * scale));
+    const int low = y0 < 0 ? bottom : int(std::floor(y0 * scale));
+    out.height = out.top - low;
+    if (out.width <= 0 || out.height <= 0) {
+        stbtt_FreeShape(info, v);
+        return false;
+    }
+    out.pixels.assign(size_t(out.width) * out.height, 0);
+    stbtt__bitmap bm{out.width, out.height, out.width, out.pixels.data()};
+    stbtt_Rasterize(&bm, 0.35f, v, n, scale, scale, 0.f, 0.f, out.left, -out.top, 1, nullptr);
+    stbtt_FreeShape(info, v);
+    return true;
+}
+
 }  // namespace detail
 
 inline HeaderLayout layout_header(std::string_view question, const Font& font, int size = kHeaderTextSize) {
@@ -501,25 +545,21 @@ inline Image render_header_text(std::string_view question, const Font& font, int
     out.height = p.layout.height;
     out.rgb.assign(size_t(out.width) * out.height * 3, 255);
     const float scale = float(double(p.scale.x_scale) / 65536.0 / 64.0);  // pixels per font unit
-    std::vector<unsigned char> bitmap;
+    detail::GlyphBitmap bitmap;
     for (size_t li = 0; li < p.lines.size(); ++li) {
         // The line's mask, in image coordinates (glyph pixel boxes may overlap: merge them first).
         std::vector<uint8_t> mask(size_t(out.width) * out.height, 0);
         const int base_y = kHeaderPadding + p.layout.line_y[li] + p.scale.ascender;  // baseline row
         for (const detail::PlacedGlyph& g : p.lines[li].glyphs) {
-            int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
-            stbtt_GetGlyphBitmapBoxSubpixel(&font.info(), g.glyph, scale, scale, 0.f, 0.f, &x0, &y0, &x1, &y1);
-            const int w = x1 - x0, h = y1 - y0;
-            if (w <= 0 || h <= 0) continue;
-            bitmap.assign(size_t(w) * h, 0);
-            stbtt_MakeGlyphBitmapSubpixel(&font.info(), bitmap.data(), w, h, w, scale, scale, 0.f, 0.f, g.glyph);
+            if (!detail::rasterize_glyph(font, p.scale, size, scale, g, bitmap)) continue;
+            const int x0 = bitmap.left, y0 = -bitmap.top, w = bitmap.width, h = bitmap.height;
             const int ox = kHeaderPadding + g.px + x0, oy = base_y + y0;
             for (int y = 0; y < h; ++y) {
                 const int iy = oy + y;
                 if (iy < 0 || iy >= out.height) continue;
                 for (int x = 0; x < w; ++x) {
                     const int ix = ox + x;
-                    const int a = bitmap[size_t(y) * w + x];
+                    const int a = bitmap.pixels[size_t(y) * w + x];
                     if (ix < 0 || ix >= out.width || a == 0) continue;
                     uint8_t& m = mask[size_t(iy) * out.width + ix];
                     m = m > 0 ? uint8_t(std::min(255, a + detail::muldiv255(m, 255 - a))) : uint8_t(a);
