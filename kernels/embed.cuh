@@ -11,6 +11,11 @@
 //   convert(in [n], out [n])                  fp32 <-> bf16 (round to nearest even), or copy.
 //   argmax(logits [rows, V], out [rows])      first index of the maximum per row (greedy decoding);
 //                                             NaN never wins.
+//   relative_position_bias(table [buckets, H], out [H, Lq, Lk], q_offset)
+//                         the decoder's causal T5 position bias: out[h, i, j] = table[bucket(n), h] with
+//                         n = max(0, (q_offset + i) - j); bucket(n) = n below buckets/2, else
+//                         buckets/2 + trunc(log(n / (buckets/2)) / log(max_distance / (buckets/2)) · buckets/2)
+//                         capped at buckets - 1, in float32 as the reference computes it.
 // Launch: element-wise kernels one thread per 8 elements (grid-stride); gathers one warp per row;
 // argmax one block of 256 threads per row.
 // Measured (H100, pending a GPU session): see bench/RESULTS.md "GPU kernels".
@@ -113,6 +118,26 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* logits,
     }
 }
 
+// Unidirectional (decoder) relative-position bucket of n = max(0, query position - key position).
+__host__ __device__ inline int relative_bucket(int n, int buckets, int max_distance) {
+    const int exact = buckets / 2;
+    if (n < exact) return n;
+    const float large = logf(float(n) / float(exact)) / logf(float(max_distance) / float(exact)) * float(buckets - exact);
+    return min(exact + int(large), buckets - 1);  // int(): truncation, as the reference's .to(torch.long)
+}
+
+template <class TTable>
+__global__ void __launch_bounds__(kEwThreads)
+    relative_position_bias_kernel(const TTable* table, int buckets, int max_distance, int H, int Lq, int Lk,
+                                  int q_offset, float* out) {
+    const int64_t total = int64_t(H) * Lq * Lk;
+    for (int64_t e = int64_t(blockIdx.x) * kEwThreads + threadIdx.x; e < total; e += int64_t(gridDim.x) * kEwThreads) {
+        const int j = int(e % Lk), i = int((e / Lk) % Lq), h = int(e / (int64_t(Lk) * Lq));
+        const int n = max(0, q_offset + i - j);
+        out[e] = to_float(table[int64_t(relative_bucket(n, buckets, max_distance)) * H + h]);
+    }
+}
+
 }  // namespace detail
 
 // =============================================================================================
@@ -172,6 +197,21 @@ void argmax(const T* logits, int64_t rows, int64_t V, int32_t* out, cudaStream_t
         pix2struct::detail::fail("argmax: logits [", rows, ", ", V, "]: invalid arguments");
     detail::argmax_kernel<<<unsigned(rows), detail::kArgmaxThreads, 0, stream>>>(logits, V, out);
     check_launch("argmax");
+}
+
+// out [H, Lq, Lk] fp32 (the attention kernels' bias layout); queries are at positions q_offset + i
+// (q_offset = tokens already in the self-attention cache), keys at 0..Lk-1.
+template <class TTable>
+void relative_position_bias(const TTable* table, int buckets, int max_distance, int H, int Lq, int Lk, int q_offset,
+                            float* out, cudaStream_t stream = nullptr) {
+    static_assert(detail::kIsElement<TTable>, "relative_position_bias: the table is float or bf16");
+    if (!table || !out || buckets < 2 || max_distance <= buckets / 2 || H <= 0 || Lq < 0 || Lk < 0 || q_offset < 0)
+        pix2struct::detail::fail("relative_position_bias: table [", buckets, ", ", H, "], max distance ", max_distance,
+                                 ", ", Lq, " queries at offset ", q_offset, " x ", Lk, " keys: invalid arguments");
+    if (int64_t(Lq) * Lk == 0) return;
+    detail::relative_position_bias_kernel<<<detail::ew_blocks(int64_t(H) * Lq * Lk), detail::kEwThreads, 0, stream>>>(
+        table, buckets, max_distance, H, Lq, Lk, q_offset, out);
+    check_launch("relative_position_bias");
 }
 
 }  // namespace pix2struct::kernels
