@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -485,15 +486,39 @@ inline uint8_t muldiv255(int a, int b) {
     return uint8_t(((t >> 8) + t) >> 8);
 }
 
+
+// A small vertical hinter standing in for FreeType's (v40 TrueType hinting moves points in y only):
+// the outline above the baseline is scaled so that its top lands on FreeType's hinted top, a descender is
+// scaled onto the hinted bottom, and a bottom overshoot that FreeType suppresses (hinted bottom 0) is
+// removed by shifting the bottom stroke up, whole (kBand: about one stroke), not by flattening it.
+// Works on stb's vertices in font units; `scale` is pixels per unit.
+inline void hint_vertically(stbtt_vertex* v, int n, double scale, int y0, int y1, int bottom, int top) {
+    constexpr double kBand = 3.0;  // ~ Liberation Sans' horizontal stroke at 36 px (2.5 px) plus slack
+    const double lo = y0 * scale, hi = y1 * scale;  // unhinted extremes, pixels
+    const double up = (y1 > 0 && top > 0) ? top / hi : 1.0;
+    const bool descender = y0 < 0 && bottom < 0;
+    const bool overshoot = y0 < 0 && bottom == 0;
+    const double down = descender ? bottom / lo : 1.0;
+    auto map = [&](stbtt_vertex_type& y) {
+        const double py = y * scale;
+        double out = py > 0 ? py * up : py * down;
+        if (overshoot) out += -lo * std::clamp(1.0 - (py - lo) / kBand, 0.0, 1.0);
+        y = stbtt_vertex_type(std::lround(out / scale));
+    };
+    for (int i = 0; i < n; ++i) {
+        map(v[i].y);
+        if (v[i].type == STBTT_vcurve || v[i].type == STBTT_vcubic) map(v[i].cy);
+        if (v[i].type == STBTT_vcubic) map(v[i].cy1);
+    }
+}
+
 struct GlyphBitmap {
     int left = 0, top = 0, width = 0, height = 0;  // box relative to the pen (top: rows above the baseline)
     std::vector<unsigned char> pixels;            // [height][width] coverage
 };
 
-// One glyph's coverage. FreeType hints vertically (its v40 TrueType mode leaves x alone): the glyph's ink
-// top and bottom land on whole pixels (the hinted extents of vertical_extent). We approximate that by
-// mapping the outline's y piecewise-linearly, above and below the baseline, onto those extents, then
-// rasterise the unhinted x with stb_truetype (exact-area coverage, like FreeType's smooth rasteriser).
+// One glyph's coverage: the outline hinted vertically (hint_vertically), then rasterised by stb_truetype
+// (exact-area coverage, like FreeType's smooth rasteriser) at the glyph's whole-pixel pen position.
 inline bool rasterize_glyph(const Font& font, const FontScale& s, int size, float scale, const PlacedGlyph& g,
                             GlyphBitmap& out) {
     const stbtt_fontinfo* info = &font.info();
@@ -503,20 +528,17 @@ inline bool rasterize_glyph(const Font& font, const FontScale& s, int size, floa
     const int n = stbtt_GetGlyphShape(info, g.glyph, &v);
     if (n <= 0 || !v) return false;
     const auto [bottom, top] = vertical_extent(font, s, size, g.code_point, g.glyph);
-    const double up = (y1 > 0 && top > 0) ? top / (y1 * double(scale)) : 1.0;
-    const double down = y0 < 0 ? (bottom < 0 ? bottom / (y0 * double(scale)) : 0.0) : 1.0;
-    auto map_y = [&](stbtt_vertex_type y) {
-        return stbtt_vertex_type(std::lround(y > 0 ? y * up : y * down));
-    };
+    hint_vertically(v, n, double(scale), y0, y1, bottom, top);
+    int lowest = INT32_MAX, highest = INT32_MIN;
     for (int i = 0; i < n; ++i) {
-        v[i].y = map_y(v[i].y);
-        v[i].cy = map_y(v[i].cy);
-        v[i].cy1 = map_y(v[i].cy1);
+        const bool curve = v[i].type == STBTT_vcurve || v[i].type == STBTT_vcubic;
+        const int ys[3] = {v[i].y, curve ? v[i].cy : v[i].y, v[i].type == STBTT_vcubic ? v[i].cy1 : v[i].y};
+        for (int y : ys) lowest = std::min(lowest, y), highest = std::max(highest, y);
     }
     out.left = int(std::floor(x0 * scale));
     out.width = int(std::ceil(x1 * scale)) - out.left;
-    out.top = (y1 > 0 && top > 0) ? top : int(std::ceil(y1 * scale));
-    const int low = y0 < 0 ? bottom : int(std::floor(y0 * scale));
+    out.top = int(std::ceil(highest * scale - 0.01));
+    const int low = int(std::floor(lowest * scale + 0.01));
     out.height = out.top - low;
     if (out.width <= 0 || out.height <= 0) {
         stbtt_FreeShape(info, v);
