@@ -21,7 +21,8 @@
 //                          32 keys in shared memory, one key per lane for S, two dims per lane for O.
 //   attention_decode_kernel + attention_combine_kernel   Lq == 1 (a decode step over a K/V cache): the keys
 //                          are split into chunks (geometry.hpp plan_decode_splits), one block of 4 warps per
-//                          (chunk, head, batch); 8 (bf16) or 16 (fp32) lanes share a key with 16-byte loads;
+//                          (chunk, head, batch); 8 (bf16) or 16 (fp32) lanes share a key with 16-byte loads,
+//                          4 keys per lane group in flight;
 //                          partial (max, sum, O) go to a workspace and a second kernel combines them.
 // Measured (H100, pending a GPU session): see bench/RESULTS.md "GPU kernels".
 #pragma once
@@ -337,25 +338,49 @@ __global__ void __launch_bounds__(kDecodeThreads)
     for (int e = 0; e < E; ++e) q[e] = qp.get(e);
     float m = -INFINITY, l = 0.f;
 
-    for (int j = j0 + warp * KPW + grp; j - grp < j1; j += W * KPW) {
-        // Every lane of a group takes part in the shuffle, also past the end (score -inf there).
-        const bool in = j < j1;
-        float s = 0.f;
-        Pack<T> vp;
-        if (in) {
-            const Pack<T> kp = Pack<T>::load_global_nc(K + int64_t(j) * a.k_row);
-            vp = Pack<T>::load_global_nc(V + int64_t(j) * a.v_row);
+    // Each pass a group takes U keys (interleaved so that a warp reads KPW consecutive rows per step),
+    // issues all their K and V loads first, then folds them into its running softmax with one rescale.
+    constexpr int U = kDecodeUnroll;
+    for (int base = j0 + warp * KPW * U; base < j1; base += W * KPW * U) {  // uniform over the warp
+        Pack<T> kp[U], vp[U];
+        bool in[U];
 #pragma unroll
-            for (int e = 0; e < E; ++e) s = fmaf(q[e], kp.get(e), s);
+        for (int u = 0; u < U; ++u) {
+            const int j = base + u * KPW + grp;
+            in[u] = j < j1;
+            if (in[u]) {
+                kp[u] = Pack<T>::load_global_nc(K + int64_t(j) * a.k_row);
+                vp[u] = Pack<T>::load_global_nc(V + int64_t(j) * a.v_row);
+            }
         }
-        s = warp_sum<LPK>(s);
-        s = in ? masked_score(a, b, h, a.Lq - 1, j, s) : -INFINITY;
-        if (s == -INFINITY) continue;
-        const OnlineMax om = online_max(m, s);
-        const float p = exp2f(s - om.base);
-        l = l * om.scale + p;
+        float s[U], tile_max = -INFINITY;
 #pragma unroll
-        for (int e = 0; e < E; ++e) o[e] = fmaf(p, vp.get(e), o[e] * om.scale);
+        for (int u = 0; u < U; ++u) {
+            float d = 0.f;
+            if (in[u]) {
+#pragma unroll
+                for (int e = 0; e < E; ++e) d = fmaf(q[e], kp[u].get(e), d);
+            }
+            s[u] = warp_sum<LPK>(d);  // every lane takes part, also past the end
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            s[u] = in[u] ? masked_score(a, b, h, a.Lq - 1, base + u * KPW + grp, s[u]) : -INFINITY;
+            tile_max = fmaxf(tile_max, s[u]);
+        }
+        if (tile_max == -INFINITY) continue;
+        const OnlineMax om = online_max(m, tile_max);
+        l *= om.scale;
+#pragma unroll
+        for (int e = 0; e < E; ++e) o[e] *= om.scale;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            if (s[u] == -INFINITY) continue;  // masked or past the end: V was not loaded
+            const float p = exp2f(s[u] - om.base);
+            l += p;
+#pragma unroll
+            for (int e = 0; e < E; ++e) o[e] = fmaf(p, vp[u].get(e), o[e]);
+        }
     }
 
     const int gid = warp * KPW + grp;

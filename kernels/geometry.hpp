@@ -91,8 +91,10 @@ inline constexpr int kAttnKeysPerTile = 64;   // keys per K/V tile
 inline constexpr int kAttnThreads = 128;
 
 // Split-K decode: one query per (batch, head); the keys are cut into `splits` chunks of `chunk` keys
-// (a multiple of 64), one block each, so that B·H·splits blocks cover about two waves of the GPU.
-inline constexpr int kDecodeMaxSplits = 64, kDecodeThreads = 128, kDecodeMinChunk = 64;
+// (a multiple of 64), one block each, so that B·H·splits blocks give each SM about four blocks (16
+// warps) with 4 keys per lane group in flight: enough loads outstanding to stream the cache.
+inline constexpr int kDecodeMaxSplits = 64, kDecodeThreads = 128, kDecodeMinChunk = 64, kDecodeUnroll = 4;
+inline constexpr int kDecodeBlocksPerSm = 4;
 struct DecodeSplit {
     int splits;
     int chunk;
@@ -100,7 +102,7 @@ struct DecodeSplit {
 constexpr DecodeSplit plan_decode_splits(int64_t B, int64_t H, int64_t Lk, int sm_count) {
     if (Lk <= 0) return {1, kDecodeMinChunk};
     const int64_t heads = std::max<int64_t>(1, B * H);
-    int64_t want = ceil_div(2 * int64_t(sm_count), heads);                   // splits per head for ~2 waves
+    int64_t want = ceil_div(kDecodeBlocksPerSm * int64_t(sm_count), heads);  // splits per head
     want = std::clamp<int64_t>(want, 1, kDecodeMaxSplits);
     want = std::min<int64_t>(want, ceil_div(Lk, kDecodeMinChunk));           // at least 64 keys each
     int64_t chunk = ceil_div(ceil_div(Lk, want), kDecodeMinChunk) * kDecodeMinChunk;
