@@ -17,6 +17,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <immintrin.h>
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -26,6 +27,9 @@
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
+#include <cstring>
+#include <sys/mman.h>
 #include <vector>
 
 #include "pix2struct/backend/backend.hpp"
@@ -82,6 +86,28 @@ public:
     }
 
 private:
+    // The BF16 bytes of a weight stored as BF16, copied once into heap memory on huge pages: streaming
+    // them from the file mapping (4 KiB pages) measured ~1.8x slower for the decode GEMVs. Null for other
+    // dtypes (their fp32 view is used). Filled at the first decode step, kept for the backend's lifetime.
+    const uint16_t* bf16_weights(const Weight& W) {
+        if (!W.source || W.source->dtype != DType::BF16) return nullptr;
+        auto it = bf16_copies_.find(&W);
+        if (it != bf16_copies_.end()) return it->second.get();
+        const size_t bytes = W.source->bytes.size(), huge = size_t(2) << 20;
+        const size_t alloc = (bytes + huge - 1) / huge * huge;
+        auto* p = static_cast<uint16_t*>(::operator new[](alloc, std::align_val_t(huge)));
+#ifdef MADV_HUGEPAGE
+        ::madvise(p, alloc, MADV_HUGEPAGE);
+#endif
+        std::memcpy(p, W.source->bytes.data(), bytes);
+        bf16_copies_.emplace(&W, std::unique_ptr<uint16_t[], HugeFree>(p));
+        return p;
+    }
+    struct HugeFree {
+        void operator()(uint16_t* p) const { ::operator delete[](p, std::align_val_t(size_t(2) << 20)); }
+    };
+    std::unordered_map<const Weight*, std::unique_ptr<uint16_t[], HugeFree>> bf16_copies_;
+
     void run_tasks(int worker) {
         for (int64_t i; (i = next_.fetch_add(1)) < count_;) (*task_)(i, worker);
     }
@@ -137,9 +163,71 @@ public:
     size_t size() const { return n_; }
 
 private:
+    // The BF16 bytes of a weight stored as BF16, copied once into heap memory on huge pages: streaming
+    // them from the file mapping (4 KiB pages) measured ~1.8x slower for the decode GEMVs. Null for other
+    // dtypes (their fp32 view is used). Filled at the first decode step, kept for the backend's lifetime.
+    const uint16_t* bf16_weights(const Weight& W) {
+        if (!W.source || W.source->dtype != DType::BF16) return nullptr;
+        auto it = bf16_copies_.find(&W);
+        if (it != bf16_copies_.end()) return it->second.get();
+        const size_t bytes = W.source->bytes.size(), huge = size_t(2) << 20;
+        const size_t alloc = (bytes + huge - 1) / huge * huge;
+        auto* p = static_cast<uint16_t*>(::operator new[](alloc, std::align_val_t(huge)));
+#ifdef MADV_HUGEPAGE
+        ::madvise(p, alloc, MADV_HUGEPAGE);
+#endif
+        std::memcpy(p, W.source->bytes.data(), bytes);
+        bf16_copies_.emplace(&W, std::unique_ptr<uint16_t[], HugeFree>(p));
+        return p;
+    }
+    struct HugeFree {
+        void operator()(uint16_t* p) const { ::operator delete[](p, std::align_val_t(size_t(2) << 20)); }
+    };
+    std::unordered_map<const Weight*, std::unique_ptr<uint16_t[], HugeFree>> bf16_copies_;
+
     float* p_ = nullptr;
     size_t n_ = 0;
 };
+
+}  // namespace detail
+
+namespace detail {
+
+// y[n] (=|+=) Σ_k W[n, k] · x[k] for n in [n0, n1), W stored as BF16 [N, K] (the checkpoint's bytes).
+// The decode step is memory-bound: reading the stored BF16 instead of the fp32 copy halves the bytes.
+// BF16 → fp32 is exact (a 16-bit shift), so the arithmetic is the same fp32 dot product as with the copy.
+inline void gemv_bf16(const float* x, const uint16_t* W, int64_t n0, int64_t n1, int64_t K, float* y, bool accumulate) {
+    int64_t n = n0;
+#if defined(__AVX512F__)
+    for (; n + 4 <= n1; n += 4) {  // four rows per pass: x is loaded once for four weight rows
+        const uint16_t* w0 = W + n * K;
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+        auto load = [](const uint16_t* p) {
+            return _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+        };
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+            const __m512 xv = _mm512_loadu_ps(x + k);
+            s0 = _mm512_fmadd_ps(load(w0 + k), xv, s0);
+            s1 = _mm512_fmadd_ps(load(w0 + K + k), xv, s1);
+            s2 = _mm512_fmadd_ps(load(w0 + 2 * K + k), xv, s2);
+            s3 = _mm512_fmadd_ps(load(w0 + 3 * K + k), xv, s3);
+        }
+        float r[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),
+                      _mm512_reduce_add_ps(s3)};
+        for (; k < K; ++k)
+            for (int j = 0; j < 4; ++j) r[j] += bf16_to_float(w0[j * K + k]) * x[k];
+        for (int j = 0; j < 4; ++j) y[n + j] = accumulate ? y[n + j] + r[j] : r[j];
+    }
+#endif
+    for (; n < n1; ++n) {
+        const uint16_t* w = W + n * K;
+        float r = 0;
+        for (int64_t k = 0; k < K; ++k) r += bf16_to_float(w[k]) * x[k];
+        y[n] = accumulate ? y[n] + r : r;
+    }
+}
 
 }  // namespace detail
 
@@ -164,9 +252,15 @@ struct CpuBackend {
         int64_t slices = std::min<int64_t>(std::max<int64_t>(1, N / min_slice), int64_t(pool_.size()) * (M == 1 ? 1 : 2));
         if (M * N * K < 64 * 1024) slices = 1;  // too small to be worth a wake-up
         const int64_t step = (N + slices - 1) / slices;
+        const uint16_t* bf16 = (M == 1 && !bias) ? bf16_weights(W) : nullptr;
+        const bool bf16_gemv = bf16 != nullptr;
         pool_.parallel_for(slices, [&](int64_t s, int) {
             const int64_t n0 = s * step, n = std::min(step, N - n0);
             if (n <= 0) return;
+            if (bf16_gemv) {
+                detail::gemv_bf16(X, bf16, n0, n0 + n, K, Y, mode == Write::Accumulate);
+                return;
+            }
             Eigen::Map<const RowMat> x(X, M, K);
             Eigen::Map<const RowMat> w(W.data + n0 * K, n, K);
             Eigen::Map<RowMat, 0, Stride> y(Y + n0, M, n, Stride(N));
@@ -268,6 +362,28 @@ struct CpuBackend {
     }
 
 private:
+    // The BF16 bytes of a weight stored as BF16, copied once into heap memory on huge pages: streaming
+    // them from the file mapping (4 KiB pages) measured ~1.8x slower for the decode GEMVs. Null for other
+    // dtypes (their fp32 view is used). Filled at the first decode step, kept for the backend's lifetime.
+    const uint16_t* bf16_weights(const Weight& W) {
+        if (!W.source || W.source->dtype != DType::BF16) return nullptr;
+        auto it = bf16_copies_.find(&W);
+        if (it != bf16_copies_.end()) return it->second.get();
+        const size_t bytes = W.source->bytes.size(), huge = size_t(2) << 20;
+        const size_t alloc = (bytes + huge - 1) / huge * huge;
+        auto* p = static_cast<uint16_t*>(::operator new[](alloc, std::align_val_t(huge)));
+#ifdef MADV_HUGEPAGE
+        ::madvise(p, alloc, MADV_HUGEPAGE);
+#endif
+        std::memcpy(p, W.source->bytes.data(), bytes);
+        bf16_copies_.emplace(&W, std::unique_ptr<uint16_t[], HugeFree>(p));
+        return p;
+    }
+    struct HugeFree {
+        void operator()(uint16_t* p) const { ::operator delete[](p, std::align_val_t(size_t(2) << 20)); }
+    };
+    std::unordered_map<const Weight*, std::unique_ptr<uint16_t[], HugeFree>> bf16_copies_;
+
     detail::ThreadPool pool_;
     std::vector<detail::AlignedFloats> scratch_;
 };
