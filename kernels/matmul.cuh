@@ -13,8 +13,9 @@
 // Kernels and launch geometry (kernels/geometry.hpp plan_matmul chooses):
 //   matmul_tc_kernel    tensor cores, mma.sync (bf16 m16n8k16 via ldmatrix; fp32 inputs as TF32 m16n8k8
 //                       when Fp32Mode::TF32), cp.async 4-stage pipeline, K slices of 64 bytes.
-//                       Large tile 128x128 (8 warps, 64x32 each) when its grid fills 2 blocks/SM, else
-//                       64x64 (4 warps, 32x32 each). Needs 16-byte aligned X, W and K·sizeof(TIn) % 16 == 0.
+//                       Large tile 128x128 (8 warps, 64x32 each) or 64x64 (4 warps, 32x32 each), whichever
+//                       leaves the busiest SM the least work (wave quantisation). Needs 16-byte aligned X, W
+//                       and K·sizeof(TIn), ldx·sizeof(TIn) multiples of 16 bytes.
 //   matmul_simt_kernel  exact fp32 FMA, 64x64 tile, 256 threads x 4x4 outputs; fp32 default, and the
 //                       fallback for unaligned or ragged-K inputs of any type.
 //   gemv_kernel         M <= 4 (a decode step): one warp per output column, 16-byte streaming loads of W.
