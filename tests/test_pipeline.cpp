@@ -1,0 +1,103 @@
+// The public Pipeline (umbrella header): image + question → HF's answer on the tiny checkpoint, streaming
+// pieces that add up to the answer, captioning checkpoints, and the errors a user meets first.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "pix2struct/pix2struct.hpp"
+
+namespace fs = std::filesystem;
+using namespace pix2struct;
+
+namespace {
+const fs::path kData = fs::path(PIX2STRUCT_TEST_DATA) / "models";
+nlohmann::json goldens() {
+    std::ifstream in(kData / "goldens" / "tiny.json");
+    REQUIRE(in);
+    return nlohmann::json::parse(in);
+}
+std::vector<int64_t> without_start(const nlohmann::json& ids) {
+    auto v = ids.get<std::vector<int64_t>>();
+    return {v.begin() + 1, v.end()};
+}
+}  // namespace
+
+TEST_CASE("pipeline: VQA answers equal HF's, streamed pieces add up to the answer") {
+    const auto g = goldens();
+    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 2});
+    CHECK(pipe.is_vqa());
+    int checked = 0;
+    for (const auto& c : g["pipeline"]) {
+        if (!c["is_vqa"].get<bool>()) continue;
+        CAPTURE(c["question"].get<std::string>());
+        const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
+        std::string streamed;
+        const Answer a = pipe.ask(img, c["question"].get<std::string>(),
+                                  {.on_text = [&](std::string_view s) { streamed += s; return true; }});
+        CHECK(a.ids == without_start(c["ids"]));
+        CHECK(a.text == c["text"].get<std::string>());
+        CHECK(streamed == a.text);
+        CHECK(a.real_patches == c["num_real"].get<int>());
+        CHECK(a.times.token_ms.size() == a.ids.size());
+        ++checked;
+    }
+    CHECK(checked >= 3);
+}
+
+TEST_CASE("pipeline: max_new_tokens and stopping from the streaming callback") {
+    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1});
+    const Image img = load_image(kData / "images" / "diagram.png");
+    const Answer a = pipe.ask(img, "What is shown?", {.max_new_tokens = 3});
+    CHECK(a.ids.size() == 3);
+    int calls = 0;
+    const Answer b = pipe.ask(img, "What is shown?", {.on_text = [&](std::string_view) { return ++calls < 2; }});
+    CHECK(calls == 2);
+    CHECK(b.ids.size() < 20);
+}
+
+TEST_CASE("pipeline: a captioning checkpoint (is_vqa false) takes no question") {
+    const auto g = goldens();
+    const fs::path dir = fs::temp_directory_path() / "p2s_tiny_captioning";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    for (const auto& e : fs::directory_iterator(kData / "tiny")) fs::copy(e.path(), dir / e.path().filename());
+    nlohmann::json pc;
+    {
+        std::ifstream in(dir / "preprocessor_config.json");
+        pc = nlohmann::json::parse(in);
+    }
+    pc["is_vqa"] = false;
+    std::ofstream(dir / "preprocessor_config.json") << pc.dump(2);
+    Pipeline pipe = Pipeline::load(dir, {.threads = 2});
+    CHECK_FALSE(pipe.is_vqa());
+    int checked = 0;
+    for (const auto& c : g["pipeline"]) {
+        if (c["is_vqa"].get<bool>()) continue;
+        const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
+        const Answer a = pipe.ask(img);
+        CHECK(a.ids == without_start(c["ids"]));
+        CHECK(a.text == c["text"].get<std::string>());
+        ++checked;
+    }
+    CHECK(checked == 1);
+    fs::remove_all(dir);
+}
+
+TEST_CASE("pipeline: errors name the model folder, the missing file, the missing question") {
+    CHECK_THROWS_WITH_AS(Pipeline::load("/nonexistent-model"), doctest::Contains("/nonexistent-model"), Error);
+    const fs::path dir = fs::temp_directory_path() / "p2s_incomplete_model";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    fs::copy(kData / "tiny" / "config.json", dir / "config.json");
+    fs::copy(kData / "tiny" / "preprocessor_config.json", dir / "preprocessor_config.json");
+    CHECK_THROWS_WITH_AS(Pipeline::load(dir), doctest::Contains("model.safetensors"), Error);
+    fs::copy(kData / "tiny" / "model.safetensors", dir / "model.safetensors");
+    CHECK_THROWS_WITH_AS(Pipeline::load(dir), doctest::Contains("spiece.model"), Error);
+    fs::remove_all(dir);
+
+    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1});
+    const Image img = load_image(kData / "images" / "diagram.png");
+    CHECK_THROWS_WITH_AS(pipe.ask(img, ""), doctest::Contains("a question is required"), Error);
+}
