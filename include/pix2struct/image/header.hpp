@@ -16,8 +16,12 @@
 //    boxes and the pen line, lines `getbbox("A")[3] + 4` apart. FreeType's hinted vertical extents come
 //    from a table generated for the default font (detail/liberation_sans_36.hpp); other fonts use rounded
 //    unhinted extents, and complex shaping (ligatures, marks, right-to-left) is not done;
-//  * glyph pixels: stb_truetype rasterises unhinted outlines, FreeType (in Pillow) hinted ones; ink
-//    placement is the same, anti-aliasing differs by a few levels along edges.
+//  * glyph pixels: stb_truetype rasterises unhinted outlines, FreeType (in Pillow) hinted ones; we map
+//    each outline onto the hinted extents (hint_vertically), which leaves a mean difference of about
+//    2 levels of 255 along edges (measured in tests/test_header.cpp).
+//  * PIX2STRUCT_WITH_FREETYPE (define it and link FreeType, e.g. CMake Freetype::Freetype): glyph boxes
+//    and pixels come from FreeType's hinter and rasteriser as in Pillow; the headers of the tests are
+//    then bit-identical (FreeType 2.12 here against Pillow's bundled 2.14).
 #pragma once
 
 #include <algorithm>
@@ -28,11 +32,20 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <stb_truetype.h>
+
+// Optional: with PIX2STRUCT_WITH_FREETYPE defined (and FreeType linked) glyph extents and pixels come from
+// FreeType's hinter and rasteriser, as in Pillow, instead of stb_truetype and the extent table.
+#ifdef PIX2STRUCT_WITH_FREETYPE
+#include <ft2build.h>
+#include FT_FREETYPE_H
+#include FT_GLYPH_H
+#endif
 
 #include "pix2struct/error.hpp"
 #include "pix2struct/image/detail/liberation_sans_36.hpp"
@@ -272,18 +285,28 @@ public:
         if (!in) detail::fail(path.string(), ": cannot open the header font");
         const std::streamoff size = in.tellg();
         if (size <= 0) detail::fail(path.string(), ": the header font file is empty");
-        f.data_.resize(size_t(size));
+        auto data = std::make_shared<std::vector<unsigned char>>(size_t(size));
         in.seekg(0);
-        if (!in.read(reinterpret_cast<char*>(f.data_.data()), size))
+        if (!in.read(reinterpret_cast<char*>(data->data()), size))
             detail::fail(path.string(), ": cannot read the header font");
-        const int offset = stbtt_GetFontOffsetForIndex(f.data_.data(), 0);
-        if (offset < 0 || !stbtt_InitFont(&f.info_, f.data_.data(), offset))
+        f.data_ = data;
+        const int offset = stbtt_GetFontOffsetForIndex(data->data(), 0);
+        if (offset < 0 || !stbtt_InitFont(&f.info_, data->data(), offset))
             detail::fail(path.string(), ": not a TrueType/OpenType font stb_truetype can read");
-        f.units_per_em_ = ttUSHORT(f.data_.data() + offset + f.info_.head + 18);
+        f.units_per_em_ = ttUSHORT(data->data() + offset + f.info_.head + 18);
         if (f.units_per_em_ <= 0) detail::fail(path.string(), ": the font's unitsPerEm is 0");
-        const uint32_t checksum = ttULONG(f.data_.data() + offset + f.info_.head + 8);
-        f.hinted_table_ = f.data_.size() == detail::liberation_sans_36::kFileSize &&
+        const uint32_t checksum = ttULONG(data->data() + offset + f.info_.head + 8);
+        f.hinted_table_ = data->size() == detail::liberation_sans_36::kFileSize &&
                           checksum == detail::liberation_sans_36::kHeadChecksumAdjustment;
+#ifdef PIX2STRUCT_WITH_FREETYPE
+        FT_Library lib = nullptr;
+        if (FT_Init_FreeType(&lib)) detail::fail(path.string(), ": cannot initialise FreeType");
+        f.ft_library_ = std::shared_ptr<FT_LibraryRec_>(lib, FT_Done_FreeType);
+        FT_Face face = nullptr;
+        if (FT_New_Memory_Face(lib, data->data(), FT_Long(data->size()), 0, &face))
+            detail::fail(path.string(), ": FreeType cannot read the font");
+        f.ft_face_ = std::shared_ptr<FT_FaceRec_>(face, FT_Done_Face);  // destroyed before the library
+#endif
         return f;
     }
 
@@ -313,6 +336,14 @@ public:
     int units_per_em() const { return units_per_em_; }
     // True when this is the font the hinted-extent table was generated for.
     bool has_hinted_table() const { return hinted_table_; }
+#ifdef PIX2STRUCT_WITH_FREETYPE
+    // FreeType's face at `size` pixels (FT_Request_Size nominal, as Pillow's FreeTypeFont does).
+    FT_Face freetype_face(int size) const {
+        FT_Face face = ft_face_.get();
+        if (FT_Set_Pixel_Sizes(face, 0, FT_UInt(size))) detail::fail(path_.string(), ": FreeType cannot size the font");
+        return face;
+    }
+#endif
 
 private:
     static uint16_t ttUSHORT(const unsigned char* p) { return uint16_t(p[0] << 8 | p[1]); }
@@ -320,10 +351,14 @@ private:
         return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
     }
     std::filesystem::path path_;
-    std::vector<unsigned char> data_;
+    std::shared_ptr<const std::vector<unsigned char>> data_;  // shared: stb and FreeType point into it
     stbtt_fontinfo info_{};
     int units_per_em_ = 0;
     bool hinted_table_ = false;
+#ifdef PIX2STRUCT_WITH_FREETYPE
+    std::shared_ptr<FT_LibraryRec_> ft_library_;  // declared before the face: destroyed after it
+    std::shared_ptr<FT_FaceRec_> ft_face_;
+#endif
 };
 
 namespace detail {
@@ -359,6 +394,10 @@ struct FontScale {
 inline FontScale font_scale(const Font& font, int size) {
     FontScale s;
     s.x_scale = (int64_t(size) * 64 * 65536 + font.units_per_em() / 2) / font.units_per_em();  // FT_DivFix
+#ifdef PIX2STRUCT_WITH_FREETYPE
+    s.ascender = pixel_round(font.freetype_face(size)->size->metrics.ascender);
+    return s;
+#endif
     if (font.has_hinted_table() && size == liberation_sans_36::kPixelSize) {
         s.ascender = liberation_sans_36::kAscender;
     } else {
@@ -410,6 +449,23 @@ inline LineLayout layout_line(const Font& font, const FontScale& s, int size, st
         // FT_Get_Advance (unhinted): FT_MulDiv(advance, x_scale, 64) in 16.16; hb-ft: (v + 512) >> 10.
         pen += (ft_muldiv(advance, s.x_scale, 64) + (1 << 9)) >> 10;
         x_max = std::max(x_max, pixel_round(pen));
+#ifdef PIX2STRUCT_WITH_FREETYPE
+        {  // bounding_box_and_anchors: the hinted glyph's FT_Glyph_Get_CBox(FT_GLYPH_BBOX_PIXELS)
+            FT_Face face = font.freetype_face(size);
+            FT_Glyph glyph = nullptr;
+            if (FT_Load_Glyph(face, FT_UInt(g), FT_LOAD_DEFAULT) || FT_Get_Glyph(face->glyph, &glyph))
+                fail(font.path().string(), ": FreeType cannot load glyph ", g);
+            FT_BBox box;
+            FT_Glyph_Get_CBox(glyph, FT_GLYPH_BBOX_PIXELS, &box);
+            FT_Done_Glyph(glyph);
+            x_max = std::max(x_max, pg.px + int(box.xMax));
+            y_min = std::min(y_min, int(box.yMin));
+            y_max = std::max(y_max, int(box.yMax));
+            out.glyphs.push_back(pg);
+            prev = g;
+            continue;
+        }
+#endif
         int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
         if (stbtt_GetGlyphBox(info, g, &x0, &y0, &x1, &y1)) {
             // FT_Glyph_Get_CBox(FT_GLYPH_BBOX_PIXELS): outline points scaled to 26.6 (FT_MulFix), box
@@ -521,6 +577,23 @@ struct GlyphBitmap {
 // (exact-area coverage, like FreeType's smooth rasteriser) at the glyph's whole-pixel pen position.
 inline bool rasterize_glyph(const Font& font, const FontScale& s, int size, float scale, const PlacedGlyph& g,
                             GlyphBitmap& out) {
+#ifdef PIX2STRUCT_WITH_FREETYPE
+    {  // font_render: FT_Load_Glyph(FT_LOAD_DEFAULT | FT_LOAD_RENDER), the 8-bit coverage bitmap
+        FT_Face face = font.freetype_face(size);
+        if (FT_Load_Glyph(face, FT_UInt(g.glyph), FT_LOAD_DEFAULT | FT_LOAD_RENDER))
+            fail(font.path().string(), ": FreeType cannot render glyph ", g.glyph);
+        const FT_Bitmap& bm = face->glyph->bitmap;
+        if (bm.pixel_mode != FT_PIXEL_MODE_GRAY || bm.width == 0 || bm.rows == 0) return false;
+        out.left = face->glyph->bitmap_left;
+        out.top = face->glyph->bitmap_top;
+        out.width = int(bm.width);
+        out.height = int(bm.rows);
+        out.pixels.resize(size_t(out.width) * out.height);
+        for (int y = 0; y < out.height; ++y)
+            std::copy_n(bm.buffer + ptrdiff_t(y) * bm.pitch, out.width, out.pixels.data() + size_t(y) * out.width);
+        return true;
+    }
+#endif
     const stbtt_fontinfo* info = &font.info();
     int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
     if (!stbtt_GetGlyphBox(info, g.glyph, &x0, &y0, &x1, &y1)) return false;
