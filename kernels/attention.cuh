@@ -104,7 +104,10 @@ __device__ __forceinline__ void load_rows_async(unsigned char* smem, const bf16*
     }
 }
 
-__global__ void __launch_bounds__(kAttnThreads) attention_tc_kernel(const AttentionArgs<bf16> a) {
+// A template (of bf16 only) so that the header can be included by several translation units.
+template <class T>
+__global__ void __launch_bounds__(kAttnThreads) attention_tc_kernel(const AttentionArgs<T> a) {
+    static_assert(kIsBf16<T>, "attention_tc_kernel: bf16 only");
     constexpr int BR = kAttnRowsPerBlock, BC = kAttnKeysPerTile, D = kHeadDim;
     __shared__ __align__(128) unsigned char sQ[BR * kAttnRow];
     __shared__ __align__(128) unsigned char sK[2][BC * kAttnRow];
@@ -239,7 +242,9 @@ __global__ void __launch_bounds__(kAttnThreads) attention_tc_kernel(const Attent
 // =============================================================================================
 inline constexpr int kSimtAttnKeys = 32;
 
-__global__ void __launch_bounds__(kAttnThreads) attention_simt_kernel(const AttentionArgs<float> a) {
+template <class T>
+__global__ void __launch_bounds__(kAttnThreads) attention_simt_kernel(const AttentionArgs<T> a) {
+    static_assert(std::is_same_v<T, float>, "attention_simt_kernel: fp32 only");
     constexpr int BR = kAttnRowsPerBlock, BC = kSimtAttnKeys, D = kHeadDim, QW = BR / (kAttnThreads / 32);
     __shared__ __align__(16) float sQ[BR][D];
     __shared__ float sK[BC][D + 1];
@@ -464,9 +469,9 @@ void attention(const AttentionArgs<T>& args, cudaStream_t stream = nullptr) {
     if (a.Lq == 0) return;
     const dim3 grid(unsigned(ceil_div(a.Lq, kAttnRowsPerBlock)), unsigned(a.H), unsigned(a.B));
     if constexpr (detail::kIsBf16<T>)
-        detail::attention_tc_kernel<<<grid, kAttnThreads, 0, stream>>>(a);
+        detail::attention_tc_kernel<T><<<grid, kAttnThreads, 0, stream>>>(a);
     else
-        detail::attention_simt_kernel<<<grid, kAttnThreads, 0, stream>>>(a);
+        detail::attention_simt_kernel<T><<<grid, kAttnThreads, 0, stream>>>(a);
     check_launch("attention");
 }
 
