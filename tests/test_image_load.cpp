@@ -63,6 +63,8 @@ TEST_CASE("every malformed file is an Error naming the file") {
 TEST_CASE("the decoded-size limit is enforced before decoding") {
     pix2struct::ImageLimits small;
     small.max_pixels = 1000;
+    CHECK_THROWS_WITH_AS(pix2struct::load_image(goldens::image_path("bad_huge_dims.png")),
+                         doctest::Contains("200000x200000"), pix2struct::Error);
     CHECK_THROWS_WITH_AS(pix2struct::load_image(goldens::image_path("huge_flat.png"), small),
                          doctest::Contains("ImageLimits::max_pixels"), pix2struct::Error);
     small.max_pixels = 61 * 47;  // rgb.png exactly

@@ -73,6 +73,17 @@ inline Image load_image_from_memory(std::span<const std::byte> data, std::string
     const auto* bytes = reinterpret_cast<const stbi_uc*>(data.data());
     const int size = static_cast<int>(data.size());
 
+    // A PNG's declared size is read directly: stb refuses very large PNGs with a vague "unknown image
+    // type", and the limit below should be the error the user sees.
+    static constexpr unsigned char kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (size >= 24 && std::equal(kPng, kPng + 8, bytes) && std::equal(bytes + 12, bytes + 16, "IHDR")) {
+        auto be32 = [&](int at) { return int64_t(bytes[at]) << 24 | int64_t(bytes[at + 1]) << 16 | bytes[at + 2] << 8 | bytes[at + 3]; };
+        const int64_t w = be32(16), h = be32(20);
+        if (w * h > limits.max_pixels)
+            detail::fail(name, ": the image is ", w, "x", h, " = ", w * h, " pixels, more than the limit of ",
+                         limits.max_pixels, " (ImageLimits::max_pixels)");
+    }
+
     // Header first: reject unknown formats and oversized images before allocating anything.
     int width = 0, height = 0, channels = 0;
     if (!stbi_info_from_memory(bytes, size, &width, &height, &channels))
