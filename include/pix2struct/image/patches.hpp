@@ -16,6 +16,9 @@
 //     to (16 rows, 16 cols), patches in row-major order, ids prepended, zero rows to max_patches.
 //  4. attention mask: the reference computes `flattened.sum(-1) != 0`; we mark the first rows * cols
 //     rows, which is the same unless a real patch's features (ids >= 1 included) sum to exactly zero.
+// Known reference quirk we do not copy: transformers guesses the channel axis of a numpy image, so an image
+// 1 or 3 pixels high is read as channels-first (render_header is not given input_data_format), giving a
+// garbled picture; we always read [height][width][3] (what the reference gives for every other image).
 #pragma once
 
 #include <algorithm>
