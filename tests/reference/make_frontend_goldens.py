@@ -62,7 +62,19 @@ WRAP_ONLY = [
     "trailing spaces      " * 6,
     "",
     "   ",
+    "w" * 79 + " " + "a" * 85 + " end",  # a full line before a long word keeps its trailing blank
 ]
+
+
+def random_wrap_cases(count=60, seed=5):
+    """Random mixes of words, hyphens, dashes, blanks and non-ASCII for the line breaker."""
+    import random
+    rng = random.Random(seed)
+    atoms = ["a", "word", "state-of-the-art", "x-1", "12-34", "--", "-", "---", " ", "  ", "\t", "\n", "é", "αβ",
+             "中文", "don't", "U.S.A.", "e.g.,", "(1)", "?", "_", "x" * 30, "a-b-c", "naïve-café", "“q”", "3.14",
+             "\u00a0", "\u2014", "ab--cd", "-lead", "trail-", "a" * 85, "b-" * 45]
+    return ["".join(rng.choice(atoms) + rng.choice(["", " ", " ", "-"]) for _ in range(rng.randint(0, 40)))
+            for _ in range(count)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -192,7 +204,7 @@ def main():
 
     # 4. Line breaking alone.
     wrapper = textwrap.TextWrapper(width=80)
-    for text in list(QUESTIONS.values()) + WRAP_ONLY:
+    for text in list(QUESTIONS.values()) + WRAP_ONLY + random_wrap_cases():
         meta["wrap"].append({"text": text, "lines": wrapper.wrap(text)})
 
     # 5. Header rendering: lines, textbbox, header size and pixels (black on white: one channel suffices).

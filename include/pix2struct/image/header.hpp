@@ -252,12 +252,14 @@ inline std::vector<std::string> wrap_text(std::string_view text_utf8, int width 
             chunks.pop_back();
         }
         if (!chunks.empty() && chunks.back().size() > w) {
-            // _handle_long_word: cut at the space left, or just after the last hyphen before it.
-            const size_t space_left = w - cur_len < 1 ? 1 : w - cur_len;
+            // _handle_long_word: cut at the space left, or just after the last hyphen before it. The space
+            // left may be 0 (a full line): Python then appends an empty piece, which drop_whitespace removes
+            // instead of the line's trailing blank, so that blank stays.
+            const size_t space_left = w - cur_len;  // width >= 1 here, so no `max(1, ...)` as in Python
             std::u32string& chunk = chunks.back();
             size_t end = space_left;
-            if (chunk.size() > space_left) {
-                const size_t hyphen = chunk.rfind(U'-', space_left - 1);
+            if (chunk.size() > space_left && space_left > 0) {
+                const size_t hyphen = chunk.rfind(U'-', space_left - 1);  // chunk.rfind('-', 0, space_left)
                 if (hyphen != std::u32string::npos && hyphen > 0 &&
                     std::any_of(chunk.begin(), chunk.begin() + hyphen, [](char32_t c) { return c != '-'; }))
                     end = hyphen + 1;
