@@ -24,10 +24,15 @@
 //                          (chunk, head, batch); 8 (bf16) or 16 (fp32) lanes share a key with 16-byte loads,
 //                          4 keys per lane group in flight;
 //                          partial (max, sum, O) go to a workspace and a second kernel combines them.
+//   attention_any_dim_kernel  any head dim D (checkpoints whose d_kv is not 64, e.g. the test models),
+//                          fp32 math for either type: grid (Lq, H, B), 128 threads, the row's Lk scores in
+//                          shared memory (two passes: scores and max, then exp and sum), then lanes over D.
+//                          A plain fallback, not a fast path.
 // Measured (H100, pending a GPU session): see bench/RESULTS.md "GPU kernels".
 #pragma once
 
 #include <cmath>
+#include <tuple>
 
 #include "kernels/common.cuh"
 
@@ -429,6 +434,55 @@ __global__ void __launch_bounds__(kHeadDim)
     a.o[b * a.o_batch + h * kHeadDim + d] = from_float<T>(sum > 0.f ? acc / sum : 0.f);
 }
 
+// =============================================================================================
+// Any head dim: one block per (query, head, batch); the scores of the row live in shared memory.
+// =============================================================================================
+inline constexpr int kAnyDimThreads = 128;
+
+template <class T>
+__global__ void __launch_bounds__(kAnyDimThreads) attention_any_dim_kernel(const AttentionArgs<T> a, int D) {
+    extern __shared__ float s_any[];  // [D] the query, then [Lk] scores
+    __shared__ float s_red[kAnyDimThreads / 32];
+    float* sq = s_any;
+    float* sp = s_any + D;
+    const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const T* Q = a.q + b * a.q_batch + int64_t(i) * a.q_row + int64_t(h) * D;
+    const T* K = a.k + b * a.k_batch + int64_t(h) * D;
+    const T* V = a.v + b * a.v_batch + int64_t(h) * D;
+    for (int d = threadIdx.x; d < D; d += kAnyDimThreads) sq[d] = to_float(Q[d]);
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < a.Lk; j += kAnyDimThreads) {
+        const T* k = K + int64_t(j) * a.k_row;
+        float s = 0.f;
+        for (int d = 0; d < D; ++d) s = fmaf(sq[d], to_float(k[d]), s);
+        s = masked_score(a, b, h, i, j, s);  // log2 units, -inf when hidden
+        sp[j] = s;
+        mx = fmaxf(mx, s);
+    }
+    mx = warp_max(mx);
+    if (threadIdx.x % 32 == 0) s_red[threadIdx.x / 32] = mx;
+    __syncthreads();
+    mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kAnyDimThreads / 32; ++w) mx = fmaxf(mx, s_red[w]);
+    const float base = mx == -INFINITY ? 0.f : mx;
+    float sum = 0.f;
+    for (int j = threadIdx.x; j < a.Lk; j += kAnyDimThreads) {
+        const float p = exp2f(sp[j] - base);
+        sp[j] = p;
+        sum += p;
+    }
+    sum = block_sum<kAnyDimThreads>(sum, s_red);  // its barriers also publish sp
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    T* out = a.o + b * a.o_batch + int64_t(i) * a.o_row + int64_t(h) * D;
+    for (int d = threadIdx.x; d < D; d += kAnyDimThreads) {
+        float acc = 0.f;
+        for (int j = 0; j < a.Lk; ++j) acc = fmaf(sp[j], to_float(V[int64_t(j) * a.v_row + d]), acc);
+        out[d] = from_float<T>(acc * inv);
+    }
+}
+
 // Fills the default strides and checks the arguments; `what` names the entry point in errors.
 template <class T>
 AttentionArgs<T> resolve(AttentionArgs<T> a, const char* what) {
@@ -473,6 +527,34 @@ void attention(const AttentionArgs<T>& args, cudaStream_t stream = nullptr) {
     else
         detail::attention_simt_kernel<T><<<grid, kAttnThreads, 0, stream>>>(a);
     check_launch("attention");
+}
+
+// Full attention with any head dim D (rows of H·D unless the strides say otherwise), no alignment
+// needed; Lq·H·B blocks. For checkpoints whose d_kv is not 64; the D = 64 kernels are the fast path.
+template <class T>
+void attention_any_dim(const AttentionArgs<T>& args, int D, cudaStream_t stream = nullptr) {
+    static_assert(kAttentionSupported<T>, "attention_any_dim: supported element types are float and bf16");
+    AttentionArgs<T> a = args;
+    if (!a.q || !a.k || !a.v || !a.o) pix2struct::detail::fail("attention_any_dim: Q, K, V and O must all be given");
+    if (a.B < 1 || a.H < 1 || a.Lq < 0 || a.Lk < 0 || D < 1)
+        pix2struct::detail::fail("attention_any_dim: shape B=", a.B, " H=", a.H, " Lq=", a.Lq, " Lk=", a.Lk, " D=", D,
+                                 " is not valid");
+    const int64_t hd = int64_t(a.H) * D;
+    for (auto [row, batch, L] : {std::tuple{&a.q_row, &a.q_batch, a.Lq}, std::tuple{&a.k_row, &a.k_batch, a.Lk},
+                                 std::tuple{&a.v_row, &a.v_batch, a.Lk}, std::tuple{&a.o_row, &a.o_batch, a.Lq}}) {
+        if (!*row) *row = hd;
+        if (!*batch) *batch = L * *row;
+    }
+    if (a.bias_head < 0) a.bias_head = int64_t(a.Lq) * a.Lk;
+    if (a.bias_row < 0) a.bias_row = a.Lk;
+    const size_t smem = size_t(D + a.Lk) * sizeof(float);
+    if (smem > 48 * 1024)
+        pix2struct::detail::fail("attention_any_dim: ", a.Lk, " keys of head dim ", D,
+                                 " need more than 48 KB of shared memory per row");
+    if (a.Lq == 0) return;
+    detail::attention_any_dim_kernel<T>
+        <<<dim3(unsigned(a.Lq), unsigned(a.H), unsigned(a.B)), detail::kAnyDimThreads, smem, stream>>>(a, D);
+    check_launch("attention_any_dim");
 }
 
 // Workspace the decode launcher needs for B, H and a cache of Lk keys, in bytes.

@@ -11,6 +11,9 @@
 //   convert(in [n], out [n])                  fp32 <-> bf16 (round to nearest even), or copy.
 //   argmax(logits [rows, V], out [rows])      first index of the maximum per row (greedy decoding);
 //                                             NaN never wins.
+//   gelu_gate(a [n], b [n])                   a = gelu_new(a) ⊙ b (the gated-GELU MLP when its two products
+//                                             are separate launches, as in the backend's block-by-block path).
+//   add(y [n], x [n])                         y += x (residual adds the blocks do not fuse).
 //   relative_position_bias(table [buckets, H], out [H, Lq, Lk], q_offset)
 //                         the decoder's causal T5 position bias: out[h, i, j] = table[bucket(n), h] with
 //                         n = max(0, (q_offset + i) - j); bucket(n) = n below buckets/2, else
@@ -85,6 +88,18 @@ template <class TIn, class TOut>
 __global__ void __launch_bounds__(kEwThreads) convert_kernel(const TIn* in, TOut* out, int64_t n) {
     for (int64_t e = int64_t(blockIdx.x) * kEwThreads + threadIdx.x; e < n; e += int64_t(gridDim.x) * kEwThreads)
         out[e] = from_float<TOut>(to_float(in[e]));
+}
+
+template <class T>
+__global__ void __launch_bounds__(kEwThreads) gelu_gate_kernel(T* a, const T* b, int64_t n) {
+    for (int64_t e = int64_t(blockIdx.x) * kEwThreads + threadIdx.x; e < n; e += int64_t(gridDim.x) * kEwThreads)
+        a[e] = from_float<T>(gelu_new(to_float(a[e])) * to_float(b[e]));
+}
+
+template <class T>
+__global__ void __launch_bounds__(kEwThreads) add_kernel(T* y, const T* x, int64_t n) {
+    for (int64_t e = int64_t(blockIdx.x) * kEwThreads + threadIdx.x; e < n; e += int64_t(gridDim.x) * kEwThreads)
+        y[e] = from_float<T>(to_float(y[e]) + to_float(x[e]));
 }
 
 // (value, index) ordering of argmax: larger value wins, equal values go to the smaller index, NaN loses.
@@ -187,6 +202,26 @@ void convert(const TIn* in, TOut* out, int64_t n, cudaStream_t stream = nullptr)
     if (!in || !out || n < 0) pix2struct::detail::fail("convert: ", n, " elements: invalid arguments");
     detail::convert_kernel<<<detail::ew_blocks(n), detail::kEwThreads, 0, stream>>>(in, out, n);
     check_launch("convert");
+}
+
+// a[i] = gelu_new(a[i]) · b[i]
+template <class T>
+void gelu_gate(T* a, const T* b, int64_t n, cudaStream_t stream = nullptr) {
+    static_assert(detail::kIsElement<T>, "gelu_gate: float or bf16");
+    if (n == 0) return;
+    if (!a || !b || n < 0) pix2struct::detail::fail("gelu_gate: ", n, " elements: invalid arguments");
+    detail::gelu_gate_kernel<<<detail::ew_blocks(n), detail::kEwThreads, 0, stream>>>(a, b, n);
+    check_launch("gelu_gate");
+}
+
+// y[i] += x[i]
+template <class T>
+void add(T* y, const T* x, int64_t n, cudaStream_t stream = nullptr) {
+    static_assert(detail::kIsElement<T>, "add: float or bf16");
+    if (n == 0) return;
+    if (!y || !x || n < 0) pix2struct::detail::fail("add: ", n, " elements: invalid arguments");
+    detail::add_kernel<<<detail::ew_blocks(n), detail::kEwThreads, 0, stream>>>(y, x, n);
+    check_launch("add");
 }
 
 template <class T>

@@ -264,11 +264,10 @@ struct AttnCase {
     bool mask, bias, causal, fused_qkv;
 };
 
-// Reference on [B, L, H·64] (row stride ld) inputs.
+// Reference on [B, L, H·D] (row stride ld) inputs.
 std::vector<double> attention_ref(const AttnCase& c, const std::vector<float>& q, int64_t q_ld, int64_t q_off,
                                   const std::vector<float>& kv, int64_t kv_ld, int64_t k_off, int64_t v_off,
-                                  const std::vector<float>& mask, const std::vector<float>& bias) {
-    const int D = 64;
+                                  const std::vector<float>& mask, const std::vector<float>& bias, int D = 64) {
     std::vector<double> out(size_t(c.B) * c.Lq * c.H * D, 0.0);
     std::vector<double> s(c.Lk);
     for (int b = 0; b < c.B; ++b)
@@ -303,12 +302,14 @@ std::vector<double> attention_ref(const AttnCase& c, const std::vector<float>& q
     return out;
 }
 
-// decode: one query per head through attention_decode (Lq must be 1).
+// decode: one query per head through attention_decode (Lq must be 1). any_dim > 0: attention_any_dim with
+// that head dim instead.
 template <class T>
-void run_attention(Rng& rng, const AttnCase& c, bool decode, double tol) {
+void run_attention(Rng& rng, const AttnCase& c, bool decode, double tol, int any_dim = 0) {
     INFO("attention", (decode ? "_decode " : " "), type_name<T>(), " B=", c.B, " H=", c.H, " Lq=", c.Lq, " Lk=", c.Lk,
-         " mask=", c.mask, " bias=", c.bias, " causal=", c.causal, " fused=", c.fused_qkv, " seed=", rng.seed);
-    const int D = 64;
+         " mask=", c.mask, " bias=", c.bias, " causal=", c.causal, " fused=", c.fused_qkv, " any_dim=", any_dim,
+         " seed=", rng.seed);
+    const int D = any_dim > 0 ? any_dim : 64;
     const int64_t HD = int64_t(c.H) * D;
     // Q in its own [B, Lq, H·64] buffer, or (fused, self-attention) Q,K,V interleaved [B, L, 3·H·64].
     const int64_t q_ld = c.fused_qkv ? 3 * HD : HD, kv_ld = c.fused_qkv ? 3 * HD : 2 * HD;
@@ -341,7 +342,9 @@ void run_attention(Rng& rng, const AttnCase& c, bool decode, double tol) {
     if (c.mask) a.key_mask = maskd.ptr;
     if (c.bias) a.bias = biasd.ptr;
     a.causal = c.causal;
-    if (decode) {
+    if (any_dim > 0) {
+        k::attention_any_dim(a, D);
+    } else if (decode) {
         const size_t ws = k::attention_decode_workspace_bytes(c.B, c.H, c.Lk);
         DeviceBuffer<unsigned char> work(ws);
         work.poison();
@@ -351,7 +354,7 @@ void run_attention(Rng& rng, const AttnCase& c, bool decode, double tol) {
         k::attention(a);
     }
     const std::vector<float> out = od.download();
-    const std::vector<double> ref = attention_ref(c, qr, q_ld, 0, kvr, kv_ld, k_off, v_off, maskr, biasr);
+    const std::vector<double> ref = attention_ref(c, qr, q_ld, 0, kvr, kv_ld, k_off, v_off, maskr, biasr, D);
     CHECK_CLOSE(out, ref, tol);
 }
 
@@ -378,6 +381,18 @@ TEST_CASE("attention fp32 and bf16 against float64") {
         run_attention<float>(rng, c, false, 1e-5);
         run_attention<bf16>(rng, c, false, 1e-2);
     }
+}
+
+TEST_CASE("attention_any_dim (head dims other than 64) fp32 and bf16 against float64") {
+    SKIP_WITHOUT_GPU();
+    Rng rng;
+    for (int D : {24, 32, 7, 64, 80})
+        for (const AttnCase& c : kAttnCases) {
+            if (int64_t(c.Lq) * c.H > 4000) continue;  // one block per row: keep the float64 reference quick
+            run_attention<float>(rng, c, false, 1e-5, D);
+            run_attention<bf16>(rng, c, false, 1e-2, D);
+        }
+    for (const AttnCase& c : kDecodeCases) run_attention<float>(rng, c, false, 1e-5, 32);
 }
 
 TEST_CASE("attention_decode (split-K over a K/V cache) fp32 and bf16 against float64") {
@@ -487,6 +502,25 @@ TEST_CASE("embedding_gather, split_patches, add_position_embeddings against the 
             for (int64_t h = 0; h < H; ++h)
                 xref[i * H + h] = double(xr[i * H + h]) + rowr[rid[i] * H + h] + colr[cid[i] * H + h];
         CHECK_CLOSE(x.download(), xref, 1e-2);
+    }
+}
+
+TEST_CASE("gelu_gate and add against float64") {
+    SKIP_WITHOUT_GPU();
+    Rng rng;
+    INFO("seed=", rng.seed);
+    for (int64_t n : {1, 7, 1000, 4096 + 3}) {
+        std::vector<float> ar, br;
+        DeviceBuffer<float> a(random_vec<float>(rng, n, ar, -4.f, 4.f)), b(random_vec<float>(rng, n, br, -2.f, 2.f));
+        k::gelu_gate(a.ptr, b.ptr, n);
+        std::vector<double> ref(n);
+        for (int64_t i = 0; i < n; ++i) ref[i] = gelu_new_ref(ar[i]) * br[i];
+        CHECK_CLOSE(a.download(), ref, 1e-6);
+        std::vector<float> yr, xr;
+        DeviceBuffer<bf16> y(random_vec<bf16>(rng, n, yr)), x(random_vec<bf16>(rng, n, xr));
+        k::add(y.ptr, x.ptr, n);
+        for (int64_t i = 0; i < n; ++i) ref[i] = double(yr[i]) + xr[i];
+        CHECK_CLOSE(y.download(), ref, 1e-2);
     }
 }
 
