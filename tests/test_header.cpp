@@ -41,6 +41,22 @@ TEST_CASE("header layout: lines, textbbox and size identical to Pillow") {
     }
 }
 
+TEST_CASE("layout of random mixed-script text identical to Pillow + libraqm") {
+    const pix2struct::Font font = golden_font();
+    int cases = 0;
+    for (const auto& c : Frontend::get().meta["layout"]) {
+        const std::string text = c["text"];
+        CAPTURE(text);
+        const pix2struct::HeaderLayout h = pix2struct::layout_header(text, font);
+        const std::vector<int> bbox = c["bbox"];
+        CHECK(h.top == bbox[1]);
+        CHECK(h.right == bbox[2]);
+        CHECK(h.bottom == bbox[3]);
+        ++cases;
+    }
+    MESSAGE(cases, " random layouts compared");
+}
+
 TEST_CASE("header pixels: stb_truetype against FreeType") {
     const pix2struct::Font font = golden_font();
     double worst_mean = 0;

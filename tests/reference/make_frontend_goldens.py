@@ -224,6 +224,19 @@ def main():
                                "line_bboxes": per_line, "width": header.width, "height": header.height,
                                "png": png})
 
+    # 5b. Layout alone (textbbox of the wrapped text) for random mixes of kerning pairs, brackets, quotes and
+    # scripts: HarfBuzz kerns within one script run only (raqm itemisation), and not in Thai/Lao/Khmer runs.
+    import random
+    rng = random.Random(23)
+    vocab = ("What does the label represent lava core AV To Ty We Yo fi ff 1) (2) [3] {x} (中) [я] «AV» “To” "
+             "‘Ty’ <T> \"quoted\" 'single' — – … ° % & é ë Å Ø œ Ω λ π Σ Ж д я 中 文 日本 한국 ๑ ก ລ ក ✓ → 123 "
+             "jump gypsy Jq Tj LT ,. !? -- A. L' r, y. F. P, V; W: Y- (Ω) T. क あ ア ა").split()
+    meta["layout"] = []
+    for _ in range(60):
+        text = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 40)))
+        wrapped = "\n".join(wrapper.wrap(text))
+        meta["layout"].append({"text": text, "bbox": list(draw.textbbox((0, 0), wrapped, font))})
+
     # 6. Full pipeline: flattened patches (small max_patches) and composed images.
     patch_cases = [("rgb.png", None, 64), ("diagram.png", "ai2d", 64), ("rgba.png", "short", 32),
                    ("gray16.png", None, 16), ("one_pixel.png", None, 16), ("wide.png", None, 32),

@@ -365,6 +365,109 @@ private:
 
 namespace detail {
 
+// ---------------------------------------------------------------------------------------------------------
+// Script runs (libraqm itemisation): HarfBuzz shapes each run of one script separately, so kerning never
+// applies across a script change ("я To" has no space-T kern, "x To" has). Scripts by range: the common
+// ones exactly, the rest by Unicode block.
+// ---------------------------------------------------------------------------------------------------------
+enum : int { kScriptCommon = 0, kScriptInherited = 1, kScriptLatin, kScriptGreek, kScriptCyrillic,
+             kScriptArmenian, kScriptHebrew, kScriptArabic, kScriptThai, kScriptHangul, kScriptHan,
+             kScriptHiragana, kScriptKatakana, kScriptLao, kScriptKhmer, kScriptBlock0 = 1000 };
+
+// Runs HarfBuzz shapes without kerning with this font (measured with Pillow + libraqm: Thai, Lao and Khmer
+// runs go through their own shapers; Hebrew is right-to-left, which we do not lay out).
+inline bool script_kerns(int script) {
+    return script != kScriptThai && script != kScriptLao && script != kScriptKhmer && script != kScriptHebrew;
+}
+
+inline int unicode_script(char32_t c) {
+    struct Range { char32_t lo, hi; int script; };
+    static constexpr Range kRanges[] = {
+        {0x41, 0x5A, kScriptLatin}, {0x61, 0x7A, kScriptLatin}, {0xAA, 0xAA, kScriptLatin},
+        {0xBA, 0xBA, kScriptLatin}, {0xC0, 0xD6, kScriptLatin}, {0xD8, 0xF6, kScriptLatin},
+        {0xF8, 0x2B8, kScriptLatin}, {0x2E0, 0x2E4, kScriptLatin}, {0x300, 0x36F, kScriptInherited},
+        {0x370, 0x373, kScriptGreek}, {0x375, 0x377, kScriptGreek}, {0x37A, 0x37D, kScriptGreek},
+        {0x37F, 0x37F, kScriptGreek}, {0x384, 0x384, kScriptGreek}, {0x386, 0x386, kScriptGreek},
+        {0x388, 0x3E1, kScriptGreek}, {0x3F0, 0x3FF, kScriptGreek}, {0x400, 0x484, kScriptCyrillic},
+        {0x485, 0x486, kScriptInherited}, {0x487, 0x52F, kScriptCyrillic}, {0x531, 0x588, kScriptArmenian},
+        {0x58A, 0x58F, kScriptArmenian}, {0x591, 0x5FF, kScriptHebrew}, {0x600, 0x604, kScriptArabic},
+        {0x606, 0x60B, kScriptArabic}, {0x60D, 0x61A, kScriptArabic}, {0x61C, 0x61E, kScriptArabic},
+        {0x620, 0x63F, kScriptArabic}, {0x641, 0x64A, kScriptArabic}, {0x64B, 0x655, kScriptInherited},
+        {0x656, 0x66F, kScriptArabic}, {0x670, 0x670, kScriptInherited}, {0x671, 0x6DC, kScriptArabic},
+        {0x6DE, 0x6FF, kScriptArabic}, {0x750, 0x77F, kScriptArabic}, {0x8A0, 0x8FF, kScriptArabic},
+        {0xE01, 0xE3A, kScriptThai}, {0xE40, 0xE5B, kScriptThai}, {0xE81, 0xEDF, kScriptLao},
+        {0x1780, 0x17DD, kScriptKhmer}, {0x17E0, 0x17F9, kScriptKhmer}, {0x19E0, 0x19FF, kScriptKhmer}, {0x1100, 0x11FF, kScriptHangul},
+        {0x1AB0, 0x1AFF, kScriptInherited}, {0x1D00, 0x1D25, kScriptLatin}, {0x1D26, 0x1D2A, kScriptGreek},
+        {0x1D2C, 0x1D5C, kScriptLatin}, {0x1D62, 0x1D65, kScriptLatin}, {0x1D6B, 0x1D77, kScriptLatin},
+        {0x1D79, 0x1DBE, kScriptLatin}, {0x1DC0, 0x1DFF, kScriptInherited}, {0x1E00, 0x1EFF, kScriptLatin},
+        {0x1F00, 0x1FFE, kScriptGreek}, {0x200C, 0x200D, kScriptInherited}, {0x2071, 0x2071, kScriptLatin},
+        {0x207F, 0x207F, kScriptLatin}, {0x2090, 0x209C, kScriptLatin}, {0x20D0, 0x20F0, kScriptInherited},
+        {0x2126, 0x2126, kScriptGreek}, {0x212A, 0x212B, kScriptLatin}, {0x2132, 0x2132, kScriptLatin},
+        {0x214E, 0x214E, kScriptLatin}, {0x2160, 0x2188, kScriptLatin}, {0x2C60, 0x2C7F, kScriptLatin},
+        {0x2DE0, 0x2DFF, kScriptCyrillic}, {0x2E80, 0x2FDF, kScriptHan}, {0x3005, 0x3005, kScriptHan},
+        {0x3007, 0x3007, kScriptHan}, {0x3021, 0x3029, kScriptHan}, {0x302A, 0x302D, kScriptInherited},
+        {0x3038, 0x303B, kScriptHan}, {0x3041, 0x3096, kScriptHiragana}, {0x3099, 0x309A, kScriptInherited},
+        {0x309D, 0x309F, kScriptHiragana}, {0x30A1, 0x30FA, kScriptKatakana}, {0x30FD, 0x30FF, kScriptKatakana},
+        {0x3131, 0x318E, kScriptHangul}, {0x3400, 0x4DBF, kScriptHan}, {0x4E00, 0x9FFF, kScriptHan},
+        {0xA640, 0xA69F, kScriptCyrillic}, {0xA722, 0xA787, kScriptLatin}, {0xA78B, 0xA7FF, kScriptLatin},
+        {0xAB30, 0xAB5A, kScriptLatin}, {0xAB5C, 0xAB64, kScriptLatin}, {0xAC00, 0xD7AF, kScriptHangul},
+        {0xF900, 0xFAFF, kScriptHan}, {0xFB00, 0xFB06, kScriptLatin}, {0xFB13, 0xFB17, kScriptArmenian},
+        {0xFB1D, 0xFB4F, kScriptHebrew}, {0xFB50, 0xFDFF, kScriptArabic}, {0xFE00, 0xFE0F, kScriptInherited},
+        {0xFE20, 0xFE2F, kScriptInherited}, {0xFE70, 0xFEFC, kScriptArabic}, {0xFF21, 0xFF3A, kScriptLatin},
+        {0xFF41, 0xFF5A, kScriptLatin}, {0xFF66, 0xFF9D, kScriptKatakana}, {0x20000, 0x3FFFF, kScriptHan}};
+    for (const Range& r : kRanges)
+        if (c >= r.lo && c <= r.hi) return r.script;
+    // Other letters: one script per 128-code-point block; everything else (digits, punctuation, symbols,
+    // spaces) is Common.
+    if (c >= 0x800 && is_word_char(c) && !is_decimal_digit(c)) return kScriptBlock0 + int(c >> 7);
+    if (c >= 0x660 && c <= 0x669) return kScriptArabic;  // Arabic-Indic digits are Arabic script
+    return kScriptCommon;
+}
+
+// raqm _raqm_resolve_scripts: Common and Inherited characters take the script before them (those at the
+// start take the first real script); a closing bracket takes the script of its opening one, and so do the
+// characters after it.
+inline std::vector<int> resolve_scripts(std::u32string_view text) {
+    // raqm's paired_chars: (open, close) pairs; even index opens, odd closes.
+    static constexpr char32_t kPairs[] = {0x28,   0x29,   0x3C,   0x3E,   0x5B,   0x5D,   0x7B,   0x7D,
+                                          0xAB,   0xBB,   0x2018, 0x2019, 0x201C, 0x201D, 0x2039, 0x203A,
+                                          0x3008, 0x3009, 0x300A, 0x300B, 0x300C, 0x300D, 0x300E, 0x300F,
+                                          0x3010, 0x3011, 0x3014, 0x3015, 0x3016, 0x3017, 0x3018, 0x3019,
+                                          0x301A, 0x301B};
+    auto pair_index = [](char32_t c) {
+        for (int k = 0; k < int(std::size(kPairs)); ++k)
+            if (kPairs[k] == c) return k;
+        return -1;
+    };
+    std::vector<int> script(text.size());
+    std::vector<std::pair<int, int>> stack;  // (pair index of an opening bracket, its script)
+    int last = -1;
+    bool any = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const int sc = unicode_script(text[i]);
+        if (sc != kScriptCommon && sc != kScriptInherited) {
+            if (!any)
+                for (size_t j = 0; j < i; ++j) script[j] = sc;
+            script[i] = last = sc;
+            any = true;
+            continue;
+        }
+        if (!any) {
+            script[i] = sc;
+            continue;
+        }
+        script[i] = last;
+        const int pi = sc == kScriptCommon ? pair_index(text[i]) : -1;
+        if (pi >= 0 && pi % 2 == 0) {
+            stack.emplace_back(pi, last);
+        } else if (pi >= 0) {
+            while (!stack.empty() && stack.back().first != (pi & ~1)) stack.pop_back();
+            if (!stack.empty()) script[i] = last = stack.back().second;
+        }
+    }
+    return script;
+}
+
 // FreeType fixed-point helpers (26.6 pixels, 16.16 scales), rounding as FreeType does.
 inline int64_t ft_muldiv(int64_t a, int64_t b, int64_t c) {  // FT_MulDiv: round(a * b / c), sign-symmetric
     const int64_t s = (a < 0) != (b < 0) ? -1 : 1;
@@ -436,9 +539,12 @@ inline LineLayout layout_line(const Font& font, const FontScale& s, int size, st
     int64_t pen = 0;  // 26.6
     int x_max = 0, y_min = 0, y_max = 0;
     int prev = -1;
-    for (char32_t cp : line) {
+    const std::vector<int> scripts = resolve_scripts(line);
+    for (size_t i = 0; i < line.size(); ++i) {
+        const char32_t cp = line[i];
         const int g = stbtt_FindGlyphIndex(info, int(cp));  // 0 (.notdef) when the font lacks it, as HarfBuzz
-        if (prev >= 0) {
+        // HarfBuzz kerns within a script run only (and not at all in some scripts' runs).
+        if (prev >= 0 && scripts[i] == scripts[i - 1] && script_kerns(scripts[i])) {
             const int kern = stbtt_GetGlyphKernAdvance(info, prev, g);  // font units
             // hb_font_t::em_scale: (v * em_mult + 32768) >> 16, em_mult = (x_scale_26.6 << 16) / upem.
             const int64_t scale26 = (s.x_scale * font.units_per_em() + 32768) >> 16;  // hb x_scale
