@@ -1,0 +1,414 @@
+// pix2struct/backend/cuda.hpp — the CUDA backend: CpuBackend's primitives on an NVIDIA GPU (sm_80+).
+//
+//   const pix2struct::Checkpoint ckpt = pix2struct::Checkpoint::load(dir);
+//   pix2struct::CudaBackend gpu(ckpt);        // uploads every weight once; throws pix2struct::Error when
+//                                             // there is no CUDA device or not enough free GPU memory
+//   pix2struct::ForConditionalGeneration<pix2struct::CudaBackend> model(ckpt, gpu);
+//   pix2struct::GenerateResult r = model.generate(patches.flattened, patches.mask);
+//
+// The blocks of nn/ and model/ are the same templates the CPU runs; this header supplies the members of
+// the Backend concept (backend/backend.hpp) on device pointers, each one launch (or two) of kernels/*.cuh:
+//   linear      kernels::matmul<float, float>   bias and the residual add (Write::Accumulate) fused
+//   rms_norm    kernels::rms_norm<float, float>
+//   gelu_gate   kernels::gelu_gate              add_rows  kernels::add
+//   attention   kernels::attention (d_kv = 64, many queries), kernels::attention_decode (one query: split-K
+//               over the cache), kernels::attention_any_dim (any other d_kv, e.g. the tiny test models)
+//   embed       kernels::embedding_gather (ids checked on the host, then copied to the device)
+// Include it from a .cu file compiled by nvcc: it launches kernels. The CPU build never includes it.
+//
+// Weights. Every Weight of the checkpoint is uploaded at construction into one device allocation, as fp32
+// (the float view, or the stored tensor converted when the checkpoint was loaded without float views);
+// tensors stored as BF16 also keep their bytes in a second allocation (device_weight_bf16(), for the bf16
+// path; the fp32 path never reads them). cudaMemGetInfo is checked first: the weights plus
+// CudaOptions::headroom_bytes for activations must fit in the free memory. A Weight that is not part of
+// the checkpoint given at construction is an error (its address could alias a freed checkpoint's).
+//
+// Buffers are managed memory (cudaMallocManaged), zeroed: the blocks were written so that the CPU can run
+// them, and write a few inputs on the host (patch pixels, the patch mask, the relative position bias) and
+// read the logits there. Managed pages migrate on demand to whichever side touches them.
+//
+// Synchronisation. With CudaOptions::synchronous (the default) every primitive waits for its stream
+// before returning, so host code between primitives — what the blocks assume — sees finished results;
+// this costs a launch + wait per primitive (~200 per decode step at the base shape). With synchronous =
+// false the primitives only enqueue on stream(): the caller must call synchronize() before the host
+// reads or writes a buffer that queued work touches (bench/gpu/bench_e2e_gpu.cu does this around its
+// decode loop; ForConditionalGeneration::generate does not, so use it only with the synchronous mode).
+//
+// Arithmetic: fp32 inputs, fp32 accumulation, exact FMA (no TF32 unless CudaOptions::fp32_mode says so),
+// fp32 softmax — the same math as CpuBackend up to summation order.
+#pragma once
+
+#ifndef __CUDACC__
+#error "pix2struct/backend/cuda.hpp launches CUDA kernels: include it from a .cu file compiled by nvcc"
+#endif
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "kernels/attention.cuh"
+#include "kernels/common.cuh"
+#include "kernels/embed.cuh"
+#include "kernels/matmul.cuh"
+#include "kernels/rms_norm.cuh"
+#include "pix2struct/backend/backend.hpp"
+#include "pix2struct/error.hpp"
+#include "pix2struct/weights.hpp"
+
+namespace pix2struct {
+
+struct CudaOptions {
+    int device = 0;                                  // CUDA device ordinal
+    bool synchronous = true;                         // wait for the stream after every primitive (see above)
+    kernels::Fp32Mode fp32_mode = kernels::Fp32Mode::Exact;  // TF32: tensor cores for fp32 matmuls (~1e-3)
+    bool keep_bf16 = true;                           // keep the BF16 bytes of BF16 tensors on the device too
+    size_t headroom_bytes = size_t(512) << 20;       // free memory required beyond the weights
+};
+
+namespace detail {
+
+// n floats of managed memory, zeroed by the backend that allocates them; move-only.
+class ManagedFloats {
+public:
+    ManagedFloats() = default;
+    explicit ManagedFloats(size_t n) : n_(n) {
+        if (n) PIX2STRUCT_CUDA_CHECK(cudaMallocManaged(&p_, n * sizeof(float), cudaMemAttachGlobal));
+    }
+    ManagedFloats(ManagedFloats&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+    ManagedFloats& operator=(ManagedFloats&& o) noexcept {
+        std::swap(p_, o.p_);
+        std::swap(n_, o.n_);
+        return *this;
+    }
+    ManagedFloats(const ManagedFloats&) = delete;
+    ManagedFloats& operator=(const ManagedFloats&) = delete;
+    ~ManagedFloats() {
+        if (p_) cudaFree(p_);  // waits for queued work; a failure here cannot be reported
+    }
+    float* data() { return p_; }
+    const float* data() const { return p_; }
+    size_t size() const { return n_; }
+
+private:
+    float* p_ = nullptr;
+    size_t n_ = 0;
+};
+
+// A device allocation of raw bytes, grown on demand (never on the hot path once sized).
+class DeviceBytes {
+public:
+    DeviceBytes() = default;
+    DeviceBytes(const DeviceBytes&) = delete;
+    DeviceBytes& operator=(const DeviceBytes&) = delete;
+    ~DeviceBytes() {
+        if (p_) cudaFree(p_);
+    }
+    void* data() const { return p_; }
+    size_t size() const { return n_; }
+    // Makes room for `bytes`; the old contents are dropped. Waits for `stream` first (queued work may use it).
+    void reserve(size_t bytes, cudaStream_t stream) {
+        if (bytes <= n_) return;
+        PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream));
+        if (p_) PIX2STRUCT_CUDA_CHECK(cudaFree(p_));
+        p_ = nullptr;
+        n_ = 0;
+        PIX2STRUCT_CUDA_CHECK(cudaMalloc(&p_, bytes));
+        n_ = bytes;
+    }
+
+private:
+    void* p_ = nullptr;
+    size_t n_ = 0;
+};
+
+// Every parameter of a checkpoint, in checkpoint order (the layout weights.hpp binds).
+inline std::vector<const Weight*> checkpoint_weights(const Checkpoint& ckpt) {
+    std::vector<const Weight*> all;
+    const VisionWeights& v = ckpt.vision();
+    for (const Weight* w : {&v.patch_projection_weight, &v.patch_projection_bias, &v.row_embedder, &v.column_embedder})
+        all.push_back(w);
+    for (const VisionLayerWeights& l : v.layers)
+        for (const Weight* w : {&l.pre_attention_layer_norm, &l.query, &l.key, &l.value, &l.output,
+                                &l.pre_mlp_layer_norm, &l.wi_0, &l.wi_1, &l.wo})
+            all.push_back(w);
+    all.push_back(&v.layernorm);
+    const TextWeights& t = ckpt.text();
+    all.push_back(&t.embed_tokens);
+    all.push_back(&t.relative_attention_bias);
+    for (const TextLayerWeights& l : t.layers)
+        for (const Weight* w : {&l.self_attention_layer_norm, &l.self_query, &l.self_key, &l.self_value,
+                                &l.self_output, &l.cross_attention_layer_norm, &l.cross_query, &l.cross_key,
+                                &l.cross_value, &l.cross_output, &l.mlp_layer_norm, &l.wi_0, &l.wi_1, &l.wo})
+            all.push_back(w);
+    all.push_back(&t.final_layer_norm);
+    all.push_back(&t.lm_head);
+    return all;
+}
+
+inline double mib(size_t bytes) { return double(bytes) / double(1 << 20); }
+
+}  // namespace detail
+
+class CudaBackend {
+public:
+    using Buffer = detail::ManagedFloats;
+
+    // Picks the device, checks free memory and uploads every weight of `checkpoint` (which must outlive
+    // the backend: weights are found by their address).
+    explicit CudaBackend(const Checkpoint& checkpoint, const CudaOptions& options = {})
+        : options_(options) {
+        try {
+            open_device();
+            upload(checkpoint);
+        } catch (...) {
+            release();
+            throw;
+        }
+    }
+    CudaBackend(const CudaBackend&) = delete;
+    CudaBackend& operator=(const CudaBackend&) = delete;
+    ~CudaBackend() { release(); }
+
+    // ---- the Backend concept (backend/backend.hpp) ----------------------------------------------
+
+    // n floats of zeroed managed memory (allocated once per model or session by the blocks).
+    Buffer alloc(size_t n) {
+        Buffer b(n);
+        if (n) {
+            PIX2STRUCT_CUDA_CHECK(cudaMemsetAsync(b.data(), 0, n * sizeof(float), stream_));
+            PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        }
+        return b;
+    }
+
+    // Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]); W [N, K] as stored (torch nn.Linear).
+    void linear(const float* X, int64_t M, const Weight& W, float* Y, Write mode = Write::Overwrite,
+                const Weight* bias = nullptr) {
+        kernels::MatmulArgs<float, float> a;
+        a.x = X;
+        a.w = device_weight(W);
+        a.y = Y;
+        a.M = M;
+        a.N = W.rows();
+        a.K = W.cols();
+        if (bias) {
+            if (bias->size() != a.N)
+                detail::fail("linear '", W.name, "': bias '", bias->name, "' has ", bias->size(), " values for ", a.N,
+                             " outputs");
+            a.bias = device_weight(*bias);
+        }
+        if (mode == Write::Accumulate) a.residual = Y;  // Y += X·Wᵀ: the kernel reads Y before it writes it
+        kernels::matmul(a, stream_, options_.fp32_mode);
+        done();
+    }
+
+    // Y[M, H] = w ⊙ X / sqrt(mean(X², row) + eps), statistics in fp32.
+    void rms_norm(const float* X, int64_t M, const Weight& w, float eps, float* Y) {
+        kernels::rms_norm(X, device_weight(w), Y, M, w.rows(), eps, stream_);
+        done();
+    }
+
+    // A[n] = gelu_new(A) ⊙ B
+    void gelu_gate(float* A, const float* B, int64_t n) {
+        kernels::gelu_gate(A, B, n, stream_);
+        done();
+    }
+
+    // O = softmax(Q·Kᵀ + bias, masked keys → weight 0) · V per head, no 1/√D.
+    void attention(const AttentionArgs& g) {
+        kernels::AttentionArgs<float> a;
+        a.q = g.Q, a.k = g.K, a.v = g.V, a.o = g.O;
+        a.B = 1, a.H = g.heads, a.Lq = int(g.Tq), a.Lk = int(g.Tk);
+        a.q_row = g.ldq, a.k_row = g.ldk, a.v_row = g.ldv, a.o_row = g.ldo;
+        a.key_mask = g.key_mask;
+        a.bias = g.bias;  // [heads, Tq, Tk]: the kernels' default bias strides
+        const bool fast = g.D == kernels::kHeadDim && kernels::aligned16(g.Q) && kernels::aligned16(g.K) &&
+                          kernels::aligned16(g.V) && kernels::aligned16(g.O) && g.ldq % 4 == 0 && g.ldk % 4 == 0 &&
+                          g.ldv % 4 == 0 && g.ldo % 4 == 0;
+        if (!fast) {
+            kernels::attention_any_dim(a, g.D, stream_);
+        } else if (g.Tq == 1) {
+            // Room for the most splits any cache length can ask for: sized once per head count.
+            const size_t most = size_t(kernels::kDecodeMaxSplits) * size_t(g.heads) * (kernels::kHeadDim + 2) * sizeof(float);
+            decode_workspace_.reserve(std::max(most, kernels::attention_decode_workspace_bytes(1, g.heads, a.Lk)), stream_);
+            kernels::attention_decode(a, decode_workspace_.data(), decode_workspace_.size(), stream_);
+        } else {
+            kernels::attention(a, stream_);
+        }
+        done();
+    }
+
+    // Y[n, H] (=|+=) table[ids[i]]. `ids` are host memory (the blocks keep them in std::vector).
+    void embed(const Weight& table, const int64_t* ids, int64_t n, float* Y, Write mode = Write::Overwrite) {
+        const int64_t V = table.rows(), H = table.cols();
+        ids_host_.resize(size_t(n));
+        for (int64_t i = 0; i < n; ++i) {
+            if (ids[i] < 0 || ids[i] >= V)
+                detail::fail("embedding '", table.name, "': index ", ids[i], " is outside [0, ", V, ")");
+            ids_host_[size_t(i)] = int32_t(ids[i]);
+        }
+        ids_device_.reserve(size_t(n) * sizeof(int32_t), stream_);
+        // From pageable memory: staged by the driver before the call returns, so ids_host_ may change after.
+        PIX2STRUCT_CUDA_CHECK(cudaMemcpyAsync(ids_device_.data(), ids_host_.data(), size_t(n) * sizeof(int32_t),
+                                              cudaMemcpyHostToDevice, stream_));
+        kernels::embedding_gather(device_weight(table), V, static_cast<const int32_t*>(ids_device_.data()), Y, n, H,
+                                  mode == Write::Accumulate, stream_);
+        done();
+    }
+
+    // Y[n] += X[n]
+    void add_rows(float* Y, const float* X, int64_t n) {
+        kernels::add(Y, X, n, stream_);
+        done();
+    }
+
+    // ---- beyond the concept -----------------------------------------------------------------------
+
+    // Waits for everything queued on stream() (the asynchronous mode's fence before host access).
+    void synchronize() { PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+    cudaStream_t stream() const { return stream_; }
+    bool synchronous() const { return options_.synchronous; }
+    void set_synchronous(bool on) {
+        if (!on && !concurrent_managed_)
+            detail::fail("CUDA backend: ", device_name_, " has no concurrent managed access, so the host may not ",
+                         "touch managed buffers while kernels run: only the synchronous mode is available");
+        synchronize();
+        options_.synchronous = on;
+    }
+    const std::string& device_name() const { return device_name_; }
+    int device() const { return options_.device; }
+    size_t weight_bytes() const { return f32_bytes_ + bf16_bytes_; }
+
+    // Device copies of a weight of the checkpoint: fp32, and the stored BF16 bytes (null unless the
+    // tensor is stored as BF16 and CudaOptions::keep_bf16).
+    const float* device_weight(const Weight& w) const { return find(w).f32; }
+    const kernels::bf16* device_weight_bf16(const Weight& w) const { return find(w).bf16; }
+
+private:
+    struct DeviceWeight {
+        const float* f32 = nullptr;
+        const kernels::bf16* bf16 = nullptr;
+    };
+
+    void release() noexcept {
+        if (stream_) cudaStreamSynchronize(stream_);
+        if (f32_arena_) cudaFree(f32_arena_);
+        if (bf16_arena_) cudaFree(bf16_arena_);
+        if (stream_) cudaStreamDestroy(stream_);
+        f32_arena_ = bf16_arena_ = nullptr;
+        stream_ = nullptr;
+    }
+
+    void done() {
+        if (options_.synchronous) PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+
+    const DeviceWeight& find(const Weight& w) const {
+        const auto it = weights_.find(&w);
+        if (it == weights_.end())
+            detail::fail("CUDA backend: weight '", w.name, "' was not uploaded: it is not part of the checkpoint the ",
+                         "backend was constructed with");
+        return it->second;
+    }
+
+    void open_device() {
+        int count = 0;
+        const cudaError_t err = cudaGetDeviceCount(&count);
+        if (err != cudaSuccess || count == 0) {
+            (void)cudaGetLastError();  // clear the error so that later calls do not report it
+            detail::fail("CUDA backend: no CUDA device is available (",
+                         err != cudaSuccess ? cudaGetErrorString(err) : "the driver reports 0 devices", ")");
+        }
+        if (options_.device < 0 || options_.device >= count)
+            detail::fail("CUDA backend: device ", options_.device, " does not exist (", count, " device",
+                         count > 1 ? "s" : "", " found)");
+        PIX2STRUCT_CUDA_CHECK(cudaSetDevice(options_.device));
+        cudaDeviceProp prop{};
+        PIX2STRUCT_CUDA_CHECK(cudaGetDeviceProperties(&prop, options_.device));
+        device_name_ = std::string(prop.name) + " (device " + std::to_string(options_.device) + ")";
+        if (prop.major < 8)
+            detail::fail("CUDA backend: ", device_name_, " is compute capability ", prop.major, ".", prop.minor,
+                         "; the kernels need 8.0 or newer");
+        int managed = 0, concurrent = 0;
+        PIX2STRUCT_CUDA_CHECK(cudaDeviceGetAttribute(&managed, cudaDevAttrManagedMemory, options_.device));
+        PIX2STRUCT_CUDA_CHECK(cudaDeviceGetAttribute(&concurrent, cudaDevAttrConcurrentManagedAccess, options_.device));
+        if (!managed) detail::fail("CUDA backend: ", device_name_, " does not support managed memory");
+        concurrent_managed_ = concurrent != 0;
+        if (!options_.synchronous && !concurrent_managed_)
+            detail::fail("CUDA backend: ", device_name_, " has no concurrent managed access, so the host may not ",
+                         "touch managed buffers while kernels run: use CudaOptions::synchronous = true");
+        PIX2STRUCT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    }
+
+    // One fp32 allocation (and one bf16) for every weight, each at a 256-byte boundary.
+    void upload(const Checkpoint& ckpt) {
+        const std::vector<const Weight*> all = detail::checkpoint_weights(ckpt);
+        auto padded = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
+        auto has_bf16 = [&](const Weight* w) {
+            return options_.keep_bf16 && w->source && w->source->dtype == DType::BF16;
+        };
+        size_t f32 = 0, b16 = 0;
+        for (const Weight* w : all) {
+            f32 += padded(size_t(w->size()) * sizeof(float));
+            if (has_bf16(w)) b16 += padded(size_t(w->size()) * 2);
+        }
+        size_t free_bytes = 0, total_bytes = 0;
+        PIX2STRUCT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+        if (f32 + b16 + options_.headroom_bytes > free_bytes)
+            detail::fail(ckpt.dir().string(), ": the weights need ", detail::mib(f32 + b16), " MiB of GPU memory (fp32 ",
+                         detail::mib(f32), " MiB + bf16 ", detail::mib(b16), " MiB) plus ",
+                         detail::mib(options_.headroom_bytes), " MiB for activations, but ", device_name_, " has ",
+                         detail::mib(free_bytes), " MiB free of ", detail::mib(total_bytes), " MiB");
+        PIX2STRUCT_CUDA_CHECK(cudaMalloc(&f32_arena_, std::max<size_t>(f32, 256)));
+        if (b16) PIX2STRUCT_CUDA_CHECK(cudaMalloc(&bf16_arena_, b16));
+        f32_bytes_ = f32;
+        bf16_bytes_ = b16;
+
+        std::vector<float> staging;
+        size_t f_off = 0, b_off = 0;
+        for (const Weight* w : all) {
+            const size_t n = size_t(w->size());
+            const float* src = w->data;
+            if (!src) {
+                if (!w->source)
+                    detail::fail(ckpt.dir().string(), ": weight '", w->name, "' has neither a float view nor a stored tensor");
+                staging.resize(n);
+                w->source->to_float(staging.data());
+                src = staging.data();
+            }
+            DeviceWeight d;
+            float* f = reinterpret_cast<float*>(static_cast<char*>(f32_arena_) + f_off);
+            PIX2STRUCT_CUDA_CHECK(cudaMemcpy(f, src, n * sizeof(float), cudaMemcpyHostToDevice));
+            d.f32 = f;
+            f_off += padded(n * sizeof(float));
+            if (has_bf16(w)) {
+                auto* h = reinterpret_cast<kernels::bf16*>(static_cast<char*>(bf16_arena_) + b_off);
+                PIX2STRUCT_CUDA_CHECK(cudaMemcpy(h, w->source->bytes.data(), n * 2, cudaMemcpyHostToDevice));
+                d.bf16 = h;
+                b_off += padded(n * 2);
+            }
+            weights_.emplace(w, d);
+        }
+    }
+
+    CudaOptions options_;
+    std::string device_name_;
+    bool concurrent_managed_ = false;
+    cudaStream_t stream_ = nullptr;
+    void* f32_arena_ = nullptr;
+    void* bf16_arena_ = nullptr;
+    size_t f32_bytes_ = 0, bf16_bytes_ = 0;
+    std::unordered_map<const Weight*, DeviceWeight> weights_;
+    detail::DeviceBytes decode_workspace_, ids_device_;
+    std::vector<int32_t> ids_host_;
+};
+
+static_assert(Backend<CudaBackend>, "CudaBackend must provide every primitive of the Backend concept");
+
+}  // namespace pix2struct

@@ -1,0 +1,311 @@
+// tests/gpu/test_model_gpu.cu — the model's blocks on CudaBackend (fp32) against HF transformers 4.57.6.
+//
+// Same goldens and tolerances as tests/test_model.cpp (written by tests/reference/make_model_goldens.py):
+//   tests/data/models/{tiny,tiny-bf16}/ checkpoints, tests/data/models/goldens/<name>.{safetensors,json};
+//   tests/reference/out/{large-widths-2layer,base-random}/ when generated (--big; not committed).
+// Encoder states max |diff| ≤ 1e-4 · max(1, max |ref|); teacher-forced logits ≤ 1e-3 absolute; generated
+// ids identical for the cases whose smallest top-1 margin is clear (min_margin_required).
+// The tiny models have d_kv 24/32, so they exercise attention_any_dim; the base/large ones (d_kv 64) the
+// fast attention kernels (full, split-K decode).
+// Without a CUDA device every case prints "SKIPPED: no CUDA device" (CTest reports the test skipped), and
+// one case checks that constructing the backend then fails with a clear pix2struct::Error.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "pix2struct/backend/cuda.hpp"
+#include "pix2struct/model/generate.hpp"
+#include "pix2struct/safetensors.hpp"
+#include "pix2struct/weights.hpp"
+
+namespace fs = std::filesystem;
+using namespace pix2struct;
+
+namespace {
+
+bool has_cuda_device() {
+    static const bool has = [] {
+        int n = 0;
+        const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+        (void)cudaGetLastError();
+        return ok;
+    }();
+    return has;
+}
+
+#define SKIP_WITHOUT_GPU()                            \
+    do {                                              \
+        if (!has_cuda_device()) {                     \
+            std::printf("SKIPPED: no CUDA device\n"); \
+            std::fflush(stdout);                      \
+            MESSAGE("SKIPPED: no CUDA device");       \
+            return;                                   \
+        }                                             \
+    } while (0)
+
+const fs::path kData = fs::path(PIX2STRUCT_TEST_DATA) / "models";
+const fs::path kOut = fs::path(PIX2STRUCT_SOURCE_DIR) / "tests" / "reference" / "out";
+
+struct Goldens {
+    SafetensorsFile file;
+    nlohmann::json meta;
+};
+Goldens load_goldens(const fs::path& st, const fs::path& js) {
+    std::ifstream in(js);
+    REQUIRE_MESSAGE(in, js.string());
+    return {SafetensorsFile::open(st), nlohmann::json::parse(in)};
+}
+
+std::vector<int64_t> to_i64(const TensorView& t) {
+    REQUIRE(t.dtype == DType::I64);
+    std::vector<int64_t> v(size_t(t.numel()));
+    std::memcpy(v.data(), t.bytes.data(), v.size() * 8);
+    return v;
+}
+
+// The goldens store the n real rows; the model input is padded with zero rows to max_patches.
+struct Input {
+    std::vector<float> flattened, mask;
+    int64_t real = 0;
+};
+Input padded(const TensorView& real_rows, int64_t max_patches) {
+    const int64_t n = real_rows.shape[0], W = real_rows.shape[1];
+    Input in;
+    in.real = n;
+    in.flattened.assign(size_t(max_patches * W), 0.0f);
+    real_rows.to_float(in.flattened.data());
+    in.mask.assign(size_t(max_patches), 0.0f);
+    std::fill(in.mask.begin(), in.mask.begin() + n, 1.0f);
+    return in;
+}
+
+float max_abs(const float* a, size_t n) {
+    float m = 0;
+    for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a[i]));
+    return m;
+}
+float max_abs_diff(const float* a, const float* b, size_t n) {
+    float m = 0;
+    for (size_t i = 0; i < n; ++i) m = std::max(m, std::isfinite(a[i]) ? std::fabs(a[i] - b[i]) : INFINITY);
+    return m;
+}
+
+std::vector<int64_t> without_start(const nlohmann::json& ids) {
+    auto v = ids.get<std::vector<int64_t>>();
+    REQUIRE(!v.empty());
+    REQUIRE(v[0] == 0);
+    return {v.begin() + 1, v.end()};
+}
+
+// Greedy decoding with the backend in its asynchronous mode: one fence per step before the host reads the
+// logits (what bench_e2e_gpu times). Same stopping rule as generate() with max_new_tokens.
+std::vector<int64_t> greedy_async(ForConditionalGeneration<CudaBackend>& model, CudaBackend& gpu,
+                                  const Input& in, int max_new) {
+    gpu.set_synchronous(false);
+    model.encode(in.flattened, in.mask);
+    model.compute_cross_kv();
+    model.begin(max_new + 1);
+    const Config& c = model.config();
+    std::vector<int64_t> ids;
+    int64_t token = c.text.decoder_start_token_id;
+    for (int n = 0; n < max_new; ++n) {
+        const float* logits = model.step(token);
+        gpu.synchronize();
+        token = std::max_element(logits, logits + c.text.vocab_size) - logits;  // first maximum
+        ids.push_back(token);
+        if (token == c.text.eos_token_id) break;
+    }
+    gpu.set_synchronous(true);
+    return ids;
+}
+
+struct Figures {
+    float encoder_rel = 0, logits_abs = 0;
+    int generations = 0, pipeline = 0;
+};
+
+Figures check_checkpoint(const fs::path& model_dir, const Goldens& g, float logits_tol = 1e-3f) {
+    Figures f;
+    const Checkpoint ckpt = Checkpoint::load(model_dir);
+    CudaBackend gpu(ckpt);
+    MESSAGE(model_dir.filename().string(), " on ", gpu.device_name(), ": ", detail::mib(gpu.weight_bytes()),
+            " MiB of weights");
+    ForConditionalGeneration<CudaBackend> model(ckpt, gpu);
+    const int64_t P = g.meta["max_patches"].get<int64_t>();
+    const int64_t H = ckpt.config().vision.hidden_size, V = ckpt.config().text.vocab_size;
+    const double min_margin = g.meta["min_margin_required"].get<double>();
+
+    for (const auto& c : g.meta["random"]) {
+        const int k = c["index"].get<int>();
+        CAPTURE(model_dir.string());
+        CAPTURE(k);
+        const Input in = padded(g.file.at("patches_" + std::to_string(k)), P);
+
+        // encoder states (real rows)
+        const int64_t n = model.encode(in.flattened, in.mask);
+        REQUIRE(n == in.real);
+        const std::vector<float> ref = g.file.at("encoder_" + std::to_string(k)).to_float();
+        REQUIRE(int64_t(ref.size()) == n * H);
+        const float scale = std::max(1.0f, max_abs(ref.data(), ref.size()));
+        const float enc_diff = max_abs_diff(model.encoder_states(), ref.data(), ref.size()) / scale;
+        CHECK(enc_diff <= 1e-4f);
+        f.encoder_rel = std::max(f.encoder_rel, enc_diff);
+
+        // teacher-forced logits
+        const auto ids = to_i64(g.file.at("tf_ids_" + std::to_string(k)));
+        const std::vector<float> logits = model.forward(in.flattened, in.mask, ids);
+        const std::vector<float> ref_logits = g.file.at("logits_" + std::to_string(k)).to_float();
+        REQUIRE(logits.size() == ref_logits.size());
+        REQUIRE(int64_t(logits.size()) == int64_t(ids.size()) * V);
+        const float lg_diff = max_abs_diff(logits.data(), ref_logits.data(), logits.size());
+        CHECK(lg_diff <= logits_tol);
+        f.logits_abs = std::max(f.logits_abs, lg_diff);
+
+        // generate() with each golden configuration, and the asynchronous decode loop
+        for (const auto& gen : c["generate"]) {
+            if (gen["min_margin"].get<double>() < min_margin) continue;
+            GenerateOptions opt;
+            if (gen["kwargs"].contains("max_new_tokens")) opt.max_new_tokens = gen["kwargs"]["max_new_tokens"].get<int>();
+            std::vector<int64_t> streamed;
+            opt.on_token = [&](int64_t t) {
+                streamed.push_back(t);
+                return true;
+            };
+            const GenerateResult r = model.generate(in.flattened, in.mask, opt);
+            const auto expect = without_start(gen["ids"]);
+            CAPTURE(gen["kwargs"].dump());
+            CHECK(r.ids == expect);
+            CHECK(streamed == expect);
+            CHECK(r.stopped_at_eos == (!expect.empty() && expect.back() == 1));
+            const int max_new = opt.max_new_tokens > 0 ? opt.max_new_tokens : int(model.default_max_new_tokens());
+            CHECK(greedy_async(model, gpu, in, max_new) == expect);
+            ++f.generations;
+        }
+    }
+
+    // pipeline cases, model half: the HF processor's patches (stored for some cases) → same ids
+    for (const auto& c : g.meta["pipeline"]) {
+        const int j = c["index"].get<int>();
+        const TensorView* t = g.file.find("pipe_patches_" + std::to_string(j));
+        if (!t || c["min_margin"].get<double>() < min_margin) continue;
+        CAPTURE(j);
+        const Input in = padded(*t, P);
+        const GenerateResult r = model.generate(in.flattened, in.mask);
+        CHECK(r.ids == without_start(c["ids"]));
+        ++f.pipeline;
+    }
+    return f;
+}
+
+}  // namespace
+
+TEST_CASE("gpu model: without a CUDA device the backend fails with a clear error") {
+    if (has_cuda_device()) return;  // the other cases cover the device
+    const Checkpoint ckpt = Checkpoint::load(kData / "tiny");
+    CHECK_THROWS_WITH_AS(CudaBackend{ckpt}, doctest::Contains("no CUDA device"), Error);
+    std::printf("SKIPPED: no CUDA device\n");
+}
+
+TEST_CASE("gpu model: tiny F32 checkpoint matches HF (encoder, teacher-forced logits, generate)") {
+    SKIP_WITHOUT_GPU();
+    const Goldens g = load_goldens(kData / "goldens" / "tiny.safetensors", kData / "goldens" / "tiny.json");
+    const Figures f = check_checkpoint(kData / "tiny", g);
+    MESSAGE("tiny F32 on the GPU: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ", f.logits_abs, ", ",
+            f.generations, " generations, ", f.pipeline, " pipeline cases");
+    CHECK(f.generations >= 4);
+    CHECK(f.pipeline >= 1);
+}
+
+TEST_CASE("gpu model: tiny BF16 checkpoint matches HF run on the same BF16 weights") {
+    SKIP_WITHOUT_GPU();
+    const Goldens g = load_goldens(kData / "goldens" / "tiny-bf16.safetensors", kData / "goldens" / "tiny-bf16.json");
+    const Figures f = check_checkpoint(kData / "tiny-bf16", g);
+    MESSAGE("tiny BF16 on the GPU: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ", f.logits_abs,
+            ", ", f.generations, " generations");
+    CHECK(f.generations >= 4);
+}
+
+TEST_CASE("gpu model: BF16 bytes kept on the device equal the file's") {
+    SKIP_WITHOUT_GPU();
+    const Checkpoint ckpt = Checkpoint::load(kData / "tiny-bf16");
+    CudaBackend gpu(ckpt);
+    const Weight& w = ckpt.text().lm_head;
+    REQUIRE(w.source->dtype == DType::BF16);
+    REQUIRE(gpu.device_weight_bf16(w) != nullptr);
+    std::vector<uint16_t> back(size_t(w.size()));
+    PIX2STRUCT_CUDA_CHECK(cudaMemcpy(back.data(), gpu.device_weight_bf16(w), back.size() * 2, cudaMemcpyDeviceToHost));
+    CHECK(std::memcmp(back.data(), w.source->bytes.data(), back.size() * 2) == 0);
+    std::vector<float> f32(size_t(w.size()));
+    PIX2STRUCT_CUDA_CHECK(cudaMemcpy(f32.data(), gpu.device_weight(w), f32.size() * 4, cudaMemcpyDeviceToHost));
+    CHECK(max_abs_diff(f32.data(), w.data, f32.size()) == 0.0f);
+}
+
+TEST_CASE("gpu model: computing only the real patches equals the masked full computation") {
+    SKIP_WITHOUT_GPU();
+    const Goldens g = load_goldens(kData / "goldens" / "tiny.safetensors", kData / "goldens" / "tiny.json");
+    const Checkpoint ckpt = Checkpoint::load(kData / "tiny");
+    CudaBackend gpu(ckpt);
+    ForConditionalGeneration<CudaBackend> model(ckpt, gpu);
+    const int64_t H = ckpt.config().vision.hidden_size;
+    const Input in = padded(g.file.at("patches_0"), 64);
+    const int64_t n = model.encode(in.flattened, in.mask);
+    std::vector<float> trimmed(model.encoder_states(), model.encoder_states() + n * H);
+    const int64_t all = model.encode(in.flattened, in.mask, EncodeOptions{.skip_padding = false});
+    REQUIRE(all == 64);
+    CHECK(max_abs_diff(trimmed.data(), model.encoder_states(), size_t(n * H)) <= 1e-5f);
+    model.compute_cross_kv();
+    const GenerateResult a = model.generate(in.flattened, in.mask);
+    CHECK(a.encoder_rows == n);
+}
+
+TEST_CASE("gpu model: errors name the problem (memory, foreign weights, bad ids)") {
+    SKIP_WITHOUT_GPU();
+    const Checkpoint ckpt = Checkpoint::load(kData / "tiny");
+    CudaOptions greedy;
+    greedy.headroom_bytes = size_t(1) << 50;  // 1 PiB of headroom: never free
+    CHECK_THROWS_WITH_AS(CudaBackend(ckpt, greedy), doctest::Contains("MiB of GPU memory"), Error);
+    CudaBackend gpu(ckpt);
+    const Checkpoint other = Checkpoint::load(kData / "tiny");
+    auto out = gpu.alloc(64);
+    auto x = gpu.alloc(64);
+    CHECK_THROWS_WITH_AS(gpu.linear(x.data(), 1, other.text().lm_head, out.data()), doctest::Contains("not uploaded"),
+                         Error);
+    const int64_t bad = 100000;
+    CHECK_THROWS_WITH_AS(gpu.embed(ckpt.text().embed_tokens, &bad, 1, out.data()), doctest::Contains("outside"), Error);
+}
+
+TEST_CASE("gpu model: large widths, 2 layers (tests/reference/out, when generated)") {
+    SKIP_WITHOUT_GPU();
+    const fs::path dir = kOut / "large-widths-2layer";
+    if (!fs::exists(dir / "goldens.json")) {
+        MESSAGE("skipped: run tests/reference/make_model_goldens.py --big to create ", dir.string());
+        return;
+    }
+    const Goldens g = load_goldens(dir / "goldens.safetensors", dir / "goldens.json");
+    const Figures f = check_checkpoint(dir, g, 1e-3f);
+    MESSAGE("large-widths 2-layer on the GPU: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ",
+            f.logits_abs, ", ", f.generations, " generations");
+    CHECK(f.generations >= 1);
+}
+
+TEST_CASE("gpu model: base shapes (12 + 12 layers, 2048 patches; tests/reference/out, when generated)") {
+    SKIP_WITHOUT_GPU();
+    const fs::path dir = kOut / "base-random";
+    if (!fs::exists(dir / "goldens.json")) {
+        MESSAGE("skipped: run tests/reference/make_model_goldens.py --big to create ", dir.string());
+        return;
+    }
+    const Goldens g = load_goldens(dir / "goldens.safetensors", dir / "goldens.json");
+    const Figures f = check_checkpoint(dir, g, 1e-3f);
+    MESSAGE("base random on the GPU: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ", f.logits_abs,
+            ", ", f.generations, " generations");
+    CHECK(f.generations >= 1);
+}
