@@ -199,26 +199,28 @@ namespace detail {
 inline void gemv_bf16(const float* x, const uint16_t* W, int64_t n0, int64_t n1, int64_t K, float* y, bool accumulate) {
     int64_t n = n0;
 #if defined(__AVX512F__)
-    for (; n + 4 <= n1; n += 4) {  // four rows per pass: x is loaded once for four weight rows
-        const uint16_t* w0 = W + n * K;
-        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-        auto load = [](const uint16_t* p) {
-            return _mm512_castsi512_ps(_mm512_slli_epi32(
-                _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-        };
+    // One row per pass with a software prefetch of the row kPrefetchRows ahead: rows are short streams
+    // (K·2 bytes) the hardware prefetcher ramps up on too late. Measured on this machine (2 threads, 300 MB
+    // of bf16 rows, noisy): 4 rows/pass without prefetch 13-20 GB/s, 4 rows + prefetch 16-21, this 19-23.
+    constexpr int64_t kPrefetchRows = 4;
+    auto load = [](const uint16_t* p) {
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+    };
+    for (; n < n1; ++n) {
+        const uint16_t* w = W + n * K;
+        const bool prefetch = n + kPrefetchRows < n1;
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
         int64_t k = 0;
-        for (; k + 16 <= K; k += 16) {
-            const __m512 xv = _mm512_loadu_ps(x + k);
-            s0 = _mm512_fmadd_ps(load(w0 + k), xv, s0);
-            s1 = _mm512_fmadd_ps(load(w0 + K + k), xv, s1);
-            s2 = _mm512_fmadd_ps(load(w0 + 2 * K + k), xv, s2);
-            s3 = _mm512_fmadd_ps(load(w0 + 3 * K + k), xv, s3);
+        for (; k + 32 <= K; k += 32) {  // one 64-byte line of the row per iteration
+            if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchRows * K + k), _MM_HINT_T0);
+            s0 = _mm512_fmadd_ps(load(w + k), _mm512_loadu_ps(x + k), s0);
+            s1 = _mm512_fmadd_ps(load(w + k + 16), _mm512_loadu_ps(x + k + 16), s1);
         }
-        float r[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),
-                      _mm512_reduce_add_ps(s3)};
-        for (; k < K; ++k)
-            for (int j = 0; j < 4; ++j) r[j] += bf16_to_float(w0[j * K + k]) * x[k];
-        for (int j = 0; j < 4; ++j) y[n + j] = accumulate ? y[n + j] + r[j] : r[j];
+        for (; k + 16 <= K; k += 16) s0 = _mm512_fmadd_ps(load(w + k), _mm512_loadu_ps(x + k), s0);
+        float r = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+        for (; k < K; ++k) r += bf16_to_float(w[k]) * x[k];
+        y[n] = accumulate ? y[n] + r : r;
     }
 #endif
     for (; n < n1; ++n) {
