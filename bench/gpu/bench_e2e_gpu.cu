@@ -1,0 +1,238 @@
+// bench/gpu/bench_e2e_gpu.cu — end to end on the GPU: the model's blocks on CudaBackend (fp32), per-stage medians.
+//
+//   gpu_bench_e2e_gpu --model bench/out/base --patches bench/out/gpu/patches.safetensors --repeats 10 \
+//                     --tokens 20 [--json]
+//
+// Input: the patches bench/gpu/compare_hf_gpu.py writes (HF's Pix2StructImageProcessor on the image and
+// question; tensors `flattened_patches` [P, 2 + 768] and `attention_mask` [P]), so that HF and we run the
+// same rows; without --patches, a grid of --real random patches padded to the checkpoint's max_patches.
+// Stages, with the backend in its asynchronous mode (one stream; wall time from the call until
+// synchronize() returns):
+//   encoder    model.encode(): host writes of the patch pixels into managed memory, then the vision tower
+//              on the real patches
+//   cross K/V  model.compute_cross_kv(): every decoder layer's K/V of the encoder states (once per image)
+//   decode     one greedy step: launches, fence, argmax on the host over the managed logits (median over
+//              repeats × tokens steps; every step runs, eos or not, so every repeat does the same work)
+//   decode, synchronous backend   the same step with a fence after every primitive (what generate() runs)
+// Beside each time: TFLOP/s (encoder, cross K/V) or GB/s of fp32 weights + cross K/V read (decode), and two
+// yardsticks measured in the same run: cuBLAS fp32 SGEMM at an encoder product and a device-to-device copy.
+#include <CLI/CLI.hpp>
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "pix2struct/backend/cuda.hpp"
+#include "pix2struct/model/generate.hpp"
+#include "pix2struct/safetensors.hpp"
+#include "pix2struct/weights.hpp"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+double ms_since(clock_type::time_point t) {
+    return std::chrono::duration<double, std::milli>(clock_type::now() - t).count();
+}
+double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+#define CUBLAS_CHECK(call)                                                                            \
+    do {                                                                                              \
+        const cublasStatus_t st_ = (call);                                                            \
+        if (st_ != CUBLAS_STATUS_SUCCESS)                                                             \
+            pix2struct::detail::fail("cuBLAS call '", #call, "' failed: ", cublasGetStatusString(st_)); \
+    } while (0)
+
+// cuBLAS fp32 (no TF32) C[M, F] = X[M, H] · W[F, H]ᵀ, best of 5 after a warm-up: TFLOP/s.
+double sgemm_tflops(int64_t M, int64_t H, int64_t F, cudaStream_t stream) {
+    float *x = nullptr, *w = nullptr, *c = nullptr;
+    PIX2STRUCT_CUDA_CHECK(cudaMalloc(&x, size_t(M * H) * 4));
+    PIX2STRUCT_CUDA_CHECK(cudaMalloc(&w, size_t(F * H) * 4));
+    PIX2STRUCT_CUDA_CHECK(cudaMalloc(&c, size_t(M * F) * 4));
+    PIX2STRUCT_CUDA_CHECK(cudaMemsetAsync(x, 0, size_t(M * H) * 4, stream));
+    PIX2STRUCT_CUDA_CHECK(cudaMemsetAsync(w, 0, size_t(F * H) * 4, stream));
+    cublasHandle_t h;
+    CUBLAS_CHECK(cublasCreate(&h));
+    CUBLAS_CHECK(cublasSetStream(h, stream));
+    CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH));  // true fp32, as our exact path
+    const float one = 1, zero = 0;
+    double best = 1e30;
+    for (int i = 0; i < 6; ++i) {
+        PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream));
+        const auto t = clock_type::now();
+        // column-major: Cᵀ [F, M] = W [F, H] · Xᵀ [H, M]
+        CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, int(F), int(M), int(H), &one, w, int(H), x, int(H), &zero,
+                                 c, int(F)));
+        PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream));
+        if (i) best = std::min(best, ms_since(t));
+    }
+    cublasDestroy(h);
+    cudaFree(x);
+    cudaFree(w);
+    cudaFree(c);
+    return 2.0 * double(M) * double(H) * double(F) / (best * 1e9);
+}
+
+// Device-to-device copy of 256 MiB, best of 5: GB/s counting bytes read + written.
+double copy_gbs(cudaStream_t stream) {
+    const size_t bytes = size_t(256) << 20;
+    void *a = nullptr, *b = nullptr;
+    PIX2STRUCT_CUDA_CHECK(cudaMalloc(&a, bytes));
+    PIX2STRUCT_CUDA_CHECK(cudaMalloc(&b, bytes));
+    PIX2STRUCT_CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, stream));
+    double best = 1e30;
+    for (int i = 0; i < 6; ++i) {
+        PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream));
+        const auto t = clock_type::now();
+        PIX2STRUCT_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream));
+        PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream));
+        if (i) best = std::min(best, ms_since(t));
+    }
+    cudaFree(a);
+    cudaFree(b);
+    return 2.0 * double(bytes) / (best * 1e6);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"End-to-end GPU benchmark (CudaBackend, fp32): encoder, cross K/V, per-token decode (medians)."};
+    std::string model_dir = "bench/out/base", patches_path;
+    int repeats = 10, tokens = 20, real = 2009, device = 0;
+    bool json = false;
+    app.add_option("--model", model_dir, "Model folder (HF layout)")->capture_default_str();
+    app.add_option("--patches", patches_path, "safetensors with flattened_patches [P, 770] and attention_mask [P]");
+    app.add_option("--real", real, "Without --patches: random real patches (padded to max_patches)")->capture_default_str();
+    app.add_option("--repeats", repeats, "Repeats (medians reported)")->capture_default_str();
+    app.add_option("--tokens", tokens, "Decode steps per repeat")->capture_default_str();
+    app.add_option("--device", device, "CUDA device")->capture_default_str();
+    app.add_flag("--json", json, "Print one JSON object");
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        auto t = clock_type::now();
+        const pix2struct::Checkpoint ckpt = pix2struct::Checkpoint::load(model_dir);
+        const double load_ms = ms_since(t);
+        pix2struct::CudaOptions options;
+        options.device = device;
+        options.synchronous = false;
+        t = clock_type::now();
+        pix2struct::CudaBackend gpu(ckpt, options);
+        const double upload_ms = ms_since(t);
+        pix2struct::ForConditionalGeneration<pix2struct::CudaBackend> model(ckpt, gpu);
+        const pix2struct::Config& cfg = ckpt.config();
+        const int64_t W = cfg.vision.patch_embed_hidden_size + 2;
+
+        // The input rows.
+        std::vector<float> flattened, mask;
+        if (!patches_path.empty()) {
+            const pix2struct::SafetensorsFile f = pix2struct::SafetensorsFile::open(patches_path);
+            flattened = f.at("flattened_patches").to_float();
+            mask = f.at("attention_mask").to_float();
+            if (int64_t(flattened.size()) != int64_t(mask.size()) * W)
+                pix2struct::detail::fail(patches_path, ": flattened_patches holds ", flattened.size(), " values for ",
+                                         mask.size(), " mask entries of ", W, " values each");
+        } else {
+            const int64_t P = ckpt.preprocessor().max_patches;
+            const int64_t n = std::clamp<int64_t>(real, 1, P);
+            const int64_t cols = int64_t(std::ceil(std::sqrt(double(n))));
+            flattened.assign(size_t(P * W), 0.0f);
+            mask.assign(size_t(P), 0.0f);
+            std::mt19937 rng(1);
+            std::normal_distribution<float> nd;
+            for (int64_t i = 0; i < n; ++i) {
+                flattened[size_t(i * W)] = float(i / cols + 1);
+                flattened[size_t(i * W + 1)] = float(i % cols + 1);
+                for (int64_t k = 2; k < W; ++k) flattened[size_t(i * W + k)] = nd(rng);
+                mask[size_t(i)] = 1;
+            }
+        }
+
+        const int64_t V = cfg.text.vocab_size;
+        std::vector<double> t_enc, t_kv, t_tok, t_tok_sync;
+        int64_t N = 0;
+        std::vector<int64_t> first_ids;
+        for (int r = 0; r < repeats + 1; ++r) {  // run 0 warms up (allocations, page migration) and is not counted
+            const bool count = r > 0;
+            t = clock_type::now();
+            N = model.encode(flattened, mask);
+            gpu.synchronize();
+            if (count) t_enc.push_back(ms_since(t));
+            t = clock_type::now();
+            model.compute_cross_kv();
+            gpu.synchronize();
+            if (count) t_kv.push_back(ms_since(t));
+            model.begin(tokens + 1);
+            int64_t token = cfg.text.decoder_start_token_id;
+            for (int s = 0; s < tokens; ++s) {
+                t = clock_type::now();
+                const float* logits = model.step(token);
+                gpu.synchronize();
+                token = std::max_element(logits, logits + V) - logits;
+                if (count) t_tok.push_back(ms_since(t));
+                if (r == 0) first_ids.push_back(token);
+            }
+        }
+        // The synchronous backend (a fence after every primitive), as generate() runs it.
+        gpu.set_synchronous(true);
+        for (int r = 0; r < std::max(1, repeats / 2) + 1; ++r) {
+            model.begin(tokens + 1);
+            int64_t token = cfg.text.decoder_start_token_id;
+            for (int s = 0; s < tokens; ++s) {
+                t = clock_type::now();
+                const float* logits = model.step(token);
+                token = std::max_element(logits, logits + V) - logits;
+                if (r > 0) t_tok_sync.push_back(ms_since(t));
+            }
+        }
+
+        // Work per stage (as bench/bench_e2e.cpp counts it).
+        const double H = cfg.vision.hidden_size, I = cfg.vision.inner_dim(), F = cfg.vision.d_ff,
+                     D = cfg.vision.patch_embed_hidden_size, L = cfg.vision.num_hidden_layers, n = double(N);
+        const double enc_flop = 2 * n * D * H + L * (2 * n * H * I * 4 + 2 * 2 * n * n * I + 3 * 2 * n * H * F);
+        const double Ht = cfg.text.hidden_size, It = cfg.text.inner_dim(), Ft = cfg.text.d_ff, Lt = cfg.text.num_layers;
+        const double kv_flop = Lt * 2 * 2 * n * Ht * It;
+        const double dec_params = Lt * (8 * Ht * It + 3 * Ht * Ft) + double(V) * Ht;
+        const double dec_bytes = 4 * dec_params + 4 * Lt * 2 * n * It;  // fp32 weights + the cross K/V cache
+
+        const double sgemm = sgemm_tflops(std::max<int64_t>(N, 256), int64_t(H), int64_t(F), gpu.stream());
+        const double copy = copy_gbs(gpu.stream());
+        const double enc = median(t_enc), kv = median(t_kv), tok = median(t_tok), tok_sync = median(t_tok_sync);
+        if (json) {
+            nlohmann::json j{{"model", model_dir}, {"device", gpu.device_name()}, {"real_patches", N},
+                             {"max_patches", int64_t(mask.size())}, {"repeats", repeats}, {"tokens", tokens},
+                             {"load_ms", load_ms}, {"upload_ms", upload_ms}, {"encoder_ms", enc}, {"cross_kv_ms", kv},
+                             {"token_ms", tok}, {"token_sync_ms", tok_sync},
+                             {"encoder_tflops", enc_flop / (enc * 1e9)}, {"cross_kv_tflops", kv_flop / (kv * 1e9)},
+                             {"decode_gbs", dec_bytes / (tok * 1e6)}, {"yardstick_sgemm_tflops", sgemm},
+                             {"yardstick_copy_gbs", copy}, {"first_ids", first_ids}};
+            std::cout << j.dump() << "\n";
+        } else {
+            std::printf("model %s on %s (fp32, CudaBackend), %lld real patches of %zu, %d repeats x %d tokens (medians)\n",
+                        model_dir.c_str(), gpu.device_name().c_str(), (long long)N, mask.size(), repeats, tokens);
+            std::printf("  load %.0f ms, upload %.0f ms (%.0f MiB of weights)\n", load_ms, upload_ms,
+                        pix2struct::detail::mib(gpu.weight_bytes()));
+            std::printf("  encoder     %9.2f ms   %6.2f TFLOP/s (%.1f GFLOP)\n", enc, enc_flop / (enc * 1e9), enc_flop / 1e9);
+            std::printf("  cross K/V   %9.2f ms   %6.2f TFLOP/s\n", kv, kv_flop / (kv * 1e9));
+            std::printf("  decode      %9.3f ms/token  %6.0f GB/s (%.0f MB read per token)\n", tok,
+                        dec_bytes / (tok * 1e6), dec_bytes / 1e6);
+            std::printf("  decode, synchronous backend %9.3f ms/token\n", tok_sync);
+            std::printf("  yardsticks: cuBLAS fp32 SGEMM %.2f TFLOP/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ), D2D copy %.0f GB/s\n",
+                        sgemm, (long long)std::max<int64_t>(N, 256), H, F, H, copy);
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_e2e_gpu: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
