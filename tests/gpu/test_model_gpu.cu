@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -51,8 +52,15 @@ bool has_cuda_device() {
         }                                             \
     } while (0)
 
-const fs::path kData = fs::path(PIX2STRUCT_TEST_DATA) / "models";
-const fs::path kOut = fs::path(PIX2STRUCT_SOURCE_DIR) / "tests" / "reference" / "out";
+// The repository root: the one compiled in, or (a build carried to the GPU machine, whose checkout lives
+// elsewhere) $PIX2STRUCT_SOURCE_DIR or the working directory — bench/gpu/run.sh runs the tests from the root.
+fs::path source_root() {
+    if (const char* e = std::getenv("PIX2STRUCT_SOURCE_DIR")) return e;
+    if (fs::exists(fs::path(PIX2STRUCT_SOURCE_DIR) / "tests" / "data")) return PIX2STRUCT_SOURCE_DIR;
+    return fs::current_path();
+}
+const fs::path kData = source_root() / "tests" / "data" / "models";
+const fs::path kOut = source_root() / "tests" / "reference" / "out";
 
 struct Goldens {
     SafetensorsFile file;
