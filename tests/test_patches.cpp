@@ -99,7 +99,7 @@ TEST_CASE("flattened patches match the processor") {
         MESSAGE(label, ": ", p.rows, "x", p.cols, " patches, max |diff| ", max_diff, why);
         if (composed_identical && !jpeg) CHECK(max_diff <= 1e-4);
         else if (jpeg) CHECK(max_diff <= 0.05);
-        else CHECK(max_diff <= 1.0);  // header anti-aliasing differs (measured max 0.47, standardized units)
+        else CHECK(max_diff <= 0.02);  // header anti-aliasing differs slightly (measured max 0.006, standardized)
     }
 }
 
