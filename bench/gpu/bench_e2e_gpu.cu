@@ -11,9 +11,11 @@
 //   encoder    model.encode(): host writes of the patch pixels into managed memory, then the vision tower
 //              on the real patches
 //   cross K/V  model.compute_cross_kv(): every decoder layer's K/V of the encoder states (once per image)
-//   decode     one greedy step: launches, fence, argmax on the host over the managed logits (median over
-//              repeats × tokens steps; every step runs, eos or not, so every repeat does the same work)
-//   decode, synchronous backend   the same step with a fence after every primitive (what generate() runs)
+//   decode     one greedy step: launches, then CudaBackend::argmax (on the device; 4 bytes come back; the
+//              fence) (median over repeats × tokens steps; every step runs, eos or not, so every repeat
+//              does the same work)
+//   decode, synchronous backend   the step with a fence after every primitive and the host reading the
+//              managed logits, as generate() runs it
 // Beside each time: TFLOP/s (encoder, cross K/V) or GB/s of fp32 weights + cross K/V read (decode), and two
 // yardsticks measured in the same run: cuBLAS fp32 SGEMM at an encoder product and a device-to-device copy.
 #include <CLI/CLI.hpp>
@@ -176,9 +178,7 @@ int main(int argc, char** argv) {
             int64_t token = cfg.text.decoder_start_token_id;
             for (int s = 0; s < tokens; ++s) {
                 t = clock_type::now();
-                const float* logits = model.step(token);
-                gpu.synchronize();
-                token = std::max_element(logits, logits + V) - logits;
+                token = gpu.argmax(model.step(token), V);
                 if (count) t_tok.push_back(ms_since(t));
                 if (r == 0) first_ids.push_back(token);
             }

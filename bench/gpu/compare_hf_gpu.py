@@ -14,7 +14,8 @@ Stages, medians over repeats, torch.cuda.synchronize() around each timed call:
   encoder   model.encoder(flattened_patches, attention_mask)
   decode    model.generate(encoder_outputs=..., max_new_tokens=T, min_new_tokens=T, use_cache=True): includes
             the cross K/V projection (HF computes it in the first step) and no early stop; ours is
-            cross_kv_ms + T * token_ms from bench_e2e_gpu (asynchronous backend, one fence per token).
+            cross_kv_ms + T * token_ms from bench_e2e_gpu (asynchronous backend, argmax on the device, one
+            fence per token).
 HF runs eager attention (Pix2Struct has no SDPA path) in float32 (the same arithmetic as ours; TF32 off) and
 in bfloat16 (the checkpoint's dtype). Our figures are fp32: the bf16 column shows what a bf16 path must beat.
 """
@@ -70,6 +71,9 @@ def timed(f, repeats):
 def hf_times(args, dtype, fp, mask):
     import torch
     from transformers import Pix2StructForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
 
     model = Pix2StructForConditionalGeneration.from_pretrained(args.model, torch_dtype=dtype,
                                                                attn_implementation="eager").cuda().eval()

@@ -113,8 +113,8 @@ std::vector<int64_t> without_start(const nlohmann::json& ids) {
     return {v.begin() + 1, v.end()};
 }
 
-// Greedy decoding with the backend in its asynchronous mode: one fence per step before the host reads the
-// logits (what bench_e2e_gpu times). Same stopping rule as generate() with max_new_tokens.
+// Greedy decoding with the backend in its asynchronous mode: the step's launches, then the argmax on the
+// device and its fence (what bench_e2e_gpu times). Same stopping rule as generate() with max_new_tokens.
 std::vector<int64_t> greedy_async(ForConditionalGeneration<CudaBackend>& model, CudaBackend& gpu,
                                   const Input& in, int max_new) {
     gpu.set_synchronous(false);
@@ -125,9 +125,7 @@ std::vector<int64_t> greedy_async(ForConditionalGeneration<CudaBackend>& model, 
     std::vector<int64_t> ids;
     int64_t token = c.text.decoder_start_token_id;
     for (int n = 0; n < max_new; ++n) {
-        const float* logits = model.step(token);
-        gpu.synchronize();
-        token = std::max_element(logits, logits + c.text.vocab_size) - logits;  // first maximum
+        token = gpu.argmax(model.step(token), c.text.vocab_size);  // on the device, first maximum; fences
         ids.push_back(token);
         if (token == c.text.eos_token_id) break;
     }

@@ -270,6 +270,18 @@ public:
 
     // ---- beyond the concept -----------------------------------------------------------------------
 
+    // Index of the first maximum of logits[V] (greedy decoding; NaN never wins), computed on the device:
+    // the host receives 4 bytes instead of reading V managed floats. Waits for the stream.
+    int64_t argmax(const float* logits, int64_t V) {
+        argmax_device_.reserve(sizeof(int32_t), stream_);
+        kernels::argmax(logits, 1, V, static_cast<int32_t*>(argmax_device_.data()), stream_);
+        int32_t best = 0;
+        PIX2STRUCT_CUDA_CHECK(cudaMemcpyAsync(&best, argmax_device_.data(), sizeof(best), cudaMemcpyDeviceToHost, stream_));
+        synchronize();
+        return best;
+    }
+
+
     // Waits for everything queued on stream() (the asynchronous mode's fence before host access).
     void synchronize() { PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
     cudaStream_t stream() const { return stream_; }
@@ -405,7 +417,7 @@ private:
     void* bf16_arena_ = nullptr;
     size_t f32_bytes_ = 0, bf16_bytes_ = 0;
     std::unordered_map<const Weight*, DeviceWeight> weights_;
-    detail::DeviceBytes decode_workspace_, ids_device_;
+    detail::DeviceBytes decode_workspace_, ids_device_, argmax_device_;
     std::vector<int32_t> ids_host_;
 };
 
