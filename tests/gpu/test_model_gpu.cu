@@ -2,11 +2,12 @@
 //
 // Same goldens and tolerances as tests/test_model.cpp (written by tests/reference/make_model_goldens.py):
 //   tests/data/models/{tiny,tiny-bf16}/ checkpoints, tests/data/models/goldens/<name>.{safetensors,json};
-//   tests/reference/out/{large-widths-2layer,base-random}/ when generated (--big; not committed).
+//   tests/reference/out/tiny-d64/ (tests/reference/make_gpu_goldens.py, 2.7 MB: d_kv 64, carried to GPU machines)
+//   and tests/reference/out/{large-widths-2layer,base-random}/ (make_model_goldens.py --big), when generated.
 // Encoder states max |diff| ≤ 1e-4 · max(1, max |ref|); teacher-forced logits ≤ 1e-3 absolute; generated
 // ids identical for the cases whose smallest top-1 margin is clear (min_margin_required).
-// The tiny models have d_kv 24/32, so they exercise attention_any_dim; the base/large ones (d_kv 64) the
-// fast attention kernels (full, split-K decode).
+// The tiny models have d_kv 24/32, so they exercise attention_any_dim; tiny-d64 and the base/large ones
+// (d_kv 64) the fast attention kernels (full, split-K decode).
 // Without a CUDA device every case prints "SKIPPED: no CUDA device" (CTest reports the test skipped), and
 // one case checks that constructing the backend then fails with a clear pix2struct::Error.
 #include <doctest/doctest.h>
@@ -286,6 +287,20 @@ TEST_CASE("gpu model: errors name the problem (memory, foreign weights, bad ids)
                          Error);
     const int64_t bad = 100000;
     CHECK_THROWS_WITH_AS(gpu.embed(ckpt.text().embed_tokens, &bad, 1, out.data()), doctest::Contains("outside"), Error);
+}
+
+TEST_CASE("gpu model: 64-wide heads, fast attention kernels (tests/reference/out/tiny-d64, when generated)") {
+    SKIP_WITHOUT_GPU();
+    const fs::path dir = kOut / "tiny-d64";
+    if (!fs::exists(dir / "goldens.json")) {
+        MESSAGE("skipped: run tests/reference/make_gpu_goldens.py to create ", dir.string(), " (2.7 MB; carry it)");
+        return;
+    }
+    const Goldens g = load_goldens(dir / "goldens.safetensors", dir / "goldens.json");
+    const Figures f = check_checkpoint(dir, g);
+    MESSAGE("tiny-d64 on the GPU: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ", f.logits_abs, ", ",
+            f.generations, " generations, ", f.pipeline, " pipeline cases");
+    CHECK(f.generations >= 4);
 }
 
 TEST_CASE("gpu model: large widths, 2 layers (tests/reference/out, when generated)") {
