@@ -62,7 +62,7 @@ else  # a carried build dir: CTest's absolute paths point elsewhere, run the tes
         (cd "$root" && "$t") >>"$out/tests.log" 2>&1 || tests_ok=0  # the model test finds tests/data from the root
     done
 fi
-grep -E "test cases:|assertions:|FAILED|ERROR|rel error|unwritten|seed=|Passed|Failed|tests passed" "$out/tests.log" | head -n 60
+grep -E "test cases:|assertions:|FAILED|ERROR|rel error|unwritten|seed=|Passed|Failed|tests passed|on the GPU" "$out/tests.log" | head -n 60
 
 echo "== microbenchmarks =="
 "$build/gpu_bench_kernels" >"$out/bench_kernels.txt" 2>&1 || echo "gpu_bench_kernels failed"
