@@ -139,6 +139,13 @@ struct Figures {
     int generations = 0, pipeline = 0;
 };
 
+// The figures on stdout too (doctest prints MESSAGE only for failures or with -s; bench/gpu/run.sh greps these).
+void print_figures(const char* name, const Figures& f) {
+    std::printf("%s on the GPU: encoder max|diff|/scale %.3g, logits max|diff| %.3g, %d generations, %d pipeline cases\n",
+                name, double(f.encoder_rel), double(f.logits_abs), f.generations, f.pipeline);
+    std::fflush(stdout);
+}
+
 Figures check_checkpoint(const fs::path& model_dir, const Goldens& g, float logits_tol = 1e-3f) {
     Figures f;
     const Checkpoint ckpt = Checkpoint::load(model_dir);
@@ -225,6 +232,7 @@ TEST_CASE("gpu model: tiny F32 checkpoint matches HF (encoder, teacher-forced lo
     SKIP_WITHOUT_GPU();
     const Goldens g = load_goldens(kData / "goldens" / "tiny.safetensors", kData / "goldens" / "tiny.json");
     const Figures f = check_checkpoint(kData / "tiny", g);
+    print_figures("tiny F32", f);
     MESSAGE("tiny F32 on the GPU: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ", f.logits_abs, ", ",
             f.generations, " generations, ", f.pipeline, " pipeline cases");
     CHECK(f.generations >= 4);
@@ -235,6 +243,7 @@ TEST_CASE("gpu model: tiny BF16 checkpoint matches HF run on the same BF16 weigh
     SKIP_WITHOUT_GPU();
     const Goldens g = load_goldens(kData / "goldens" / "tiny-bf16.safetensors", kData / "goldens" / "tiny-bf16.json");
     const Figures f = check_checkpoint(kData / "tiny-bf16", g);
+    print_figures("tiny BF16", f);
     MESSAGE("tiny BF16 on the GPU: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ", f.logits_abs,
             ", ", f.generations, " generations");
     CHECK(f.generations >= 4);
@@ -298,6 +307,7 @@ TEST_CASE("gpu model: 64-wide heads, fast attention kernels (tests/reference/out
     }
     const Goldens g = load_goldens(dir / "goldens.safetensors", dir / "goldens.json");
     const Figures f = check_checkpoint(dir, g);
+    print_figures("tiny-d64", f);
     MESSAGE("tiny-d64 on the GPU: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ", f.logits_abs, ", ",
             f.generations, " generations, ", f.pipeline, " pipeline cases");
     CHECK(f.generations >= 4);
@@ -312,6 +322,7 @@ TEST_CASE("gpu model: large widths, 2 layers (tests/reference/out, when generate
     }
     const Goldens g = load_goldens(dir / "goldens.safetensors", dir / "goldens.json");
     const Figures f = check_checkpoint(dir, g, 1e-3f);
+    print_figures("large-widths 2-layer", f);
     MESSAGE("large-widths 2-layer on the GPU: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ",
             f.logits_abs, ", ", f.generations, " generations");
     CHECK(f.generations >= 1);
@@ -326,6 +337,7 @@ TEST_CASE("gpu model: base shapes (12 + 12 layers, 2048 patches; tests/reference
     }
     const Goldens g = load_goldens(dir / "goldens.safetensors", dir / "goldens.json");
     const Figures f = check_checkpoint(dir, g, 1e-3f);
+    print_figures("base random", f);
     MESSAGE("base random on the GPU: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ", f.logits_abs,
             ", ", f.generations, " generations");
     CHECK(f.generations >= 1);
