@@ -92,7 +92,7 @@ std::vector<int64_t> without_start(const nlohmann::json& ids) {
 // Checks one checkpoint against its goldens. Returns the figures for the report.
 struct Figures {
     float encoder_rel = 0, logits_abs = 0;
-    int generations = 0, pipeline = 0;
+    int generations = 0, pipeline = 0, prompted = 0;
 };
 
 Figures check_checkpoint(const fs::path& model_dir, const Goldens& g, const Tokenizer* tok, int threads,
@@ -162,6 +162,26 @@ Figures check_checkpoint(const fs::path& model_dir, const Goldens& g, const Toke
         if (tok && c["text"].is_string()) CHECK(tok->decode(r.ids) == c["text"].get<std::string>());
         ++f.pipeline;
     }
+    // captioning with a decoder prompt (HF: processor(images, text) on a non-VQA checkpoint → generate)
+    if (g.meta.contains("prompted") && tok) {
+        for (const auto& c : g.meta["prompted"]) {
+            if (c["min_margin"].get<double>() < min_margin) continue;
+#ifdef P2S_HAVE_FRONTEND
+            const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
+            PreprocessOptions po;
+            po.max_patches = int(P);
+            const Patches p = preprocess(img, "", po);
+            const auto prompt = tok->encode(c["prompt"].get<std::string>());
+            CHECK(prompt == c["prompt_ids"].get<std::vector<int64_t>>());
+            GenerateOptions opt;
+            opt.decoder_prompt = prompt;
+            const GenerateResult r = model.generate(p.flattened, p.mask, opt);
+            CHECK(r.ids == without_start(c["ids"]));
+            CHECK(tok->decode(r.ids) == c["text"].get<std::string>());
+            ++f.prompted;
+#endif
+        }
+    }
     return f;
 }
 
@@ -188,7 +208,8 @@ TEST_CASE("model: tiny F32 checkpoint matches HF (encoder, teacher-forced logits
     for (int threads : {1, 2}) {
         const Figures f = check_checkpoint(kData / "tiny", g, &tok, threads);
         MESSAGE("tiny F32, threads ", threads, ": encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ",
-                f.logits_abs, ", ", f.generations, " generations, ", f.pipeline, " pipeline cases");
+                f.logits_abs, ", ", f.generations, " generations, ", f.pipeline, " pipeline cases, ", f.prompted,
+                " prompted captions");
         CHECK(f.generations >= 4);
         CHECK(f.pipeline >= 1);
     }

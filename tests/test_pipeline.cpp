@@ -82,6 +82,19 @@ TEST_CASE("pipeline: a captioning checkpoint (is_vqa false) takes no question") 
         ++checked;
     }
     CHECK(checked == 1);
+    // a question on a captioning checkpoint starts the caption (HF's conditional captioning)
+    for (const auto& c : g["prompted"]) {
+        if (c["min_margin"].get<double>() < g["min_margin_required"].get<double>()) continue;
+        const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
+        std::string streamed;
+        const Answer a = pipe.ask(img, c["prompt"].get<std::string>(),
+                                  {.on_text = [&](std::string_view s) { streamed += s; return true; }});
+        CHECK(a.ids == without_start(c["ids"]));
+        CHECK(a.text == c["text"].get<std::string>());
+        CHECK(streamed == a.text);
+        ++checked;
+    }
+    CHECK(checked == 2);
     fs::remove_all(dir);
 }
 

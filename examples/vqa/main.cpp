@@ -3,6 +3,7 @@
 //   pix2struct-vqa --model pix2struct-ai2d-base --image diagram.png --question "What comes after the larva?"
 //   pix2struct-vqa --model examples/demo/model --image examples/demo/diagram.png --question "What is shown?"
 //   pix2struct-vqa --model pix2struct-textcaps-base --image photo.jpg              # captioning: no question
+//   pix2struct-vqa --model pix2struct-textcaps-base --image photo.jpg --question "A picture of"  # caption prompt
 //
 // Prints the answer as it is generated (or one JSON object with --json). Exit status 1 with a one-line
 // error for a missing or incomplete model folder, an unreadable image, a missing question on a VQA model.
@@ -24,7 +25,8 @@ int main(int argc, char** argv) {
                    "Model folder: config.json, preprocessor_config.json, model.safetensors, spiece.model")
         ->required();
     app.add_option("--image", image_path, "Image file (PNG, JPEG, BMP, GIF, …)")->required();
-    app.add_option("--question", question, "The question (required by VQA checkpoints, ignored by captioning ones)");
+    app.add_option("--question", question,
+                   "The question (required by VQA checkpoints); for captioning checkpoints, the start of the caption");
     app.add_option("--max-new-tokens", max_new_tokens, "Most tokens to generate (0: HF's default, 20)")
         ->check(CLI::NonNegativeNumber);
     app.add_option("--threads", threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
@@ -52,7 +54,7 @@ int main(int argc, char** argv) {
                          pipe.preprocess_options().max_patches, load_ms);
         }
         if (!pipe.is_vqa() && !question.empty() && verbose)
-            std::fprintf(stderr, "note: captioning checkpoint (is_vqa false): the question is ignored\n");
+            std::fprintf(stderr, "note: captioning checkpoint (is_vqa false): the text starts the caption\n");
 
         const pix2struct::Image image = pix2struct::load_image(image_path);
         const auto t_pre = clock::now();
@@ -85,7 +87,7 @@ int main(int argc, char** argv) {
                 std::fflush(stdout);
                 return true;
             };
-        pix2struct::Answer a = pipe.run(patches, ask);
+        pix2struct::Answer a = pipe.run(patches, ask, pipe.is_vqa() ? std::string_view{} : std::string_view(question));
         a.times.preprocess_ms = pre_ms;
 
         if (json) {

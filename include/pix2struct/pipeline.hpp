@@ -41,7 +41,8 @@ struct AskOptions {
 
 struct Answer {
     std::string text;           // decoded, special tokens skipped (HF: decode(ids, skip_special_tokens=True))
-    std::vector<int64_t> ids;   // generated tokens without the start token; ends with eos (1) if it stopped there
+    std::vector<int64_t> ids;   // without the start token: the caption prompt's tokens (if any), then the generated
+                                // ones; ends with eos (1) if it stopped there
     int64_t real_patches = 0;   // patches the encoder computed (rows × cols of the resized image)
     struct Times {
         double preprocess_ms = 0, encoder_ms = 0, cross_kv_ms = 0, decode_ms = 0;
@@ -62,7 +63,7 @@ public:
     const Tokenizer& tokenizer() const { return tokenizer_; }
     const PreprocessOptions& preprocess_options() const { return preprocess_; }
 
-    // The model input for an image and question (the question is ignored by captioning checkpoints).
+    // The model input for an image and question (captioning checkpoints draw no question).
     Patches prepare(const Image& image, std::string_view question) const {
         if (is_vqa() && question.empty())
             detail::fail(checkpoint_->dir().string(), ": this is a VQA checkpoint (is_vqa in preprocessor_config.json): "
@@ -70,23 +71,32 @@ public:
         return preprocess(image, is_vqa() ? question : std::string_view{}, preprocess_);
     }
 
-    // Preprocess, encode, decode. Throws pix2struct::Error for a VQA checkpoint without a question.
+    // Preprocess, encode, decode. VQA checkpoints draw the question on the image (required: a missing
+    // question throws pix2struct::Error); captioning checkpoints use a non-empty `question` as the start
+    // of the caption (HF's conditional captioning).
     Answer ask(const Image& image, std::string_view question = {}, const AskOptions& options = {}) {
         const auto t0 = std::chrono::steady_clock::now();
         const Patches patches = prepare(image, question);
         const double pre = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        Answer a = run(patches, options);
+        Answer a = run(patches, options, is_vqa() ? std::string_view{} : question);
         a.times.preprocess_ms = pre;
         return a;
     }
 
-    // Encode and decode already prepared patches.
-    Answer run(const Patches& patches, const AskOptions& options = {}) {
+    // Encode and decode already prepared patches. `prompt` (captioning checkpoints only) starts the
+    // answer, as HF's processor does with text for a non-VQA checkpoint: its tokens (with </s>) become
+    // the decoder prompt and the answer text includes it.
+    Answer run(const Patches& patches, const AskOptions& options = {}, std::string_view prompt = {}) {
         Answer a;
         std::string shown;  // text streamed so far
         GenerateOptions g;
         g.max_new_tokens = options.max_new_tokens;
-        std::vector<int64_t> so_far;
+        if (!prompt.empty() && !is_vqa()) g.decoder_prompt = tokenizer_.encode(prompt);
+        std::vector<int64_t> so_far = g.decoder_prompt;
+        if (options.on_text && !so_far.empty()) {
+            shown = tokenizer_.decode(so_far);
+            if (!options.on_text(shown)) return a;
+        }
         if (options.on_text)
             g.on_token = [&](int64_t token) {
                 so_far.push_back(token);

@@ -245,7 +245,7 @@ def make_diagram(path: Path, size=(220, 160), seed=0):
 # Goldens
 # ---------------------------------------------------------------------------------------------------------
 def write_goldens(name, model, tok, max_patches, rng, pipeline_cases, n_random=2, tf_len=7, gen_kw_list=None,
-                  store_pipeline_inputs=True, relax_pipeline_margin=False):
+                  store_pipeline_inputs=True, relax_pipeline_margin=False, prompted_cases=()):
     """<name>.safetensors (inputs store only the n real rows: pad with zero rows to max_patches, mask = row < n):
     per random case k: patches_k [n, 770] (BF16, exact), encoder_k [n, H] (real rows of the encoder output),
     tf_ids_k [T] (int64, starts with 0), logits_k [T, V]; per pipeline case j: pipe_patches_j [n, 770] (F32,
@@ -317,6 +317,22 @@ def write_goldens(name, model, tok, max_patches, rng, pipeline_cases, n_random=2
             want_vqa -= 1
         else:
             want_caption -= 1
+
+    # Captioning with a text prompt (conditional captioning): Pix2StructProcessor tokenizes the text
+    # without special tokens into decoder_input_ids; generate() prepends decoder_start_token_id and
+    # continues after the prompt (the returned sequence holds start + prompt + new tokens).
+    meta["prompted"] = []
+    for case in prompted_cases:
+        ip = Pix2StructImageProcessor(max_patches=max_patches, is_vqa=False)
+        proc = Pix2StructProcessor(ip, tok)
+        inputs = proc(images=Image.open(case["image"]), text=case["prompt"], return_tensors="pt",
+                      max_patches=max_patches)
+        fp = inputs["flattened_patches"][0].numpy()
+        mask = inputs["attention_mask"][0].numpy().astype(np.float32)
+        prompt_ids = inputs["decoder_input_ids"][0].tolist()
+        ids, margins = greedy(model, fp, mask, decoder_input_ids=inputs["decoder_input_ids"])
+        meta["prompted"].append(dict(case, image=str(Path(case["image"]).relative_to(ROOT)), prompt_ids=prompt_ids,
+                                     ids=ids, text=safe_decode(tok, ids), min_margin=min(margins), margins=margins))
     return tensors, meta
 
 
@@ -388,7 +404,10 @@ def main():
             save_checkpoint(model, d, tok, max_patches=64, is_vqa=True, bf16=bf16)
             m = load_fp32(d)
             rng = np.random.default_rng(42)
-            t, meta = write_goldens(name, m, tok, 64, rng, cases, n_random=3, store_pipeline_inputs=(name == "tiny"))
+            prompted = [{"image": str(images[0]), "prompt": "The diagram shows"},
+                        {"image": str(images[1]), "prompt": "A picture of"}]
+            t, meta = write_goldens(name, m, tok, 64, rng, cases, n_random=3, store_pipeline_inputs=(name == "tiny"),
+                                    prompted_cases=prompted)
             save_goldens(goldens, name, t, meta)
 
     if args.big:

@@ -36,6 +36,9 @@ namespace pix2struct {
 
 struct GenerateOptions {
     int max_new_tokens = 0;  // 0: HF's default length rule (20 new tokens for max_length 20; see above)
+    // Decoder prompt after the start token (HF: generate(decoder_input_ids=...) for conditional captioning;
+    // Pix2StructProcessor tokenizes the text WITH its trailing </s>, and generation continues after it).
+    std::vector<int64_t> decoder_prompt;
     // Called with each generated token (eos included) as soon as it is chosen; return false to stop early.
     std::function<bool(int64_t token)> on_token;
 };
@@ -47,7 +50,8 @@ struct StageTimes {
 };
 
 struct GenerateResult {
-    std::vector<int64_t> ids;  // generated tokens, without the start token; ends with eos if it stopped there
+    std::vector<int64_t> ids;  // HF's sequences[0][1:]: the decoder prompt (if any) then the generated tokens;
+                               // ends with eos if generation stopped there
     bool stopped_at_eos = false;
     int64_t encoder_rows = 0;  // patches the encoder computed (the real ones)
     StageTimes times;
@@ -147,9 +151,17 @@ public:
         r.times.encoder_ms = ms(t0, t1);
         r.times.cross_kv_ms = ms(t1, t2);
         if (max_new <= 0) return r;
-        begin(max_new + 1);
+        const std::vector<int64_t>& prompt = options.decoder_prompt;
+        begin(int64_t(prompt.size()) + max_new + 1);
         const int64_t V = config_.text.vocab_size;
         int64_t token = config_.text.decoder_start_token_id;
+        // The prompt (HF feeds it in one forward; the causal mask makes that equal to one step per token).
+        for (int64_t p : prompt) {
+            if (p < 0 || p >= V) detail::fail("generate: decoder prompt token ", p, " is outside the vocabulary [0, ", V, ")");
+            step(token);
+            token = p;
+            r.ids.push_back(p);
+        }
         for (int64_t n = 0; n < max_new; ++n) {
             auto s0 = clock::now();
             const float* logits = step(token);
