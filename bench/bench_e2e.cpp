@@ -121,8 +121,17 @@ int main(int argc, char** argv) {
         const double Ht = cfg.text.hidden_size, It = cfg.text.inner_dim(), Ft = cfg.text.d_ff, Lt = cfg.text.num_layers,
                      V = cfg.text.vocab_size;
         const double kv_flop = Lt * 2 * 2 * n * Ht * It;
-        const double dec_params = Lt * (8 * Ht * It + 3 * Ht * Ft) + V * Ht;  // read per token (fp32 here)
-        const double dec_bytes = 4 * dec_params + 4 * Lt * 2 * n * It;        // + the cross K/V cache
+        // Bytes read per token: decoder weights as the backend reads them (BF16 files: the stored 2 bytes;
+        // otherwise the fp32 view; cross K/V projections are not read at decode time) + the fp32 cross K/V cache.
+        double weight_bytes = 0;
+        for (const auto& l : ckpt.text().layers)
+            for (const pix2struct::Weight* w : {&l.self_query, &l.self_key, &l.self_value, &l.self_output, &l.cross_query,
+                                                &l.cross_output, &l.wi_0, &l.wi_1, &l.wo})
+                weight_bytes += double(w->size()) * (w->source && w->source->dtype == pix2struct::DType::BF16 ? 2 : 4);
+        const auto& lm = ckpt.text().lm_head;
+        weight_bytes += double(lm.size()) * (lm.source && lm.source->dtype == pix2struct::DType::BF16 ? 2 : 4);
+        (void)Ft; (void)V; (void)Ht;
+        const double dec_bytes = weight_bytes + 4 * Lt * 2 * n * It;
 
         // Yardsticks, same run: GEMM rate of the backend on an encoder-sized product; copy bandwidth.
         double gemm_gflops = 0, copy_gbs = 0;
