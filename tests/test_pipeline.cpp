@@ -26,7 +26,7 @@ std::vector<int64_t> without_start(const nlohmann::json& ids) {
 
 TEST_CASE("pipeline: VQA answers equal HF's, streamed pieces add up to the answer") {
     const auto g = goldens();
-    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 2});
+    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 2, .max_patches = 0, .font_path = {}});
     CHECK(pipe.is_vqa());
     int checked = 0;
     for (const auto& c : g["pipeline"]) {
@@ -35,7 +35,7 @@ TEST_CASE("pipeline: VQA answers equal HF's, streamed pieces add up to the answe
         const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
         std::string streamed;
         const Answer a = pipe.ask(img, c["question"].get<std::string>(),
-                                  {.on_text = [&](std::string_view s) { streamed += s; return true; }});
+                                  {.max_new_tokens = 0, .on_text = [&](std::string_view s) { streamed += s; return true; }});
         CHECK(a.ids == without_start(c["ids"]));
         CHECK(a.text == c["text"].get<std::string>());
         CHECK(streamed == a.text);
@@ -47,12 +47,12 @@ TEST_CASE("pipeline: VQA answers equal HF's, streamed pieces add up to the answe
 }
 
 TEST_CASE("pipeline: max_new_tokens and stopping from the streaming callback") {
-    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1});
+    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1, .max_patches = 0, .font_path = {}});
     const Image img = load_image(kData / "images" / "diagram.png");
-    const Answer a = pipe.ask(img, "What is shown?", {.max_new_tokens = 3});
+    const Answer a = pipe.ask(img, "What is shown?", {.max_new_tokens = 3, .on_text = {}});
     CHECK(a.ids.size() == 3);
     int calls = 0;
-    const Answer b = pipe.ask(img, "What is shown?", {.on_text = [&](std::string_view) { return ++calls < 2; }});
+    const Answer b = pipe.ask(img, "What is shown?", {.max_new_tokens = 0, .on_text = [&](std::string_view) { return ++calls < 2; }});
     CHECK(calls == 2);
     CHECK(b.ids.size() < 20);
 }
@@ -70,7 +70,7 @@ TEST_CASE("pipeline: a captioning checkpoint (is_vqa false) takes no question") 
     }
     pc["is_vqa"] = false;
     std::ofstream(dir / "preprocessor_config.json") << pc.dump(2);
-    Pipeline pipe = Pipeline::load(dir, {.threads = 2});
+    Pipeline pipe = Pipeline::load(dir, {.threads = 2, .max_patches = 0, .font_path = {}});
     CHECK_FALSE(pipe.is_vqa());
     int checked = 0;
     for (const auto& c : g["pipeline"]) {
@@ -88,7 +88,7 @@ TEST_CASE("pipeline: a captioning checkpoint (is_vqa false) takes no question") 
         const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
         std::string streamed;
         const Answer a = pipe.ask(img, c["prompt"].get<std::string>(),
-                                  {.on_text = [&](std::string_view s) { streamed += s; return true; }});
+                                  {.max_new_tokens = 0, .on_text = [&](std::string_view s) { streamed += s; return true; }});
         CHECK(a.ids == without_start(c["ids"]));
         CHECK(a.text == c["text"].get<std::string>());
         CHECK(streamed == a.text);
@@ -110,7 +110,7 @@ TEST_CASE("pipeline: errors name the model folder, the missing file, the missing
     CHECK_THROWS_WITH_AS(Pipeline::load(dir), doctest::Contains("spiece.model"), Error);
     fs::remove_all(dir);
 
-    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1});
+    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1, .max_patches = 0, .font_path = {}});
     const Image img = load_image(kData / "images" / "diagram.png");
     CHECK_THROWS_WITH_AS(pipe.ask(img, ""), doctest::Contains("a question is required"), Error);
 }

@@ -397,4 +397,6 @@ private:
     std::vector<detail::AlignedFloats> scratch_;
 };
 
+static_assert(Backend<CpuBackend>, "CpuBackend must provide every primitive of the Backend concept");
+
 }  // namespace pix2struct
