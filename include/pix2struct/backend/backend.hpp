@@ -2,8 +2,11 @@
 //
 // The model's blocks (nn/, model/) are templates over a Backend type and call only the members listed in
 // the `Backend` concept below; buffers are `Backend::Buffer` (float storage the backend can address: host
-// memory for the CPU, device memory for CUDA). Weights are passed as `const Weight&` (the host fp32 view
-// and the stored tensor); a device backend maps them to its own copies, uploaded once.
+// memory for the CPU, device memory for CUDA). Model code never dereferences a Buffer on the host: what
+// the host prepares (patch pixels, masks, the relative position bias) goes in through upload(), what it
+// reads (logits) comes out through download(). Weights are passed as `const Weight&` (the host fp32 view
+// and the stored tensor); a device backend maps them to its own copies, uploaded once. Embedding ids are
+// host arrays (a handful of integers per call).
 #pragma once
 
 #include <concepts>
@@ -40,6 +43,9 @@ concept Backend = requires(B& b, const float* x, float* y, const Weight& w, cons
     b.attention(a);                               // softmax(QKᵀ + bias, mask)·V, no 1/√d
     b.embed(w, ids, n, y, Write::Overwrite);      // Y[i] = table[ids[i]]
     b.add_rows(y, x, n);                          // Y += X
+    b.upload(y, x, n);                            // backend ← host
+    b.download(y, x, n);                          // host ← backend
+    b.copy(y, x, n);                              // backend ← backend
 };
 
 }  // namespace pix2struct

@@ -366,6 +366,11 @@ struct CpuBackend {
         }
     }
 
+    // Host memory is the backend's memory: transfers are copies.
+    void upload(float* dst, const float* src, int64_t n) { std::copy(src, src + n, dst); }
+    void download(float* dst, const float* src, int64_t n) { std::copy(src, src + n, dst); }
+    void copy(float* dst, const float* src, int64_t n) { std::copy(src, src + n, dst); }
+
     void add_rows(float* Y, const float* X, int64_t n) {
         Eigen::Map<Eigen::ArrayXf>(Y, n) += Eigen::Map<const Eigen::ArrayXf>(X, n);
     }

@@ -84,14 +84,14 @@ public:
         rows_computed_ = encoder.forward(*backend_, flattened, mask, vision_act_, states_.data(), row_index_, options);
         return rows_computed_;
     }
-    const float* encoder_states() const { return states_.data(); }   // [rows, H]
+    const float* encoder_states() const { return states_.data(); }   // [rows, H], a backend buffer
     const std::vector<int64_t>& encoder_rows() const { return row_index_; }
 
     // Cross-attention K/V of every layer from the current encoder states (once per image). With
     // skip_padding = false the states include padded rows; only the real ones are used as keys.
     void compute_cross_kv() {
         const int64_t H = config_.vision.hidden_size;
-        const float* m = vision_act_.mask.data();
+        const float* m = vision_act_.mask_host.data();
         int64_t real = 0;
         for (int64_t i = 0; i < rows_computed_; ++i) real += m[i] != 0.0f;
         if (real == rows_computed_) {
@@ -101,7 +101,7 @@ public:
         // skip_padding = false: keep the real rows only (the reference masks the others to weight 0)
         typename B::Buffer compact = backend_->alloc(size_t(real * H));
         for (int64_t i = 0, j = 0; i < rows_computed_; ++i)
-            if (m[i] != 0.0f) std::copy(states_.data() + i * H, states_.data() + (i + 1) * H, compact.data() + H * j++);
+            if (m[i] != 0.0f) backend_->copy(compact.data() + H * j++, states_.data() + i * H, H);
         decoder.compute_cross_kv(*backend_, compact.data(), real, cross_kv_);
     }
 
@@ -111,8 +111,13 @@ public:
         text_act_.reserve(*backend_, config_.text, max_positions);
         self_kv_.length = 0;
     }
-    // Feeds `token` at the next position; returns the logits [V] for the following token.
-    const float* step(int64_t token) { return decoder.step(*backend_, token, self_kv_, cross_kv_, text_act_); }
+    // Feeds `token` at the next position; returns the logits [V] for the following token, on the host.
+    const float* step(int64_t token) {
+        const float* logits = decoder.step(*backend_, token, self_kv_, cross_kv_, text_act_);
+        logits_host_.resize(size_t(config_.text.vocab_size));
+        backend_->download(logits_host_.data(), logits, config_.text.vocab_size);
+        return logits_host_.data();
+    }
 
     // Teacher forcing: logits [T, V] for decoder_input_ids (the reference's forward with decoder_input_ids).
     std::vector<float> forward(std::span<const float> flattened, std::span<const float> mask,
@@ -195,6 +200,7 @@ private:
     SelfKV<B> self_kv_;
     typename B::Buffer states_;
     int64_t states_capacity_ = 0, rows_computed_ = 0;
+    std::vector<float> logits_host_;  // [V]
     std::vector<int64_t> row_index_;
 };
 

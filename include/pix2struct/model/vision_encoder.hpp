@@ -51,6 +51,7 @@ struct VisionActivations {
     using Buffer = typename Backend::Buffer;
     int64_t capacity = 0;
     Buffer pixels, x, normed, q, k, v, out, gelu, linear, mask;
+    std::vector<float> pixels_host, mask_host;  // gathered on the host, then uploaded
     std::vector<int64_t> row_ids, col_ids;
 
     void reserve(Backend& backend, int64_t N, const VisionConfig& c) {
@@ -66,6 +67,8 @@ struct VisionActivations {
         gelu = backend.alloc(size_t(N * F));
         linear = backend.alloc(size_t(N * F));
         mask = backend.alloc(size_t(N));
+        pixels_host.resize(size_t(N * D));
+        mask_host.resize(size_t(N));
         row_ids.resize(size_t(N));
         col_ids.resize(size_t(N));
         capacity = N;
@@ -146,9 +149,11 @@ struct VisionModel {
                              ", outside the embedding tables [0, ", config.seq_len, ")");
             a.row_ids[size_t(n)] = r;
             a.col_ids[size_t(n)] = c;
-            std::copy(p + 2, p + W, a.pixels.data() + n * D);
-            a.mask.data()[n] = mask[size_t(rows[size_t(n)])];
+            std::copy(p + 2, p + W, a.pixels_host.data() + n * D);
+            a.mask_host[size_t(n)] = mask[size_t(rows[size_t(n)])];
         }
+        backend.upload(a.pixels.data(), a.pixels_host.data(), N * D);  // [N, D]
+        backend.upload(a.mask.data(), a.mask_host.data(), N);          // [N]
         const float* key_mask = options.skip_padding ? nullptr : a.mask.data();
         embeddings.forward(backend, a.pixels.data(), a.row_ids.data(), a.col_ids.data(), N, a.x.data());  // [N, H]
         for (const VisionLayer& l : layer) l.forward(backend, a.x.data(), N, key_mask, a);                // [N, H]
