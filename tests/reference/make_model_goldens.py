@@ -75,7 +75,7 @@ def train_spiece(path: Path):
         spm.SentencePieceTrainer.train(
             input=str(txt), model_prefix=str(Path(tmp) / "sp"), vocab_size=SPM_VOCAB, model_type="unigram",
             pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
-            character_coverage=1.0, normalization_rule_name="identity", num_threads=1, seed_sentencepiece_size=100000,
+            character_coverage=1.0, normalization_rule_name="nmt_nfkc", num_threads=1, seed_sentencepiece_size=100000,
             input_sentence_size=0, shuffle_input_sentence=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(tmp) / "sp.model", path)
