@@ -3,12 +3,14 @@
 // The model's blocks (nn/, model/) are templates over a Backend type and call only the members listed in
 // the `Backend` concept below; buffers are `Backend::Buffer` (float storage the backend can address: host
 // memory for the CPU, device memory for CUDA). Model code never dereferences a Buffer on the host: what
-// the host prepares (patch pixels, masks, the relative position bias) goes in through upload(), what it
-// reads (logits) comes out through download(). Weights are passed as `const Weight&` (the host fp32 view
+// the host prepares (patch pixels, masks, the relative position bias) goes in through detail::to_backend,
+// what it reads (logits) comes out through detail::to_host: a backend's upload/download/copy members when
+// it has them, plain copies otherwise (host or managed memory). Weights are passed as `const Weight&` (the host fp32 view
 // and the stored tensor); a device backend maps them to its own copies, uploaded once. Embedding ids are
 // host arrays (a handful of integers per call).
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -43,9 +45,27 @@ concept Backend = requires(B& b, const float* x, float* y, const Weight& w, cons
     b.attention(a);                               // softmax(QKᵀ + bias, mask)·V, no 1/√d
     b.embed(w, ids, n, y, Write::Overwrite);      // Y[i] = table[ids[i]]
     b.add_rows(y, x, n);                          // Y += X
-    b.upload(y, x, n);                            // backend ← host
-    b.download(y, x, n);                          // host ← backend
-    b.copy(y, x, n);                              // backend ← backend
 };
+
+namespace detail {
+// backend ← host
+template <class B>
+void to_backend(B& b, float* dst, const float* src, int64_t n) {
+    if constexpr (requires { b.upload(dst, src, n); }) b.upload(dst, src, n);
+    else std::copy(src, src + n, dst);
+}
+// host ← backend
+template <class B>
+void to_host(B& b, float* dst, const float* src, int64_t n) {
+    if constexpr (requires { b.download(dst, src, n); }) b.download(dst, src, n);
+    else std::copy(src, src + n, dst);
+}
+// backend ← backend
+template <class B>
+void within_backend(B& b, float* dst, const float* src, int64_t n) {
+    if constexpr (requires { b.copy(dst, src, n); }) b.copy(dst, src, n);
+    else std::copy(src, src + n, dst);
+}
+}  // namespace detail
 
 }  // namespace pix2struct

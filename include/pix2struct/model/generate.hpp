@@ -101,7 +101,7 @@ public:
         // skip_padding = false: keep the real rows only (the reference masks the others to weight 0)
         typename B::Buffer compact = backend_->alloc(size_t(real * H));
         for (int64_t i = 0, j = 0; i < rows_computed_; ++i)
-            if (m[i] != 0.0f) backend_->copy(compact.data() + H * j++, states_.data() + i * H, H);
+            if (m[i] != 0.0f) detail::within_backend(*backend_, compact.data() + H * j++, states_.data() + i * H, H);
         decoder.compute_cross_kv(*backend_, compact.data(), real, cross_kv_);
     }
 
@@ -115,7 +115,7 @@ public:
     const float* step(int64_t token) {
         const float* logits = decoder.step(*backend_, token, self_kv_, cross_kv_, text_act_);
         logits_host_.resize(size_t(config_.text.vocab_size));
-        backend_->download(logits_host_.data(), logits, config_.text.vocab_size);
+        detail::to_host(*backend_, logits_host_.data(), logits, config_.text.vocab_size);
         return logits_host_.data();
     }
 

@@ -134,7 +134,7 @@ struct TextModel {
     }
 
     // One step: `token` at position self_kv.length; appends to the self cache; returns the logits [V]
-    // (a backend buffer: download() them to read on the host).
+    // (a backend buffer: detail::to_host() them to read on the host).
     template <class Backend>
     const float* step(Backend& backend, int64_t token, SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv,
                       TextActivations<Backend>& a) const {
@@ -144,7 +144,7 @@ struct TextModel {
         backend.embed(*embed_tokens, &token, 1, a.hidden.data());  // [1, H]
         // position_bias = compute_bias(...)[:, :, -seq_length:, :]  (layer 0's table, reused by every layer)
         relative_attention_bias.compute(pos, a.bias_host.data());  // [heads, 1, pos + 1]
-        backend.upload(a.bias.data(), a.bias_host.data(), int64_t(config.num_heads) * (pos + 1));
+        detail::to_backend(backend, a.bias.data(), a.bias_host.data(), int64_t(config.num_heads) * (pos + 1));
         for (size_t l = 0; l < layer.size(); ++l) layer[l].forward(backend, pos, int(l), self_kv, cross_kv, a);
         self_kv.length = pos + 1;
         // hidden_states = self.final_layer_norm(hidden_states); logits = self.lm_head(hidden_states)

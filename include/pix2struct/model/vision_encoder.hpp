@@ -152,8 +152,8 @@ struct VisionModel {
             std::copy(p + 2, p + W, a.pixels_host.data() + n * D);
             a.mask_host[size_t(n)] = mask[size_t(rows[size_t(n)])];
         }
-        backend.upload(a.pixels.data(), a.pixels_host.data(), N * D);  // [N, D]
-        backend.upload(a.mask.data(), a.mask_host.data(), N);          // [N]
+        detail::to_backend(backend, a.pixels.data(), a.pixels_host.data(), N * D);  // [N, D]
+        detail::to_backend(backend, a.mask.data(), a.mask_host.data(), N);          // [N]
         const float* key_mask = options.skip_padding ? nullptr : a.mask.data();
         embeddings.forward(backend, a.pixels.data(), a.row_ids.data(), a.col_ids.data(), N, a.x.data());  // [N, H]
         for (const VisionLayer& l : layer) l.forward(backend, a.x.data(), N, key_mask, a);                // [N, H]
