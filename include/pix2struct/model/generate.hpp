@@ -111,9 +111,13 @@ public:
         text_act_.reserve(*backend_, config_.text, max_positions);
         self_kv_.length = 0;
     }
-    // Feeds `token` at the next position; returns the logits [V] for the following token, on the host.
-    const float* step(int64_t token) {
-        const float* logits = decoder.step(*backend_, token, self_kv_, cross_kv_, text_act_);
+    // Feeds `token` at the next position; returns the logits [V] for the following token — a backend
+    // buffer (host memory for the CPU backend; a device backend may reduce it in place, e.g. argmax).
+    const float* step(int64_t token) { return decoder.step(*backend_, token, self_kv_, cross_kv_, text_act_); }
+
+    // The same step with the logits copied to host memory.
+    const float* step_to_host(int64_t token) {
+        const float* logits = step(token);
         logits_host_.resize(size_t(config_.text.vocab_size));
         detail::to_host(*backend_, logits_host_.data(), logits, config_.text.vocab_size);
         return logits_host_.data();
@@ -128,7 +132,7 @@ public:
         const int64_t V = config_.text.vocab_size;
         std::vector<float> logits(decoder_input_ids.size() * size_t(V));
         for (size_t t = 0; t < decoder_input_ids.size(); ++t) {
-            const float* l = step(decoder_input_ids[t]);
+            const float* l = step_to_host(decoder_input_ids[t]);
             std::copy(l, l + V, logits.begin() + int64_t(t) * V);
         }
         return logits;
@@ -169,7 +173,7 @@ public:
         }
         for (int64_t n = 0; n < max_new; ++n) {
             auto s0 = clock::now();
-            const float* logits = step(token);
+            const float* logits = step_to_host(token);
             // next_tokens = torch.argmax(next_token_scores, dim=-1): the first maximum
             int64_t best = 0;
             for (int64_t v = 1; v < V; ++v)
