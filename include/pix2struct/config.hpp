@@ -95,7 +95,7 @@ struct Config {
     VisionConfig vision;
     TextConfig text;
     bool is_vqa = false;  // informational: the preprocessor's is_vqa decides whether a header is drawn
-    int max_length = 20;  // generate()'s default, counting the decoder start token
+    int max_length = 20;  // generate()'s length limit; see model/generate.hpp for how HF applies it
 
     static Config base() { return {}; }
     static Config large() {
