@@ -1,13 +1,21 @@
 // pix2struct/backend/backend.hpp — what a backend is: the argument types of its primitives and a concept.
 //
 // The model's blocks (nn/, model/) are templates over a Backend type and call only the members listed in
-// the `Backend` concept below; buffers are `Backend::Buffer` (float storage the backend can address: host
-// memory for the CPU, device memory for CUDA). Model code never dereferences a Buffer on the host: what
-// the host prepares (patch pixels, masks, the relative position bias) goes in through detail::to_backend,
-// what it reads (logits) comes out through detail::to_host: a backend's upload/download/copy members when
-// it has them, plain copies otherwise (host or managed memory). Weights are passed as `const Weight&` (the host fp32 view
-// and the stored tensor); a device backend maps them to its own copies, uploaded once. Embedding ids are
-// host arrays (a handful of integers per call).
+// the `Backend` concept below. A backend names its activation type `Backend::Scalar` (float for the CPU and
+// for CUDA's fp32 path; a bf16 type for a bf16 path): every activation the blocks pass between primitives —
+// hidden states, Q/K/V, the K/V caches, MLP scratch, logits — is `scalar_t<Backend>` storage, a
+// `Backend::Buffer` from alloc(n). What the reference keeps in fp32 whatever the model's dtype stays
+// `float`, a `Backend::FloatBuffer` from alloc_float(n): the patch mask and the relative position bias
+// (both added to fp32 scores), and the statistics and softmax inside the primitives. The logits are the
+// lm_head's output in the model's dtype, as in the reference (generate casts them to fp32 afterwards,
+// exactly), so they are Scalar too.
+//
+// Model code never dereferences a Buffer on the host: what the host prepares (patch pixels, masks, the
+// relative position bias) goes in through detail::to_backend, what it reads (logits) comes out through
+// detail::to_host: a backend's upload/download/copy members when it has them, plain copies otherwise
+// (host or managed memory). Weights are passed as `const Weight&` (the host fp32 view and the stored
+// tensor); a device backend maps them to its own copies, uploaded once. Embedding ids are host arrays (a
+// handful of integers per call).
 #pragma once
 
 #include <algorithm>
@@ -22,12 +30,19 @@ namespace pix2struct {
 // How a primitive writes its output: replace it, or add to it (residual connections, in place).
 enum class Write { Overwrite, Accumulate };
 
-// Arguments of one multi-head attention call. Rows are strided (ld*) so Q/K/V may live side by side.
+// The activation type of a backend (float, or a bf16 type).
+template <class B>
+using scalar_t = typename B::Scalar;
+
+// Arguments of one multi-head attention call over activations of type T. Rows are strided (ld*) so Q/K/V
+// may live side by side. The mask and the bias are fp32 whatever T is: the reference adds them to fp32
+// scores (`softmax(scores.float())`).
+template <class T>
 struct AttentionArgs {
-    const float* Q; int64_t ldq;   // [Tq, heads·D]
-    const float* K; int64_t ldk;   // [Tk, heads·D]
-    const float* V; int64_t ldv;   // [Tk, heads·D]
-    float* O; int64_t ldo;         // [Tq, heads·D]
+    const T* Q; int64_t ldq;   // [Tq, heads·D]
+    const T* K; int64_t ldk;   // [Tk, heads·D]
+    const T* V; int64_t ldv;   // [Tk, heads·D]
+    T* O; int64_t ldo;         // [Tq, heads·D]
     int64_t Tq, Tk;
     int heads, D;
     const float* key_mask = nullptr;  // [Tk] 1 keep, 0 masked (gets the lowest float, as the reference); or null
@@ -35,10 +50,14 @@ struct AttentionArgs {
 };
 
 template <class B>
-concept Backend = requires(B& b, const float* x, float* y, const Weight& w, const AttentionArgs& a,
-                           const int64_t* ids, int64_t n) {
-    typename B::Buffer;
+concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, const Weight& w,
+                           const AttentionArgs<scalar_t<B>>& a, const int64_t* ids, int64_t n) {
+    typename B::Buffer;       // n Scalars: activations
+    typename B::FloatBuffer;  // n floats: masks, position bias
     { b.alloc(size_t(n)) } -> std::same_as<typename B::Buffer>;
+    { b.alloc_float(size_t(n)) } -> std::same_as<typename B::FloatBuffer>;
+    { b.alloc(size_t(n)).data() } -> std::same_as<scalar_t<B>*>;
+    { b.alloc_float(size_t(n)).data() } -> std::same_as<float*>;
     b.linear(x, n, w, y, Write::Overwrite, &w);   // Y[M, N] (=|+=) X[M, K]·Wᵀ (+ bias)
     b.rms_norm(x, n, w, 1e-6f, y);                // Y[M, H] = w ⊙ X / rms(X)
     b.gelu_gate(y, x, n);                         // A = gelu_new(A) ⊙ B
@@ -48,21 +67,22 @@ concept Backend = requires(B& b, const float* x, float* y, const Weight& w, cons
 };
 
 namespace detail {
+// Transfers of n elements of one type T (a Scalar or float); the host side converts before or after.
 // backend ← host
-template <class B>
-void to_backend(B& b, float* dst, const float* src, int64_t n) {
+template <class B, class T>
+void to_backend(B& b, T* dst, const T* src, int64_t n) {
     if constexpr (requires { b.upload(dst, src, n); }) b.upload(dst, src, n);
     else std::copy(src, src + n, dst);
 }
 // host ← backend
-template <class B>
-void to_host(B& b, float* dst, const float* src, int64_t n) {
+template <class B, class T>
+void to_host(B& b, T* dst, const T* src, int64_t n) {
     if constexpr (requires { b.download(dst, src, n); }) b.download(dst, src, n);
     else std::copy(src, src + n, dst);
 }
 // backend ← backend
-template <class B>
-void within_backend(B& b, float* dst, const float* src, int64_t n) {
+template <class B, class T>
+void within_backend(B& b, T* dst, const T* src, int64_t n) {
     if constexpr (requires { b.copy(dst, src, n); }) b.copy(dst, src, n);
     else std::copy(src, src + n, dst);
 }

@@ -3,7 +3,9 @@
 // A backend supplies the primitives every block of the model is written in (the blocks are templates over
 // it; a CUDA backend provides the same member functions on device pointers):
 //
-//   Buffer alloc(n)                          n floats, allocated once per model or session
+//   Scalar = float                           the activation type (every X, Y, A, B, Q, K, V, O below)
+//   Buffer alloc(n)                          n Scalars, allocated once per model or session
+//   FloatBuffer alloc_float(n)               n floats (the patch mask, the relative position bias)
 //   linear(X, M, W, Y, mode, bias)           Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]);  W is [N, K] (torch nn.Linear)
 //   rms_norm(X, M, w, eps, Y)                Y[M, H] = w ⊙ X / sqrt(mean(X², row) + eps)          (T5 style)
 //   gelu_gate(A, B, n)                       A[n] = gelu_new(A) ⊙ B                        (gated-GELU MLP)
@@ -86,28 +88,6 @@ public:
     }
 
 private:
-    // The BF16 bytes of a weight stored as BF16, copied once into heap memory on huge pages: streaming
-    // them from the file mapping (4 KiB pages) measured ~1.8x slower for the decode GEMVs. Null for other
-    // dtypes (their fp32 view is used). Filled at the first decode step, kept for the backend's lifetime.
-    const uint16_t* bf16_weights(const Weight& W) {
-        if (!W.source || W.source->dtype != DType::BF16) return nullptr;
-        auto it = bf16_copies_.find(&W);
-        if (it != bf16_copies_.end()) return it->second.get();
-        const size_t bytes = W.source->bytes.size(), huge = size_t(2) << 20;
-        const size_t alloc = (bytes + huge - 1) / huge * huge;
-        auto* p = static_cast<uint16_t*>(::operator new[](alloc, std::align_val_t(huge)));
-#ifdef MADV_HUGEPAGE
-        ::madvise(p, alloc, MADV_HUGEPAGE);
-#endif
-        std::memcpy(p, W.source->bytes.data(), bytes);
-        bf16_copies_.emplace(&W, std::unique_ptr<uint16_t[], HugeFree>(p));
-        return p;
-    }
-    struct HugeFree {
-        void operator()(uint16_t* p) const { ::operator delete[](p, std::align_val_t(size_t(2) << 20)); }
-    };
-    std::unordered_map<const Weight*, std::unique_ptr<uint16_t[], HugeFree>> bf16_copies_;
-
     void run_tasks(int worker) {
         for (int64_t i; (i = next_.fetch_add(1)) < count_;) (*task_)(i, worker);
     }
@@ -163,28 +143,6 @@ public:
     size_t size() const { return n_; }
 
 private:
-    // The BF16 bytes of a weight stored as BF16, copied once into heap memory on huge pages: streaming
-    // them from the file mapping (4 KiB pages) measured ~1.8x slower for the decode GEMVs. Null for other
-    // dtypes (their fp32 view is used). Filled at the first decode step, kept for the backend's lifetime.
-    const uint16_t* bf16_weights(const Weight& W) {
-        if (!W.source || W.source->dtype != DType::BF16) return nullptr;
-        auto it = bf16_copies_.find(&W);
-        if (it != bf16_copies_.end()) return it->second.get();
-        const size_t bytes = W.source->bytes.size(), huge = size_t(2) << 20;
-        const size_t alloc = (bytes + huge - 1) / huge * huge;
-        auto* p = static_cast<uint16_t*>(::operator new[](alloc, std::align_val_t(huge)));
-#ifdef MADV_HUGEPAGE
-        ::madvise(p, alloc, MADV_HUGEPAGE);
-#endif
-        std::memcpy(p, W.source->bytes.data(), bytes);
-        bf16_copies_.emplace(&W, std::unique_ptr<uint16_t[], HugeFree>(p));
-        return p;
-    }
-    struct HugeFree {
-        void operator()(uint16_t* p) const { ::operator delete[](p, std::align_val_t(size_t(2) << 20)); }
-    };
-    std::unordered_map<const Weight*, std::unique_ptr<uint16_t[], HugeFree>> bf16_copies_;
-
     float* p_ = nullptr;
     size_t n_ = 0;
 };
@@ -234,13 +192,16 @@ inline void gemv_bf16(const float* x, const uint16_t* W, int64_t n0, int64_t n1,
 }  // namespace detail
 
 struct CpuBackend {
-    using Buffer = detail::AlignedFloats;
+    using Scalar = float;                      // activations are fp32
+    using Buffer = detail::AlignedFloats;      // n Scalars
+    using FloatBuffer = detail::AlignedFloats; // n floats (masks, position bias)
 
     explicit CpuBackend(int threads = 0)
         : pool_(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()))) {}
 
     int threads() const { return pool_.size(); }
     Buffer alloc(size_t n) const { return Buffer(n); }
+    FloatBuffer alloc_float(size_t n) const { return FloatBuffer(n); }
 
     // Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]).  W: [N, K] row-major (torch nn.Linear).
     // Split over N: each thread owns a column slice of Y (a GEMM, or a GEMV for the decode step's M = 1).
@@ -314,7 +275,7 @@ struct CpuBackend {
     // kQueryBlock query rows) tasks so a block's scores [kQueryBlock, Tk] stay in the core's L2 cache
     // (a whole head's [N, N] scores, 16 MB at N = 2048, would stream through memory three times).
     static constexpr int64_t kQueryBlock = 64;
-    void attention(const AttentionArgs& a) {
+    void attention(const AttentionArgs<float>& a) {
         using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
         using Stride = Eigen::OuterStride<>;
         const int64_t block = std::min(a.Tq, kQueryBlock);
@@ -367,9 +328,12 @@ struct CpuBackend {
     }
 
     // Host memory is the backend's memory: transfers are copies.
-    void upload(float* dst, const float* src, int64_t n) { std::copy(src, src + n, dst); }
-    void download(float* dst, const float* src, int64_t n) { std::copy(src, src + n, dst); }
-    void copy(float* dst, const float* src, int64_t n) { std::copy(src, src + n, dst); }
+    template <class T>
+    void upload(T* dst, const T* src, int64_t n) { std::copy(src, src + n, dst); }
+    template <class T>
+    void download(T* dst, const T* src, int64_t n) { std::copy(src, src + n, dst); }
+    template <class T>
+    void copy(T* dst, const T* src, int64_t n) { std::copy(src, src + n, dst); }
 
     void add_rows(float* Y, const float* X, int64_t n) {
         Eigen::Map<Eigen::ArrayXf>(Y, n) += Eigen::Map<const Eigen::ArrayXf>(X, n);

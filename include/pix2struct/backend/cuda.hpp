@@ -157,7 +157,9 @@ inline double mib(size_t bytes) { return double(bytes) / double(1 << 20); }
 
 class CudaBackend {
 public:
-    using Buffer = detail::ManagedFloats;
+    using Scalar = float;                        // the fp32 path: activations are fp32 (a bf16 path is planned)
+    using Buffer = detail::ManagedFloats;        // n Scalars
+    using FloatBuffer = detail::ManagedFloats;   // n floats (masks, position bias)
 
     // Picks the device, checks free memory and uploads every weight of `checkpoint` (which must outlive
     // the backend: weights are found by their address).
@@ -177,15 +179,10 @@ public:
 
     // ---- the Backend concept (backend/backend.hpp) ----------------------------------------------
 
-    // n floats of zeroed managed memory (allocated once per model or session by the blocks).
-    Buffer alloc(size_t n) {
-        Buffer b(n);
-        if (n) {
-            PIX2STRUCT_CUDA_CHECK(cudaMemsetAsync(b.data(), 0, n * sizeof(float), stream_));
-            PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_));
-        }
-        return b;
-    }
+    // n Scalars (alloc) or n floats (alloc_float) of zeroed managed memory (allocated once per model or
+    // session by the blocks).
+    Buffer alloc(size_t n) { return zeroed<Buffer>(n); }
+    FloatBuffer alloc_float(size_t n) { return zeroed<FloatBuffer>(n); }
 
     // Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]); W [N, K] as stored (torch nn.Linear).
     void linear(const float* X, int64_t M, const Weight& W, float* Y, Write mode = Write::Overwrite,
@@ -221,7 +218,7 @@ public:
     }
 
     // O = softmax(Q·Kᵀ + bias, masked keys → weight 0) · V per head, no 1/√D.
-    void attention(const AttentionArgs& g) {
+    void attention(const AttentionArgs<float>& g) {
         kernels::AttentionArgs<float> a;
         a.q = g.Q, a.k = g.K, a.v = g.V, a.o = g.O;
         a.B = 1, a.H = g.heads, a.Lq = int(g.Tq), a.Lk = int(g.Tk);
@@ -319,6 +316,16 @@ private:
 
     void done() {
         if (options_.synchronous) PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+
+    template <class Buf>
+    Buf zeroed(size_t n) {
+        Buf b(n);
+        if (n) {
+            PIX2STRUCT_CUDA_CHECK(cudaMemsetAsync(b.data(), 0, n * sizeof(*b.data()), stream_));
+            PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        }
+        return b;
     }
 
     const DeviceWeight& find(const Weight& w) const {

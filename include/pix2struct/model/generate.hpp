@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "pix2struct/backend/backend.hpp"
@@ -61,6 +62,8 @@ struct GenerateResult {
 template <Backend B>
 class ForConditionalGeneration {
 public:
+    using Scalar = scalar_t<B>;  // the backend's activation type: encoder states, caches, logits
+
     ForConditionalGeneration(const Checkpoint& checkpoint, B& backend)
         : encoder(checkpoint.config().vision, checkpoint.vision()),
           decoder(checkpoint.config().text, checkpoint.text()),
@@ -84,7 +87,7 @@ public:
         rows_computed_ = encoder.forward(*backend_, flattened, mask, vision_act_, states_.data(), row_index_, options);
         return rows_computed_;
     }
-    const float* encoder_states() const { return states_.data(); }   // [rows, H], a backend buffer
+    const Scalar* encoder_states() const { return states_.data(); }  // [rows, H], a backend buffer
     const std::vector<int64_t>& encoder_rows() const { return row_index_; }
 
     // Cross-attention K/V of every layer from the current encoder states (once per image). With
@@ -113,13 +116,21 @@ public:
     }
     // Feeds `token` at the next position; returns the logits [V] for the following token — a backend
     // buffer (host memory for the CPU backend; a device backend may reduce it in place, e.g. argmax).
-    const float* step(int64_t token) { return decoder.step(*backend_, token, self_kv_, cross_kv_, text_act_); }
+    const Scalar* step(int64_t token) { return decoder.step(*backend_, token, self_kv_, cross_kv_, text_act_); }
 
-    // The same step with the logits copied to host memory.
+    // The same step with the logits copied to host memory as fp32 (generate's `.float()` of them: exact).
     const float* step_to_host(int64_t token) {
-        const float* logits = step(token);
-        logits_host_.resize(size_t(config_.text.vocab_size));
-        detail::to_host(*backend_, logits_host_.data(), logits, config_.text.vocab_size);
+        const Scalar* logits = step(token);
+        const int64_t V = config_.text.vocab_size;
+        logits_host_.resize(size_t(V));
+        if constexpr (std::is_same_v<Scalar, float>) {
+            detail::to_host(*backend_, logits_host_.data(), logits, V);
+        } else {
+            logits_scalar_.resize(size_t(V));
+            detail::to_host(*backend_, logits_scalar_.data(), logits, V);
+            std::transform(logits_scalar_.begin(), logits_scalar_.end(), logits_host_.begin(),
+                           [](Scalar x) { return float(x); });
+        }
         return logits_host_.data();
     }
 
@@ -204,7 +215,8 @@ private:
     SelfKV<B> self_kv_;
     typename B::Buffer states_;
     int64_t states_capacity_ = 0, rows_computed_ = 0;
-    std::vector<float> logits_host_;  // [V]
+    std::vector<float> logits_host_;     // [V]
+    std::vector<Scalar> logits_scalar_;  // [V] staging when Scalar is not float
     std::vector<int64_t> row_index_;
 };
 

@@ -24,11 +24,14 @@
 
 namespace pix2struct {
 
-// Activations of one decode step, allocated once per session.
+// Activations of one decode step, allocated once per session. The logits are the activation type (the
+// lm_head output in the model's dtype, as in the reference); the relative position bias is fp32 (added
+// to fp32 scores).
 template <class Backend>
 struct TextActivations {
     using Buffer = typename Backend::Buffer;
-    Buffer hidden, normed, q, out, gelu, linear, bias, logits;
+    Buffer hidden, normed, q, out, gelu, linear, logits;
+    typename Backend::FloatBuffer bias;
     std::vector<float> bias_host;  // the relative position bias is computed on the host, then uploaded
     int64_t bias_capacity = 0;
 
@@ -44,13 +47,13 @@ struct TextActivations {
             logits = backend.alloc(size_t(c.vocab_size));
         }
         if (max_positions > bias_capacity) {
-            bias = backend.alloc(size_t(int64_t(c.num_heads) * max_positions));  // [heads, 1, positions]
+            bias = backend.alloc_float(size_t(int64_t(c.num_heads) * max_positions));  // [heads, 1, positions]
             bias_host.resize(size_t(int64_t(c.num_heads) * max_positions));
             bias_capacity = max_positions;
         }
     }
-    AttentionScratch attention() { return {q.data(), nullptr, nullptr, out.data()}; }
-    MlpScratch mlp() { return {gelu.data(), linear.data()}; }
+    AttentionScratch<scalar_t<Backend>> attention() { return {q.data(), nullptr, nullptr, out.data()}; }
+    MlpScratch<scalar_t<Backend>> mlp() { return {gelu.data(), linear.data()}; }
 };
 
 // transformers: Pix2StructTextLayerSelfAttention
@@ -59,7 +62,8 @@ struct TextLayerSelfAttention {
     TextAttention attention;
 
     template <class Backend>
-    void forward(Backend& backend, int64_t pos, float* K_cache, float* V_cache, TextActivations<Backend>& a) const {
+    void forward(Backend& backend, int64_t pos, scalar_t<Backend>* K_cache, scalar_t<Backend>* V_cache,
+                 TextActivations<Backend>& a) const {
         // normed_hidden_states = self.layer_norm(hidden_states)
         layer_norm.forward(backend, a.hidden.data(), 1, a.normed.data());  // [1, H]
         // hidden_states = hidden_states + self.dropout(attention_output[0])
@@ -74,7 +78,8 @@ struct TextLayerCrossAttention {
     TextAttention attention;
 
     template <class Backend>
-    void forward(Backend& backend, const float* K, const float* V, int64_t T, TextActivations<Backend>& a) const {
+    void forward(Backend& backend, const scalar_t<Backend>* K, const scalar_t<Backend>* V, int64_t T,
+                 TextActivations<Backend>& a) const {
         layer_norm.forward(backend, a.hidden.data(), 1, a.normed.data());  // [1, H]
         // layer_output = hidden_states + self.dropout(attention_output[0])
         attention.forward_cross(backend, a.normed.data(), K, V, T, a.attention(), a.hidden.data());  // [1, H]
@@ -125,7 +130,7 @@ struct TextModel {
 
     // Projects the encoder states E [N, H] into every layer's cross-attention K/V (once per image).
     template <class Backend>
-    void compute_cross_kv(Backend& backend, const float* E, int64_t N, CrossKV<Backend>& cross) const {
+    void compute_cross_kv(Backend& backend, const scalar_t<Backend>* E, int64_t N, CrossKV<Backend>& cross) const {
         cross.reserve(backend, int(layer.size()), N, config.inner_dim());
         for (size_t l = 0; l < layer.size(); ++l)
             layer[l].encoder_decoder_attention.attention.project_kv(backend, E, N, cross.keys[l].data(),
@@ -136,8 +141,8 @@ struct TextModel {
     // One step: `token` at position self_kv.length; appends to the self cache; returns the logits [V]
     // (a backend buffer: detail::to_host() them to read on the host).
     template <class Backend>
-    const float* step(Backend& backend, int64_t token, SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv,
-                      TextActivations<Backend>& a) const {
+    const scalar_t<Backend>* step(Backend& backend, int64_t token, SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv,
+                                  TextActivations<Backend>& a) const {
         const int64_t pos = self_kv.length;
         if (pos >= self_kv.capacity) detail::fail("decoder: position ", pos, " exceeds the cache (", self_kv.capacity, ")");
         // inputs_embeds = self.embed_tokens(input_ids)

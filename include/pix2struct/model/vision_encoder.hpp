@@ -34,9 +34,9 @@ struct VisionEmbeddings {
     const Weight* column_embedder = nullptr;          // [seq_len, H]
 
     // pixels: [N, D] (the patches without their two id columns); row_ids, col_ids: [N]; x: [N, H].
-    template <class Backend>
-    void forward(Backend& backend, const float* pixels, const int64_t* row_ids, const int64_t* col_ids, int64_t N,
-                 float* x) const {
+    template <class Backend, class S = scalar_t<Backend>>
+    void forward(Backend& backend, const S* pixels, const int64_t* row_ids, const int64_t* col_ids, int64_t N,
+                 S* x) const {
         // embeddings = self.patch_projection(flattened_patches)
         backend.linear(pixels, N, *patch_projection_weight, x, Write::Overwrite, patch_projection_bias);  // [N, H]
         // embeddings = embeddings + row_embeddings + col_embeddings
@@ -45,13 +45,16 @@ struct VisionEmbeddings {
     }
 };
 
-// Activations of the vision tower, sized for N rows once and reused.
+// Activations of the vision tower, sized for N rows once and reused. All are the backend's activation
+// type except the key mask, fp32 as the reference adds it to fp32 scores.
 template <class Backend>
 struct VisionActivations {
     using Buffer = typename Backend::Buffer;
     int64_t capacity = 0;
-    Buffer pixels, x, normed, q, k, v, out, gelu, linear, mask;
-    std::vector<float> pixels_host, mask_host;  // gathered on the host, then uploaded
+    Buffer pixels, x, normed, q, k, v, out, gelu, linear;
+    typename Backend::FloatBuffer mask;
+    std::vector<scalar_t<Backend>> pixels_host;  // gathered on the host, then uploaded
+    std::vector<float> mask_host;
     std::vector<int64_t> row_ids, col_ids;
 
     void reserve(Backend& backend, int64_t N, const VisionConfig& c) {
@@ -66,7 +69,7 @@ struct VisionActivations {
         out = backend.alloc(size_t(N * I));
         gelu = backend.alloc(size_t(N * F));
         linear = backend.alloc(size_t(N * F));
-        mask = backend.alloc(size_t(N));
+        mask = backend.alloc_float(size_t(N));
         pixels_host.resize(size_t(N * D));
         mask_host.resize(size_t(N));
         row_ids.resize(size_t(N));
@@ -84,16 +87,18 @@ struct VisionLayer {
 
     // x: [N, H] in/out; key_mask: [N] or null (all rows real).
     template <class Backend>
-    void forward(Backend& backend, float* x, int64_t N, const float* key_mask, VisionActivations<Backend>& a) const {
+    void forward(Backend& backend, scalar_t<Backend>* x, int64_t N, const float* key_mask,
+                 VisionActivations<Backend>& a) const {
         // hidden_states = self.pre_attention_layer_norm(hidden_states)
         pre_attention_layer_norm.forward(backend, x, N, a.normed.data());  // [N, H]
         // hidden_states = attention_output + residual
         attention.forward(backend, a.normed.data(), N, key_mask,
-                          AttentionScratch{a.q.data(), a.k.data(), a.v.data(), a.out.data()}, x);  // [N, H]
+                          AttentionScratch<scalar_t<Backend>>{a.q.data(), a.k.data(), a.v.data(), a.out.data()},
+                          x);  // [N, H]
         // layer_output = self.pre_mlp_layer_norm(hidden_states)
         pre_mlp_layer_norm.forward(backend, x, N, a.normed.data());  // [N, H]
         // layer_output = self.mlp(layer_output) + hidden_states
-        mlp.forward(backend, a.normed.data(), N, MlpScratch{a.gelu.data(), a.linear.data()}, x,
+        mlp.forward(backend, a.normed.data(), N, MlpScratch<scalar_t<Backend>>{a.gelu.data(), a.linear.data()}, x,
                     Write::Accumulate);  // [N, H]
     }
 };
@@ -124,7 +129,7 @@ struct VisionModel {
     // computed (the real ones, in order, or all P) and their indices into `rows`. Returns N.
     template <class Backend>
     int64_t forward(Backend& backend, std::span<const float> flattened, std::span<const float> mask,
-                    VisionActivations<Backend>& a, float* encoder_states, std::vector<int64_t>& rows,
+                    VisionActivations<Backend>& a, scalar_t<Backend>* encoder_states, std::vector<int64_t>& rows,
                     const EncodeOptions& options = {}) const {
         const int64_t D = config.patch_embed_hidden_size, W = D + 2;
         if (flattened.size() % size_t(W) != 0)
@@ -149,7 +154,7 @@ struct VisionModel {
                              ", outside the embedding tables [0, ", config.seq_len, ")");
             a.row_ids[size_t(n)] = r;
             a.col_ids[size_t(n)] = c;
-            std::copy(p + 2, p + W, a.pixels_host.data() + n * D);
+            std::copy(p + 2, p + W, a.pixels_host.data() + n * D);  // float → the activation type
             a.mask_host[size_t(n)] = mask[size_t(rows[size_t(n)])];
         }
         detail::to_backend(backend, a.pixels.data(), a.pixels_host.data(), N * D);  // [N, D]

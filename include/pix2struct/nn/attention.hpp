@@ -11,6 +11,9 @@
 //   the same computation (see VisionModel).
 // - The softmax runs in fp32 (`softmax(scores.float())`).
 // - Vision attention allows I ≠ H (heads · d_kv may differ from hidden_size); text attention has I = H.
+//
+// Activations (x, Q/K/V, the caches, y) are S = scalar_t<Backend>, the backend's activation type; the key
+// mask and the position bias are fp32 (AttentionArgs), as the reference adds them to fp32 scores.
 #pragma once
 
 #include <cstdint>
@@ -21,12 +24,13 @@
 
 namespace pix2struct {
 
-// Scratch for one attention call, owned by the model's workspace.
+// Scratch for one attention call, of activation type S; owned by the model's workspace.
+template <class S>
 struct AttentionScratch {
-    float* q;    // [T, I]
-    float* k;    // [T, I]  (self-attention of the encoder; the decoder reads its caches instead)
-    float* v;    // [T, I]
-    float* out;  // [T, I]  heads concatenated
+    S* q;    // [T, I]
+    S* k;    // [T, I]  (self-attention of the encoder; the decoder reads its caches instead)
+    S* v;    // [T, I]
+    S* out;  // [T, I]  heads concatenated
 };
 
 // transformers: Pix2StructVisionAttention (bidirectional self-attention over the patches).
@@ -37,10 +41,9 @@ struct VisionAttention {
     const Weight* output = nullptr;  // [H, I]
     int n_heads = 0, key_value_proj_dim = 0;
 
-    // y += Attention(x) (the residual add is fused). x: [N, H] normed states; key_mask: [N] or null.
-    template <class Backend>
-    void forward(Backend& backend, const float* x, int64_t N, const float* key_mask, AttentionScratch s,
-                 float* y) const {
+    // y += Attention(x) (the residual add is fused). x: [N, H] normed states; key_mask: [N] fp32 or null.
+    template <class Backend, class S = scalar_t<Backend>>
+    void forward(Backend& backend, const S* x, int64_t N, const float* key_mask, AttentionScratch<S> s, S* y) const {
         const int64_t I = int64_t(n_heads) * key_value_proj_dim;
         // query_states = to_projection_shape(self.query(hidden_states)), same for key and value
         backend.linear(x, N, *query, s.q);  // [N, I]
@@ -49,8 +52,8 @@ struct VisionAttention {
         // scores = torch.matmul(query_states, key_states.transpose(3, 2))   — no 1/sqrt(d_kv)
         // scores += position_bias_masked; attn_weights = softmax(scores, dtype=float32)
         // attn_output = torch.matmul(attn_weights, value_states)
-        backend.attention(AttentionArgs{s.q, I, s.k, I, s.v, I, s.out, I, N, N, n_heads, key_value_proj_dim,
-                                        key_mask, nullptr});  // [N, I]
+        backend.attention(AttentionArgs<S>{s.q, I, s.k, I, s.v, I, s.out, I, N, N, n_heads, key_value_proj_dim,
+                                           key_mask, nullptr});  // [N, I]
         // attn_output = self.output(attn_output); hidden_states = attention_output + residual
         backend.linear(s.out, N, *output, y, Write::Accumulate);  // [N, H]
     }
@@ -68,36 +71,36 @@ struct TextAttention {
     int64_t inner_dim() const { return int64_t(n_heads) * key_value_proj_dim; }
 
     // K/V of rows `kv` (the encoder states for cross-attention): K, V: [T, I].
-    template <class Backend>
-    void project_kv(Backend& backend, const float* kv, int64_t T, float* K, float* V) const {
+    template <class Backend, class S = scalar_t<Backend>>
+    void project_kv(Backend& backend, const S* kv, int64_t T, S* K, S* V) const {
         // key_states = self.key(current_states); value_states = self.value(current_states)
         backend.linear(kv, T, *key, K);    // [T, I]
         backend.linear(kv, T, *value, V);  // [T, I]
     }
 
     // Self-attention step at position `pos`: writes this row's K/V into the caches at row pos, attends to
-    // rows 0..pos with `bias` [heads, 1, pos + 1] (the relative position bias), y += output.
-    template <class Backend>
-    void forward_self(Backend& backend, const float* x, int64_t pos, float* K_cache, float* V_cache,
-                      const float* bias, AttentionScratch s, float* y) const {
+    // rows 0..pos with `bias` [heads, 1, pos + 1] (the relative position bias, fp32), y += output.
+    template <class Backend, class S = scalar_t<Backend>>
+    void forward_self(Backend& backend, const S* x, int64_t pos, S* K_cache, S* V_cache, const float* bias,
+                      AttentionScratch<S> s, S* y) const {
         const int64_t I = inner_dim();
         backend.linear(x, 1, *query, s.q);                 // [1, I]
         backend.linear(x, 1, *key, K_cache + pos * I);     // [1, I] → cache row pos
         backend.linear(x, 1, *value, V_cache + pos * I);   // [1, I] → cache row pos
         // causal: the cache holds only positions ≤ pos, so no mask is needed
-        backend.attention(AttentionArgs{s.q, I, K_cache, I, V_cache, I, s.out, I, 1, pos + 1, n_heads,
-                                        key_value_proj_dim, nullptr, bias});  // [1, I]
+        backend.attention(AttentionArgs<S>{s.q, I, K_cache, I, V_cache, I, s.out, I, 1, pos + 1, n_heads,
+                                           key_value_proj_dim, nullptr, bias});  // [1, I]
         backend.linear(s.out, 1, *output, y, Write::Accumulate);             // [1, H]
     }
 
     // Cross-attention step: one query against the T real encoder rows' K/V [T, I] (no position bias).
-    template <class Backend>
-    void forward_cross(Backend& backend, const float* x, const float* K, const float* V, int64_t T,
-                       AttentionScratch s, float* y) const {
+    template <class Backend, class S = scalar_t<Backend>>
+    void forward_cross(Backend& backend, const S* x, const S* K, const S* V, int64_t T, AttentionScratch<S> s,
+                       S* y) const {
         const int64_t I = inner_dim();
         backend.linear(x, 1, *query, s.q);  // [1, I]
-        backend.attention(AttentionArgs{s.q, I, K, I, V, I, s.out, I, 1, T, n_heads, key_value_proj_dim,
-                                        nullptr, nullptr});           // [1, I]
+        backend.attention(AttentionArgs<S>{s.q, I, K, I, V, I, s.out, I, 1, T, n_heads, key_value_proj_dim,
+                                           nullptr, nullptr});        // [1, I]
         backend.linear(s.out, 1, *output, y, Write::Accumulate);     // [1, H]
     }
 };

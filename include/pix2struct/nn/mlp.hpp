@@ -14,10 +14,11 @@
 
 namespace pix2struct {
 
-// Scratch the MLP needs, [M, F] each; owned by the model's workspace.
+// Scratch the MLP needs, [M, F] each, of activation type S; owned by the model's workspace.
+template <class S>
 struct MlpScratch {
-    float* gelu;    // [M, F]
-    float* linear;  // [M, F]
+    S* gelu;    // [M, F]
+    S* linear;  // [M, F]
 };
 
 // transformers: Pix2StructVisionMlp / Pix2StructTextDenseGatedActDense
@@ -27,8 +28,8 @@ struct DenseGatedActDense {
     const Weight* wo = nullptr;    // [H, F]
 
     // y (=|+=) MLP(x); Write::Accumulate adds the block's output onto the residual stream in place.
-    template <class Backend>
-    void forward(Backend& backend, const float* x, int64_t M, MlpScratch s, float* y, Write mode) const {
+    template <class Backend, class S = scalar_t<Backend>>
+    void forward(Backend& backend, const S* x, int64_t M, MlpScratch<S> s, S* y, Write mode) const {
         // hidden_gelu = self.act(self.wi_0(hidden_states))
         backend.linear(x, M, *wi_0, s.gelu);                  // [M, F]
         // hidden_linear = self.wi_1(hidden_states)
@@ -48,8 +49,8 @@ struct TextLayerFF {
     DenseGatedActDense DenseReluDense;  // the checkpoint's name
 
     // hidden: [M, H] in/out; normed: [M, H] scratch.
-    template <class Backend>
-    void forward(Backend& backend, float* hidden, int64_t M, float* normed, MlpScratch s) const {
+    template <class Backend, class S = scalar_t<Backend>>
+    void forward(Backend& backend, S* hidden, int64_t M, S* normed, MlpScratch<S> s) const {
         // forwarded_states = self.layer_norm(hidden_states)
         layer_norm.forward(backend, hidden, M, normed);                           // [M, H]
         // hidden_states = hidden_states + self.DenseReluDense(forwarded_states)
