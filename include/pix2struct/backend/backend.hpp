@@ -10,8 +10,8 @@
 // lm_head's output in the model's dtype, as in the reference (generate casts them to fp32 afterwards,
 // exactly), so they are Scalar too.
 //
-// Model code never dereferences a Buffer on the host: what the host prepares (patch pixels, masks, the
-// relative position bias) goes in through detail::to_backend, what it reads (logits) comes out through
+// Model code never dereferences a Buffer on the host: what the host prepares (patch pixels, the patch
+// mask) goes in through detail::to_backend, what it reads (logits) comes out through
 // detail::to_host: a backend's upload/download/copy members when it has them, plain copies otherwise
 // (host or managed memory). Weights are passed as `const Weight&` (the host fp32 view and the stored
 // tensor); a device backend maps them to its own copies, uploaded once. Embedding ids are host arrays (a
@@ -50,7 +50,7 @@ struct AttentionArgs {
 };
 
 template <class B>
-concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, const Weight& w,
+concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, float* f, const Weight& w,
                            const AttentionArgs<scalar_t<B>>& a, const int64_t* ids, int64_t n) {
     typename B::Buffer;       // n Scalars: activations
     typename B::FloatBuffer;  // n floats: masks, position bias
@@ -64,6 +64,7 @@ concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, const Wei
     b.attention(a);                               // softmax(QKᵀ + bias, mask)·V, no 1/√d
     b.embed(w, ids, n, y, Write::Overwrite);      // Y[i] = table[ids[i]]
     b.add_rows(y, x, n);                          // Y += X
+    b.relative_position_bias(w, 32, 128, n, f);   // F[heads, 1, n + 1]: decoder bias of query n, keys 0..n
 };
 
 namespace detail {

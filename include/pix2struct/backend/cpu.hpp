@@ -12,6 +12,8 @@
 //   attention(args)                          O = softmax(Q·Kᵀ + bias, masked keys → -inf) · V  per head, no 1/√d
 //   embed(table, ids, n, Y, mode)            Y[n, H] (=|+=) table[ids[i]]
 //   add_rows(Y, X, n)                        Y[n] += X[n]
+//   relative_position_bias(table, buckets, max_distance, q, F)
+//                                            F[heads, 1, q + 1] = the decoder's bias of query q (fp32)
 //
 // Threads: Eigen is single-threaded here (no OpenMP), so the backend splits work itself over a small pool
 // owned by the backend (no global state): a linear layer splits the output features N into one slice per
@@ -36,6 +38,7 @@
 
 #include "pix2struct/backend/backend.hpp"
 #include "pix2struct/error.hpp"
+#include "pix2struct/nn/relative_position.hpp"
 #include "pix2struct/weights.hpp"
 
 namespace pix2struct {
@@ -337,6 +340,11 @@ struct CpuBackend {
 
     void add_rows(float* Y, const float* X, int64_t n) {
         Eigen::Map<Eigen::ArrayXf>(Y, n) += Eigen::Map<const Eigen::ArrayXf>(X, n);
+    }
+
+    // out[heads, 1, q + 1]: the decoder's relative position bias of the query at position q (host code).
+    void relative_position_bias(const Weight& table, int num_buckets, int max_distance, int64_t q, float* out) {
+        relative_position_bias_host(table, num_buckets, max_distance, q, out);
     }
 
 private:

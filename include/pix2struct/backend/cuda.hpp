@@ -14,6 +14,7 @@
 //   attention   kernels::attention (d_kv = 64, many queries), kernels::attention_decode (one query: split-K
 //               over the cache), kernels::attention_any_dim (any other d_kv, e.g. the tiny test models)
 //   embed       kernels::embedding_gather (ids checked on the host, then copied to the device)
+//   relative_position_bias   kernels::relative_position_bias (the decoder's bias, on the device)
 // Include it from a .cu file compiled by nvcc: it launches kernels. The CPU build never includes it.
 //
 // Weights. Every Weight of the checkpoint is uploaded at construction into one device allocation, as fp32
@@ -24,8 +25,7 @@
 // the checkpoint given at construction is an error (its address could alias a freed checkpoint's).
 //
 // Buffers are managed memory (cudaMallocManaged), zeroed: the blocks were written so that the CPU can run
-// them, and write a few inputs on the host (patch pixels, the patch mask, the relative position bias) and
-// read the logits there. Managed pages migrate on demand to whichever side touches them.
+// them, and write a few inputs on the host (patch pixels, the patch mask) and read the logits there. Managed pages migrate on demand to whichever side touches them.
 //
 // Synchronisation. With CudaOptions::synchronous (the default) every primitive waits for its stream
 // before returning, so host code between primitives — what the blocks assume — sees finished results;
@@ -262,6 +262,14 @@ public:
     // Y[n] += X[n]
     void add_rows(float* Y, const float* X, int64_t n) {
         kernels::add(Y, X, n, stream_);
+        done();
+    }
+
+    // out[heads, 1, q + 1]: the decoder's relative position bias of the query at position q, computed on
+    // the device from the fp32 table [buckets, heads] (no host work in the decode step).
+    void relative_position_bias(const Weight& table, int num_buckets, int max_distance, int64_t q, float* out) {
+        kernels::relative_position_bias(device_weight(table), num_buckets, max_distance, int(table.cols()), 1,
+                                        int(q + 1), int(q), out, stream_);
         done();
     }
 

@@ -31,8 +31,7 @@ template <class Backend>
 struct TextActivations {
     using Buffer = typename Backend::Buffer;
     Buffer hidden, normed, q, out, gelu, linear, logits;
-    typename Backend::FloatBuffer bias;
-    std::vector<float> bias_host;  // the relative position bias is computed on the host, then uploaded
+    typename Backend::FloatBuffer bias;  // the relative position bias, computed by the backend
     int64_t bias_capacity = 0;
 
     void reserve(Backend& backend, const TextConfig& c, int64_t max_positions) {
@@ -48,7 +47,6 @@ struct TextActivations {
         }
         if (max_positions > bias_capacity) {
             bias = backend.alloc_float(size_t(int64_t(c.num_heads) * max_positions));  // [heads, 1, positions]
-            bias_host.resize(size_t(int64_t(c.num_heads) * max_positions));
             bias_capacity = max_positions;
         }
     }
@@ -148,8 +146,7 @@ struct TextModel {
         // inputs_embeds = self.embed_tokens(input_ids)
         backend.embed(*embed_tokens, &token, 1, a.hidden.data());  // [1, H]
         // position_bias = compute_bias(...)[:, :, -seq_length:, :]  (layer 0's table, reused by every layer)
-        relative_attention_bias.compute(pos, a.bias_host.data());  // [heads, 1, pos + 1]
-        detail::to_backend(backend, a.bias.data(), a.bias_host.data(), int64_t(config.num_heads) * (pos + 1));
+        relative_attention_bias.compute(backend, pos, a.bias.data());  // [heads, 1, pos + 1]
         for (size_t l = 0; l < layer.size(); ++l) layer[l].forward(backend, pos, int(l), self_kv, cross_kv, a);
         self_kv.length = pos + 1;
         // hidden_states = self.final_layer_norm(hidden_states); logits = self.lm_head(hidden_states)
