@@ -15,7 +15,8 @@
 // detail::to_host: a backend's upload/download/copy members when it has them, plain copies otherwise
 // (host or managed memory). Weights are passed as `const Weight&` (the host fp32 view and the stored
 // tensor); a device backend maps them to its own copies, uploaded once. Embedding ids are host arrays (a
-// handful of integers per call).
+// handful of integers per call), except the decoder's token, which stays in backend memory (an IdBuffer)
+// from the argmax that chooses it to the embedding that reads it: a decode step needs no host work.
 #pragma once
 
 #include <algorithm>
@@ -51,18 +52,23 @@ struct AttentionArgs {
 
 template <class B>
 concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, float* f, const Weight& w,
-                           const AttentionArgs<scalar_t<B>>& a, const int64_t* ids, int64_t n) {
+                           const AttentionArgs<scalar_t<B>>& a, const int64_t* ids, int32_t* t, int64_t n) {
     typename B::Buffer;       // n Scalars: activations
     typename B::FloatBuffer;  // n floats: masks, position bias
+    typename B::IdBuffer;     // n int32 token ids (the decoder's next token, chosen on the backend)
     { b.alloc(size_t(n)) } -> std::same_as<typename B::Buffer>;
     { b.alloc_float(size_t(n)) } -> std::same_as<typename B::FloatBuffer>;
     { b.alloc(size_t(n)).data() } -> std::same_as<scalar_t<B>*>;
     { b.alloc_float(size_t(n)).data() } -> std::same_as<float*>;
+    { b.alloc_ids(size_t(n)) } -> std::same_as<typename B::IdBuffer>;
+    { b.alloc_ids(size_t(n)).data() } -> std::same_as<int32_t*>;
     b.linear(x, n, w, y, Write::Overwrite, &w);   // Y[M, N] (=|+=) X[M, K]·Wᵀ (+ bias)
     b.rms_norm(x, n, w, 1e-6f, y);                // Y[M, H] = w ⊙ X / rms(X)
     b.gelu_gate(y, x, n);                         // A = gelu_new(A) ⊙ B
     b.attention(a);                               // softmax(QKᵀ + bias, mask)·V, no 1/√d
-    b.embed(w, ids, n, y, Write::Overwrite);      // Y[i] = table[ids[i]]
+    b.embed(w, ids, n, y, Write::Overwrite);      // Y[i] = table[ids[i]]    (ids: host memory)
+    b.embed_token(w, t, y);                       // Y = table[*T]          (T: backend memory)
+    b.argmax(x, n, t);                            // *T = first index of the maximum of X[n] (NaN never wins)
     b.add_rows(y, x, n);                          // Y += X
     b.relative_position_bias(w, 32, 128, n, f);   // F[heads, 1, n + 1]: decoder bias of query n, keys 0..n
 };

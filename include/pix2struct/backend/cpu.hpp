@@ -10,7 +10,10 @@
 //   rms_norm(X, M, w, eps, Y)                Y[M, H] = w ⊙ X / sqrt(mean(X², row) + eps)          (T5 style)
 //   gelu_gate(A, B, n)                       A[n] = gelu_new(A) ⊙ B                        (gated-GELU MLP)
 //   attention(args)                          O = softmax(Q·Kᵀ + bias, masked keys → -inf) · V  per head, no 1/√d
-//   embed(table, ids, n, Y, mode)            Y[n, H] (=|+=) table[ids[i]]
+//   IdBuffer alloc_ids(n)                    n int32 token ids
+//   embed(table, ids, n, Y, mode)            Y[n, H] (=|+=) table[ids[i]]     ids: host int64
+//   embed_token(table, T, Y)                 Y[H] = table[*T]                 T: one backend int32
+//   argmax(X, n, T)                          *T = index of the first maximum of X[n] (NaN never wins)
 //   add_rows(Y, X, n)                        Y[n] += X[n]
 //   relative_position_bias(table, buckets, max_distance, q, F)
 //                                            F[heads, 1, q + 1] = the decoder's bias of query q (fp32)
@@ -198,6 +201,7 @@ struct CpuBackend {
     using Scalar = float;                      // activations are fp32
     using Buffer = detail::AlignedFloats;      // n Scalars
     using FloatBuffer = detail::AlignedFloats; // n floats (masks, position bias)
+    using IdBuffer = std::vector<int32_t>;     // n token ids
 
     explicit CpuBackend(int threads = 0)
         : pool_(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()))) {}
@@ -205,6 +209,7 @@ struct CpuBackend {
     int threads() const { return pool_.size(); }
     Buffer alloc(size_t n) const { return Buffer(n); }
     FloatBuffer alloc_float(size_t n) const { return FloatBuffer(n); }
+    IdBuffer alloc_ids(size_t n) const { return IdBuffer(n); }
 
     // Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]).  W: [N, K] row-major (torch nn.Linear).
     // Split over N: each thread owns a column slice of Y (a GEMM, or a GEMV for the decode step's M = 1).
@@ -328,6 +333,21 @@ struct CpuBackend {
             else
                 for (int64_t j = 0; j < H; ++j) dst[j] += src[j];
         }
+    }
+
+    // Y[H] = table[*token]: the decoder's embedding of a token chosen by argmax().
+    void embed_token(const Weight& table, const int32_t* token, float* Y) {
+        const int64_t id = *token;
+        embed(table, &id, 1, Y);
+    }
+
+    // *out = the index of the first maximum of X[n] (torch.argmax's tie rule); NaN never wins, a row
+    // without a number gives 0 — the CUDA kernel's rule.
+    void argmax(const float* X, int64_t n, int32_t* out) {
+        int64_t best = -1;
+        for (int64_t i = 0; i < n; ++i)
+            if (!std::isnan(X[i]) && (best < 0 || X[i] > X[best])) best = i;
+        *out = int32_t(std::max<int64_t>(best, 0));
     }
 
     // Host memory is the backend's memory: transfers are copies.

@@ -14,6 +14,8 @@
 //   attention   kernels::attention (d_kv = 64, many queries), kernels::attention_decode (one query: split-K
 //               over the cache), kernels::attention_any_dim (any other d_kv, e.g. the tiny test models)
 //   embed       kernels::embedding_gather (ids checked on the host, then copied to the device)
+//   embed_token kernels::embedding_gather of one id in device memory (clamped to the table, not checked)
+//   argmax      kernels::argmax (the greedy token, written to device memory for embed_token)
 //   relative_position_bias   kernels::relative_position_bias (the decoder's bias, on the device)
 // Include it from a .cu file compiled by nvcc: it launches kernels. The CPU build never includes it.
 //
@@ -73,32 +75,34 @@ struct CudaOptions {
 
 namespace detail {
 
-// n floats of managed memory, zeroed by the backend that allocates them; move-only.
-class ManagedFloats {
+// n elements of managed memory, zeroed by the backend that allocates them; move-only.
+template <class T>
+class ManagedArray {
 public:
-    ManagedFloats() = default;
-    explicit ManagedFloats(size_t n) : n_(n) {
-        if (n) PIX2STRUCT_CUDA_CHECK(cudaMallocManaged(&p_, n * sizeof(float), cudaMemAttachGlobal));
+    ManagedArray() = default;
+    explicit ManagedArray(size_t n) : n_(n) {
+        if (n) PIX2STRUCT_CUDA_CHECK(cudaMallocManaged(&p_, n * sizeof(T), cudaMemAttachGlobal));
     }
-    ManagedFloats(ManagedFloats&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-    ManagedFloats& operator=(ManagedFloats&& o) noexcept {
+    ManagedArray(ManagedArray&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+    ManagedArray& operator=(ManagedArray&& o) noexcept {
         std::swap(p_, o.p_);
         std::swap(n_, o.n_);
         return *this;
     }
-    ManagedFloats(const ManagedFloats&) = delete;
-    ManagedFloats& operator=(const ManagedFloats&) = delete;
-    ~ManagedFloats() {
+    ManagedArray(const ManagedArray&) = delete;
+    ManagedArray& operator=(const ManagedArray&) = delete;
+    ~ManagedArray() {
         if (p_) cudaFree(p_);  // waits for queued work; a failure here cannot be reported
     }
-    float* data() { return p_; }
-    const float* data() const { return p_; }
+    T* data() { return p_; }
+    const T* data() const { return p_; }
     size_t size() const { return n_; }
 
 private:
-    float* p_ = nullptr;
+    T* p_ = nullptr;
     size_t n_ = 0;
 };
+using ManagedFloats = ManagedArray<float>;
 
 // A device allocation of raw bytes, grown on demand (never on the hot path once sized).
 class DeviceBytes {
@@ -160,6 +164,7 @@ public:
     using Scalar = float;                        // the fp32 path: activations are fp32 (a bf16 path is planned)
     using Buffer = detail::ManagedFloats;        // n Scalars
     using FloatBuffer = detail::ManagedFloats;   // n floats (masks, position bias)
+    using IdBuffer = detail::ManagedArray<int32_t>;  // n token ids
 
     // Picks the device, checks free memory and uploads every weight of `checkpoint` (which must outlive
     // the backend: weights are found by their address).
@@ -183,6 +188,7 @@ public:
     // session by the blocks).
     Buffer alloc(size_t n) { return zeroed<Buffer>(n); }
     FloatBuffer alloc_float(size_t n) { return zeroed<FloatBuffer>(n); }
+    IdBuffer alloc_ids(size_t n) { return zeroed<IdBuffer>(n); }
 
     // Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]); W [N, K] as stored (torch nn.Linear).
     void linear(const float* X, int64_t M, const Weight& W, float* Y, Write mode = Write::Overwrite,
@@ -259,6 +265,19 @@ public:
         done();
     }
 
+    // Y[H] = table[*token], the id read on the device (argmax() wrote it): ids outside the table are
+    // clamped by the kernel, not reported.
+    void embed_token(const Weight& table, const int32_t* token, float* Y) {
+        kernels::embedding_gather(device_weight(table), table.rows(), token, Y, 1, table.cols(), false, stream_);
+        done();
+    }
+
+    // *out = the index of the first maximum of X[n] (NaN never wins), on the device.
+    void argmax(const float* X, int64_t n, int32_t* out) {
+        kernels::argmax(X, 1, n, out, stream_);
+        done();
+    }
+
     // Y[n] += X[n]
     void add_rows(float* Y, const float* X, int64_t n) {
         kernels::add(Y, X, n, stream_);
@@ -279,7 +298,7 @@ public:
     // the host receives 4 bytes instead of reading V managed floats. Waits for the stream.
     int64_t argmax(const float* logits, int64_t V) {
         argmax_device_.reserve(sizeof(int32_t), stream_);
-        kernels::argmax(logits, 1, V, static_cast<int32_t*>(argmax_device_.data()), stream_);
+        argmax(logits, V, static_cast<int32_t*>(argmax_device_.data()));
         int32_t best = 0;
         PIX2STRUCT_CUDA_CHECK(cudaMemcpyAsync(&best, argmax_device_.data(), sizeof(best), cudaMemcpyDeviceToHost, stream_));
         synchronize();

@@ -118,6 +118,18 @@ public:
     // buffer (host memory for the CPU backend; a device backend may reduce it in place, e.g. argmax).
     const Scalar* step(int64_t token) { return decoder.step(*backend_, token, self_kv_, cross_kv_, text_act_); }
 
+    // Greedy decoding that keeps the token on the backend: choose_greedy() writes the argmax of the last
+    // step's logits to backend memory (chosen_token()), step_chosen() feeds it — no host work in between
+    // (what a captured CUDA graph of the decode step needs). chosen_token_to_host() reads it (4 bytes).
+    void choose_greedy() { decoder.choose_greedy(*backend_, text_act_); }
+    const Scalar* step_chosen() { return decoder.step(*backend_, self_kv_, cross_kv_, text_act_); }
+    const int32_t* chosen_token() const { return text_act_.token.data(); }
+    int64_t chosen_token_to_host() {
+        int32_t id = 0;
+        detail::to_host(*backend_, &id, text_act_.token.data(), 1);
+        return id;
+    }
+
     // The same step with the logits copied to host memory as fp32 (generate's `.float()` of them: exact).
     const float* step_to_host(int64_t token) {
         const Scalar* logits = step(token);
@@ -184,13 +196,14 @@ public:
         }
         for (int64_t n = 0; n < max_new; ++n) {
             auto s0 = clock::now();
-            const float* logits = step_to_host(token);
-            // next_tokens = torch.argmax(next_token_scores, dim=-1): the first maximum
-            int64_t best = 0;
-            for (int64_t v = 1; v < V; ++v)
-                if (logits[v] > logits[best]) best = v;
+            // The first new token follows the host's token (start or prompt); later ones the previous
+            // argmax, which stays in backend memory.
+            if (n == 0) step(token);
+            else step_chosen();
+            // next_tokens = torch.argmax(next_token_scores, dim=-1): the first maximum, on the backend
+            choose_greedy();
+            token = chosen_token_to_host();
             r.times.token_ms.push_back(ms(s0, clock::now()));
-            token = best;
             r.ids.push_back(token);
             const bool eos = token == config_.text.eos_token_id;
             const bool go_on = !options.on_token || options.on_token(token);

@@ -32,6 +32,7 @@ struct TextActivations {
     using Buffer = typename Backend::Buffer;
     Buffer hidden, normed, q, out, gelu, linear, logits;
     typename Backend::FloatBuffer bias;  // the relative position bias, computed by the backend
+    typename Backend::IdBuffer token;    // [1] the token a step feeds: written by the host or by argmax
     int64_t bias_capacity = 0;
 
     void reserve(Backend& backend, const TextConfig& c, int64_t max_positions) {
@@ -44,6 +45,7 @@ struct TextActivations {
             gelu = backend.alloc(size_t(F));
             linear = backend.alloc(size_t(F));
             logits = backend.alloc(size_t(c.vocab_size));
+            token = backend.alloc_ids(1);
         }
         if (max_positions > bias_capacity) {
             bias = backend.alloc_float(size_t(int64_t(c.num_heads) * max_positions));  // [heads, 1, positions]
@@ -141,10 +143,22 @@ struct TextModel {
     template <class Backend>
     const scalar_t<Backend>* step(Backend& backend, int64_t token, SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv,
                                   TextActivations<Backend>& a) const {
+        if (token < 0 || token >= config.vocab_size)
+            detail::fail("decoder: token ", token, " is outside the vocabulary [0, ", config.vocab_size, ")");
+        const int32_t id = int32_t(token);
+        detail::to_backend(backend, a.token.data(), &id, 1);
+        return step(backend, self_kv, cross_kv, a);
+    }
+
+    // The same step for the token already in a.token (backend memory), e.g. the previous step's
+    // choose_greedy(): the step then needs nothing from the host.
+    template <class Backend>
+    const scalar_t<Backend>* step(Backend& backend, SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv,
+                                  TextActivations<Backend>& a) const {
         const int64_t pos = self_kv.length;
         if (pos >= self_kv.capacity) detail::fail("decoder: position ", pos, " exceeds the cache (", self_kv.capacity, ")");
         // inputs_embeds = self.embed_tokens(input_ids)
-        backend.embed(*embed_tokens, &token, 1, a.hidden.data());  // [1, H]
+        backend.embed_token(*embed_tokens, a.token.data(), a.hidden.data());  // [1, H]
         // position_bias = compute_bias(...)[:, :, -seq_length:, :]  (layer 0's table, reused by every layer)
         relative_attention_bias.compute(backend, pos, a.bias.data());  // [heads, 1, pos + 1]
         for (size_t l = 0; l < layer.size(); ++l) layer[l].forward(backend, pos, int(l), self_kv, cross_kv, a);
@@ -153,6 +167,14 @@ struct TextModel {
         final_layer_norm.forward(backend, a.hidden.data(), 1, a.normed.data());  // [1, H]
         backend.linear(a.normed.data(), 1, *lm_head, a.logits.data());           // [1, V]
         return a.logits.data();
+    }
+
+    // Greedy decoding on the backend: a.token = argmax(a.logits), the first maximum (torch.argmax's tie
+    // rule) — the token the next step(backend, self_kv, cross_kv, a) feeds.
+    template <class Backend>
+    void choose_greedy(Backend& backend, TextActivations<Backend>& a) const {
+        // next_tokens = torch.argmax(next_token_scores, dim=-1)
+        backend.argmax(a.logits.data(), config.vocab_size, a.token.data());
     }
 };
 
