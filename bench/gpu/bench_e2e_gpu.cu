@@ -14,6 +14,10 @@
 //   decode     one greedy step: launches, then CudaBackend::argmax (on the device; 4 bytes come back; the
 //              fence) (median over repeats × tokens steps; every step runs, eos or not, so every repeat
 //              does the same work)
+//   decode, token on the device   choose_greedy() → step_chosen(): the argmax stays in device memory
+//              for the next step's embedding, no fence between steps (wall time of tokens - 1 steps after
+//              the first, one fence at the end, divided by tokens - 1): the launch-bound loop a captured
+//              CUDA graph would replay; its last token is checked against the decode stage's
 //   decode, synchronous backend   the step with a fence after every primitive and the host reading the
 //              managed logits, as generate() runs it
 // Beside each time: TFLOP/s (encoder, cross K/V) or GB/s of fp32 weights + cross K/V read (decode), and two
@@ -183,6 +187,26 @@ int main(int argc, char** argv) {
                 if (r == 0) first_ids.push_back(token);
             }
         }
+        // The token kept on the device: no host work and no fence between steps.
+        std::vector<double> t_tok_device;
+        int64_t device_last = -1;
+        for (int r = 0; r < repeats + 1 && tokens > 1; ++r) {
+            model.begin(tokens + 1);
+            model.step(cfg.text.decoder_start_token_id);
+            model.choose_greedy();
+            gpu.synchronize();
+            t = clock_type::now();
+            for (int s = 1; s < tokens; ++s) {
+                model.step_chosen();
+                model.choose_greedy();
+            }
+            gpu.synchronize();
+            if (r > 0) t_tok_device.push_back(ms_since(t) / double(tokens - 1));
+            device_last = model.chosen_token_to_host();
+        }
+        if (tokens > 1 && device_last != first_ids.back())
+            std::fprintf(stderr, "bench_e2e_gpu: warning: the device-token loop ended at token %lld, the decode stage at %lld\n",
+                         (long long)device_last, (long long)first_ids.back());
         // The synchronous backend (a fence after every primitive), as generate() runs it.
         gpu.set_synchronous(true);
         for (int r = 0; r < std::max(1, repeats / 2) + 1; ++r) {
@@ -208,11 +232,12 @@ int main(int argc, char** argv) {
         const double sgemm = sgemm_tflops(std::max<int64_t>(N, 256), int64_t(H), int64_t(F), gpu.stream());
         const double copy = copy_gbs(gpu.stream());
         const double enc = median(t_enc), kv = median(t_kv), tok = median(t_tok), tok_sync = median(t_tok_sync);
+        const double tok_device = t_tok_device.empty() ? 0.0 : median(t_tok_device);
         if (json) {
             nlohmann::json j{{"model", model_dir}, {"device", gpu.device_name()}, {"real_patches", N},
                              {"max_patches", int64_t(mask.size())}, {"repeats", repeats}, {"tokens", tokens},
                              {"load_ms", load_ms}, {"upload_ms", upload_ms}, {"encoder_ms", enc}, {"cross_kv_ms", kv},
-                             {"token_ms", tok}, {"token_sync_ms", tok_sync},
+                             {"token_ms", tok}, {"token_device_ms", tok_device}, {"token_sync_ms", tok_sync},
                              {"encoder_tflops", enc_flop / (enc * 1e9)}, {"cross_kv_tflops", kv_flop / (kv * 1e9)},
                              {"decode_gbs", dec_bytes / (tok * 1e6)}, {"yardstick_sgemm_tflops", sgemm},
                              {"yardstick_copy_gbs", copy}, {"first_ids", first_ids}};
@@ -226,6 +251,7 @@ int main(int argc, char** argv) {
             std::printf("  cross K/V   %9.2f ms   %6.2f TFLOP/s\n", kv, kv_flop / (kv * 1e9));
             std::printf("  decode      %9.3f ms/token  %6.0f GB/s (%.0f MB read per token)\n", tok,
                         dec_bytes / (tok * 1e6), dec_bytes / 1e6);
+            std::printf("  decode, token on the device %9.3f ms/token\n", tok_device);
             std::printf("  decode, synchronous backend %9.3f ms/token\n", tok_sync);
             std::printf("  yardsticks: cuBLAS fp32 SGEMM %.2f TFLOP/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ), D2D copy %.0f GB/s\n",
                         sgemm, (long long)std::max<int64_t>(N, 256), H, F, H, copy);
