@@ -74,7 +74,8 @@ concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, float* f,
 };
 
 namespace detail {
-// Transfers of n elements of one type T (a Scalar or float); the host side converts before or after.
+// Transfers of n elements of one type T (a Scalar, float or int32 token id); the host side converts
+// before or after when its type differs.
 // backend ← host
 template <class B, class T>
 void to_backend(B& b, T* dst, const T* src, int64_t n) {
