@@ -23,6 +23,8 @@
 #include "pix2struct/tokenizer.hpp"
 #include "pix2struct/weights.hpp"
 
+#include "model_goldens.hpp"
+
 #if __has_include("pix2struct/image/patches.hpp") && __has_include("pix2struct/image/load.hpp")
 #include "pix2struct/image/load.hpp"
 #include "pix2struct/image/patches.hpp"
@@ -31,145 +33,36 @@
 
 namespace fs = std::filesystem;
 using namespace pix2struct;
+using namespace p2s_test;
 
 namespace {
 
 const fs::path kData = fs::path(PIX2STRUCT_TEST_DATA) / "models";
 const fs::path kOut = fs::path(PIX2STRUCT_SOURCE_DIR) / "tests" / "reference" / "out";
 
-struct Goldens {
-    SafetensorsFile file;
-    nlohmann::json meta;
-};
-
-Goldens load_goldens(const fs::path& st, const fs::path& js) {
-    std::ifstream in(js);
-    REQUIRE_MESSAGE(in, js.string());
-    return {SafetensorsFile::open(st), nlohmann::json::parse(in)};
-}
-
-std::vector<int64_t> to_i64(const TensorView& t) {
-    REQUIRE(t.dtype == DType::I64);
-    std::vector<int64_t> v(size_t(t.numel()));
-    std::memcpy(v.data(), t.bytes.data(), v.size() * 8);
-    return v;
-}
-
-// The goldens store the n real rows; the model input is padded with zero rows to max_patches.
-struct Input {
-    std::vector<float> flattened, mask;
-    int64_t real = 0;
-};
-Input padded(const TensorView& real_rows, int64_t max_patches) {
-    const int64_t n = real_rows.shape[0], W = real_rows.shape[1];
-    Input in;
-    in.real = n;
-    in.flattened.assign(size_t(max_patches * W), 0.0f);
-    real_rows.to_float(in.flattened.data());
-    in.mask.assign(size_t(max_patches), 0.0f);
-    std::fill(in.mask.begin(), in.mask.begin() + n, 1.0f);
-    return in;
-}
-
-float max_abs(const float* a, size_t n) {
-    float m = 0;
-    for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a[i]));
-    return m;
-}
-float max_abs_diff(const float* a, const float* b, size_t n) {
-    float m = 0;
-    for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-    return m;
-}
-
-std::vector<int64_t> without_start(const nlohmann::json& ids) {
-    auto v = ids.get<std::vector<int64_t>>();
-    REQUIRE(!v.empty());
-    REQUIRE(v[0] == 0);
-    return {v.begin() + 1, v.end()};
-}
-
 // Checks one checkpoint against its goldens. Returns the figures for the report.
-struct Figures {
-    float encoder_rel = 0, logits_abs = 0;
-    int generations = 0, pipeline = 0, prompted = 0;
-};
-
 Figures check_checkpoint(const fs::path& model_dir, const Goldens& g, const Tokenizer* tok, int threads,
                          float logits_tol = 1e-3f) {
     Figures f;
     const Checkpoint ckpt = Checkpoint::load(model_dir);
     CpuBackend backend(threads);
     ForConditionalGeneration<CpuBackend> model(ckpt, backend);
-    const int64_t P = g.meta["max_patches"].get<int64_t>();
-    const int64_t H = ckpt.config().vision.hidden_size, V = ckpt.config().text.vocab_size;
-    const double min_margin = g.meta["min_margin_required"].get<double>();
-
-    for (const auto& c : g.meta["random"]) {
-        const int k = c["index"].get<int>();
-        CAPTURE(model_dir.string());
-        CAPTURE(k);
-        const Input in = padded(g.file.at("patches_" + std::to_string(k)), P);
-
-        // encoder states (real rows)
-        const int64_t n = model.encode(in.flattened, in.mask);
-        REQUIRE(n == in.real);
-        const std::vector<float> ref = g.file.at("encoder_" + std::to_string(k)).to_float();
-        REQUIRE(int64_t(ref.size()) == n * H);
-        const float scale = std::max(1.0f, max_abs(ref.data(), ref.size()));
-        const float enc_diff = max_abs_diff(model.encoder_states(), ref.data(), ref.size()) / scale;
-        CHECK(enc_diff <= 1e-4f);
-        f.encoder_rel = std::max(f.encoder_rel, enc_diff);
-
-        // teacher-forced logits
-        const auto ids = to_i64(g.file.at("tf_ids_" + std::to_string(k)));
-        const std::vector<float> logits = model.forward(in.flattened, in.mask, ids);
-        const std::vector<float> ref_logits = g.file.at("logits_" + std::to_string(k)).to_float();
-        REQUIRE(logits.size() == ref_logits.size());
-        REQUIRE(int64_t(logits.size()) == int64_t(ids.size()) * V);
-        const float lg_diff = max_abs_diff(logits.data(), ref_logits.data(), logits.size());
-        CHECK(lg_diff <= logits_tol);
-        f.logits_abs = std::max(f.logits_abs, lg_diff);
-
-        // generate() with each golden configuration
-        for (const auto& gen : c["generate"]) {
-            if (gen["min_margin"].get<double>() < min_margin) continue;
-            GenerateOptions opt;
-            if (gen["kwargs"].contains("max_new_tokens")) opt.max_new_tokens = gen["kwargs"]["max_new_tokens"].get<int>();
-            std::vector<int64_t> streamed;
-            opt.on_token = [&](int64_t t) { streamed.push_back(t); return true; };
-            const GenerateResult r = model.generate(in.flattened, in.mask, opt);
-            const auto expect = without_start(gen["ids"]);
-            CAPTURE(gen["kwargs"].dump());
-            CHECK(r.ids == expect);
-            CHECK(streamed == expect);
-            CHECK(r.stopped_at_eos == (!expect.empty() && expect.back() == 1));
-            if (tok && gen["text"].is_string()) CHECK(tok->decode(r.ids) == gen["text"].get<std::string>());
-            ++f.generations;
-        }
-    }
-
-    // pipeline cases, model half: the HF processor's patches (stored for some cases) → same ids
-    for (const auto& c : g.meta["pipeline"]) {
-        const int j = c["index"].get<int>();
-        const TensorView* t = g.file.find("pipe_patches_" + std::to_string(j));
-        if (!t) continue;
-        if (c["min_margin"].get<double>() < min_margin) continue;
-        CAPTURE(j);
-        const Input in = padded(*t, P);
-        const GenerateResult r = model.generate(in.flattened, in.mask);
-        CHECK(r.ids == without_start(c["ids"]));
+    check_random_cases(model, g, model_dir, logits_tol, f,
+                       [&](const Input&, const nlohmann::json& gen, const GenerateOptions&, const GenerateResult& r) {
+                           if (tok && gen["text"].is_string()) CHECK(tok->decode(r.ids) == gen["text"].get<std::string>());
+                       });
+    check_pipeline_cases(model, g, f, [&](const nlohmann::json& c, const GenerateResult& r) {
         if (tok && c["text"].is_string()) CHECK(tok->decode(r.ids) == c["text"].get<std::string>());
-        ++f.pipeline;
-    }
+    });
     // captioning with a decoder prompt (HF: processor(images, text) on a non-VQA checkpoint → generate)
     if (g.meta.contains("prompted") && tok) {
+        const double min_margin = g.meta["min_margin_required"].get<double>();
         for (const auto& c : g.meta["prompted"]) {
             if (c["min_margin"].get<double>() < min_margin) continue;
 #ifdef P2S_HAVE_FRONTEND
             const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
             PreprocessOptions po;
-            po.max_patches = int(P);
+            po.max_patches = g.meta["max_patches"].get<int>();
             const Patches p = preprocess(img, "", po);
             const auto prompt = tok->encode(c["prompt"].get<std::string>());
             CHECK(prompt == c["prompt_ids"].get<std::vector<int64_t>>());
@@ -231,17 +124,7 @@ TEST_CASE("model: computing only the real patches equals the reference's masked 
     const Checkpoint ckpt = Checkpoint::load(kData / "tiny");
     CpuBackend backend(2);
     ForConditionalGeneration<CpuBackend> model(ckpt, backend);
-    const int64_t H = ckpt.config().vision.hidden_size;
-    const Input in = padded(g.file.at("patches_0"), 64);
-    const int64_t n = model.encode(in.flattened, in.mask);
-    std::vector<float> trimmed(model.encoder_states(), model.encoder_states() + n * H);
-    const int64_t all = model.encode(in.flattened, in.mask, EncodeOptions{.skip_padding = false});
-    REQUIRE(all == 64);
-    CHECK(max_abs_diff(trimmed.data(), model.encoder_states(), size_t(n * H)) <= 1e-5f);
-    // and the cross-attention of the full run keeps only the real rows: same generation
-    model.compute_cross_kv();
-    const GenerateResult a = model.generate(in.flattened, in.mask);
-    CHECK(a.encoder_rows == n);
+    check_skip_padding(model, g);
 }
 
 TEST_CASE("model: bad inputs are errors naming the problem") {

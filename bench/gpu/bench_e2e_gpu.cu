@@ -40,6 +40,8 @@
 #include "pix2struct/safetensors.hpp"
 #include "pix2struct/weights.hpp"
 
+#include "bench_util.cuh"
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
@@ -51,13 +53,6 @@ double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
-
-#define CUBLAS_CHECK(call)                                                                            \
-    do {                                                                                              \
-        const cublasStatus_t st_ = (call);                                                            \
-        if (st_ != CUBLAS_STATUS_SUCCESS)                                                             \
-            pix2struct::detail::fail("cuBLAS call '", #call, "' failed: ", cublasGetStatusString(st_)); \
-    } while (0)
 
 // cuBLAS fp32 (no TF32) C[M, F] = X[M, H] · W[F, H]ᵀ, best of 5 after a warm-up: TFLOP/s.
 double sgemm_tflops(int64_t M, int64_t H, int64_t F, cudaStream_t stream) {

@@ -25,17 +25,12 @@
 #include "kernels/matmul.cuh"
 #include "kernels/rms_norm.cuh"
 
+#include "bench_util.cuh"
+
 namespace k = pix2struct::kernels;
 using k::bf16;
 
 namespace {
-
-#define CUBLAS_CHECK(call)                                                                       \
-    do {                                                                                         \
-        const cublasStatus_t st_ = (call);                                                       \
-        if (st_ != CUBLAS_STATUS_SUCCESS)                                                        \
-            pix2struct::detail::fail("cuBLAS call '", #call, "' failed: ", cublasGetStatusString(st_)); \
-    } while (0)
 
 __global__ void fill_kernel(float* f, bf16* h, int64_t n, uint32_t seed, float scale) {
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {

@@ -20,28 +20,12 @@
 #include "kernels/matmul.cuh"
 #include "kernels/rms_norm.cuh"
 
+#include "gpu_test.cuh"
+
 namespace k = pix2struct::kernels;
 using k::bf16;
 
 namespace {
-
-bool has_cuda_device() {
-    static const bool has = [] {
-        int n = 0;
-        return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-    }();
-    return has;
-}
-
-#define SKIP_WITHOUT_GPU()                                \
-    do {                                                  \
-        if (!has_cuda_device()) {                         \
-            std::printf("SKIPPED: no CUDA device\n");     \
-            std::fflush(stdout);                          \
-            MESSAGE("SKIPPED: no CUDA device");           \
-            return;                                       \
-        }                                                 \
-    } while (0)
 
 // ---------------------------------------------------------------------------------------------
 // Host helpers

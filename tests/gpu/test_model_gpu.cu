@@ -28,30 +28,14 @@
 #include "pix2struct/safetensors.hpp"
 #include "pix2struct/weights.hpp"
 
+#include "../model_goldens.hpp"
+#include "gpu_test.cuh"
+
 namespace fs = std::filesystem;
 using namespace pix2struct;
+using namespace p2s_test;
 
 namespace {
-
-bool has_cuda_device() {
-    static const bool has = [] {
-        int n = 0;
-        const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-        (void)cudaGetLastError();
-        return ok;
-    }();
-    return has;
-}
-
-#define SKIP_WITHOUT_GPU()                            \
-    do {                                              \
-        if (!has_cuda_device()) {                     \
-            std::printf("SKIPPED: no CUDA device\n"); \
-            std::fflush(stdout);                      \
-            MESSAGE("SKIPPED: no CUDA device");       \
-            return;                                   \
-        }                                             \
-    } while (0)
 
 // The repository root: the one compiled in, or (a build carried to the GPU machine, whose checkout lives
 // elsewhere) $PIX2STRUCT_SOURCE_DIR or the working directory — bench/gpu/run.sh runs the tests from the root.
@@ -62,57 +46,6 @@ fs::path source_root() {
 }
 const fs::path kData = source_root() / "tests" / "data" / "models";
 const fs::path kOut = source_root() / "tests" / "reference" / "out";
-
-struct Goldens {
-    SafetensorsFile file;
-    nlohmann::json meta;
-};
-Goldens load_goldens(const fs::path& st, const fs::path& js) {
-    std::ifstream in(js);
-    REQUIRE_MESSAGE(in, js.string());
-    return {SafetensorsFile::open(st), nlohmann::json::parse(in)};
-}
-
-std::vector<int64_t> to_i64(const TensorView& t) {
-    REQUIRE(t.dtype == DType::I64);
-    std::vector<int64_t> v(size_t(t.numel()));
-    std::memcpy(v.data(), t.bytes.data(), v.size() * 8);
-    return v;
-}
-
-// The goldens store the n real rows; the model input is padded with zero rows to max_patches.
-struct Input {
-    std::vector<float> flattened, mask;
-    int64_t real = 0;
-};
-Input padded(const TensorView& real_rows, int64_t max_patches) {
-    const int64_t n = real_rows.shape[0], W = real_rows.shape[1];
-    Input in;
-    in.real = n;
-    in.flattened.assign(size_t(max_patches * W), 0.0f);
-    real_rows.to_float(in.flattened.data());
-    in.mask.assign(size_t(max_patches), 0.0f);
-    std::fill(in.mask.begin(), in.mask.begin() + n, 1.0f);
-    return in;
-}
-
-float max_abs(const float* a, size_t n) {
-    float m = 0;
-    for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a[i]));
-    return m;
-}
-float max_abs_diff(const float* a, const float* b, size_t n) {
-    float m = 0;
-    for (size_t i = 0; i < n; ++i) m = std::max(m, std::isfinite(a[i]) ? std::fabs(a[i] - b[i]) : INFINITY);
-    return m;
-}
-
-std::vector<int64_t> without_start(const nlohmann::json& ids) {
-    auto v = ids.get<std::vector<int64_t>>();
-    REQUIRE(!v.empty());
-    REQUIRE(v[0] == 0);
-    return {v.begin() + 1, v.end()};
-}
 
 // Greedy decoding with the backend in its asynchronous mode: the step's launches, then the argmax on the
 // device and its fence (what bench_e2e_gpu times). Same stopping rule as generate() with max_new_tokens.
@@ -134,11 +67,6 @@ std::vector<int64_t> greedy_async(ForConditionalGeneration<CudaBackend>& model, 
     return ids;
 }
 
-struct Figures {
-    float encoder_rel = 0, logits_abs = 0;
-    int generations = 0, pipeline = 0;
-};
-
 // The figures on stdout too (doctest prints MESSAGE only for failures or with -s; bench/gpu/run.sh greps these).
 void print_figures(const char* name, const Figures& f) {
     std::printf("%s on the GPU: encoder max|diff|/scale %.3g, logits max|diff| %.3g, %d generations, %d pipeline cases\n",
@@ -153,69 +81,14 @@ Figures check_checkpoint(const fs::path& model_dir, const Goldens& g, float logi
     MESSAGE(model_dir.filename().string(), " on ", gpu.device_name(), ": ", detail::mib(gpu.weight_bytes()),
             " MiB of weights");
     ForConditionalGeneration<CudaBackend> model(ckpt, gpu);
-    const int64_t P = g.meta["max_patches"].get<int64_t>();
-    const int64_t H = ckpt.config().vision.hidden_size, V = ckpt.config().text.vocab_size;
-    const double min_margin = g.meta["min_margin_required"].get<double>();
-
-    for (const auto& c : g.meta["random"]) {
-        const int k = c["index"].get<int>();
-        CAPTURE(model_dir.string());
-        CAPTURE(k);
-        const Input in = padded(g.file.at("patches_" + std::to_string(k)), P);
-
-        // encoder states (real rows)
-        const int64_t n = model.encode(in.flattened, in.mask);
-        REQUIRE(n == in.real);
-        const std::vector<float> ref = g.file.at("encoder_" + std::to_string(k)).to_float();
-        REQUIRE(int64_t(ref.size()) == n * H);
-        const float scale = std::max(1.0f, max_abs(ref.data(), ref.size()));
-        const float enc_diff = max_abs_diff(model.encoder_states(), ref.data(), ref.size()) / scale;
-        CHECK(enc_diff <= 1e-4f);
-        f.encoder_rel = std::max(f.encoder_rel, enc_diff);
-
-        // teacher-forced logits
-        const auto ids = to_i64(g.file.at("tf_ids_" + std::to_string(k)));
-        const std::vector<float> logits = model.forward(in.flattened, in.mask, ids);
-        const std::vector<float> ref_logits = g.file.at("logits_" + std::to_string(k)).to_float();
-        REQUIRE(logits.size() == ref_logits.size());
-        REQUIRE(int64_t(logits.size()) == int64_t(ids.size()) * V);
-        const float lg_diff = max_abs_diff(logits.data(), ref_logits.data(), logits.size());
-        CHECK(lg_diff <= logits_tol);
-        f.logits_abs = std::max(f.logits_abs, lg_diff);
-
-        // generate() with each golden configuration, and the asynchronous decode loop
-        for (const auto& gen : c["generate"]) {
-            if (gen["min_margin"].get<double>() < min_margin) continue;
-            GenerateOptions opt;
-            if (gen["kwargs"].contains("max_new_tokens")) opt.max_new_tokens = gen["kwargs"]["max_new_tokens"].get<int>();
-            std::vector<int64_t> streamed;
-            opt.on_token = [&](int64_t t) {
-                streamed.push_back(t);
-                return true;
-            };
-            const GenerateResult r = model.generate(in.flattened, in.mask, opt);
-            const auto expect = without_start(gen["ids"]);
-            CAPTURE(gen["kwargs"].dump());
-            CHECK(r.ids == expect);
-            CHECK(streamed == expect);
-            CHECK(r.stopped_at_eos == (!expect.empty() && expect.back() == 1));
-            const int max_new = opt.max_new_tokens > 0 ? opt.max_new_tokens : int(model.default_max_new_tokens());
-            CHECK(greedy_async(model, gpu, in, max_new) == expect);
-            ++f.generations;
-        }
-    }
-
-    // pipeline cases, model half: the HF processor's patches (stored for some cases) → same ids
-    for (const auto& c : g.meta["pipeline"]) {
-        const int j = c["index"].get<int>();
-        const TensorView* t = g.file.find("pipe_patches_" + std::to_string(j));
-        if (!t || c["min_margin"].get<double>() < min_margin) continue;
-        CAPTURE(j);
-        const Input in = padded(*t, P);
-        const GenerateResult r = model.generate(in.flattened, in.mask);
-        CHECK(r.ids == without_start(c["ids"]));
-        ++f.pipeline;
-    }
+    check_random_cases(model, g, model_dir, logits_tol, f,
+                       [&](const Input& in, const nlohmann::json& gen, const GenerateOptions& opt, const GenerateResult&) {
+                           // and the asynchronous decode loop
+                           const int max_new =
+                               opt.max_new_tokens > 0 ? opt.max_new_tokens : int(model.default_max_new_tokens());
+                           CHECK(greedy_async(model, gpu, in, max_new) == without_start(gen["ids"]));
+                       });
+    check_pipeline_cases(model, g, f, [](const nlohmann::json&, const GenerateResult&) {});
     return f;
 }
 
@@ -270,16 +143,7 @@ TEST_CASE("gpu model: computing only the real patches equals the masked full com
     const Checkpoint ckpt = Checkpoint::load(kData / "tiny");
     CudaBackend gpu(ckpt);
     ForConditionalGeneration<CudaBackend> model(ckpt, gpu);
-    const int64_t H = ckpt.config().vision.hidden_size;
-    const Input in = padded(g.file.at("patches_0"), 64);
-    const int64_t n = model.encode(in.flattened, in.mask);
-    std::vector<float> trimmed(model.encoder_states(), model.encoder_states() + n * H);
-    const int64_t all = model.encode(in.flattened, in.mask, EncodeOptions{.skip_padding = false});
-    REQUIRE(all == 64);
-    CHECK(max_abs_diff(trimmed.data(), model.encoder_states(), size_t(n * H)) <= 1e-5f);
-    model.compute_cross_kv();
-    const GenerateResult a = model.generate(in.flattened, in.mask);
-    CHECK(a.encoder_rows == n);
+    check_skip_padding(model, g);
 }
 
 TEST_CASE("gpu model: errors name the problem (memory, foreign weights, bad ids)") {

@@ -1,0 +1,187 @@
+// tests/model_goldens.hpp — reading the model goldens of tests/reference/make_model_goldens.py and
+// comparing against them; shared by tests/test_model.cpp (CPU) and tests/gpu/test_model_gpu.cu (CUDA).
+// Plain C++ (compiles with g++ and nvcc), no Eigen.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "pix2struct/model/generate.hpp"
+#include "pix2struct/safetensors.hpp"
+
+namespace p2s_test {
+
+struct Goldens {
+    pix2struct::SafetensorsFile file;
+    nlohmann::json meta;
+};
+
+inline Goldens load_goldens(const std::filesystem::path& st, const std::filesystem::path& js) {
+    std::ifstream in(js);
+    REQUIRE_MESSAGE(in, js.string());
+    return {pix2struct::SafetensorsFile::open(st), nlohmann::json::parse(in)};
+}
+
+inline std::vector<int64_t> to_i64(const pix2struct::TensorView& t) {
+    REQUIRE(t.dtype == pix2struct::DType::I64);
+    std::vector<int64_t> v(size_t(t.numel()));
+    std::memcpy(v.data(), t.bytes.data(), v.size() * 8);
+    return v;
+}
+
+// The goldens store the n real rows; the model input is padded with zero rows to max_patches.
+struct Input {
+    std::vector<float> flattened, mask;
+    int64_t real = 0;
+};
+inline Input padded(const pix2struct::TensorView& real_rows, int64_t max_patches) {
+    const int64_t n = real_rows.shape[0], W = real_rows.shape[1];
+    Input in;
+    in.real = n;
+    in.flattened.assign(size_t(max_patches * W), 0.0f);
+    real_rows.to_float(in.flattened.data());
+    in.mask.assign(size_t(max_patches), 0.0f);
+    std::fill(in.mask.begin(), in.mask.begin() + n, 1.0f);
+    return in;
+}
+
+inline float max_abs(const float* a, size_t n) {
+    float m = 0;
+    for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a[i]));
+    return m;
+}
+// A non-finite output counts as an infinite difference (std::max would otherwise drop a NaN).
+inline float max_abs_diff(const float* a, const float* b, size_t n) {
+    float m = 0;
+    for (size_t i = 0; i < n; ++i) m = std::max(m, std::isfinite(a[i]) ? std::fabs(a[i] - b[i]) : INFINITY);
+    return m;
+}
+
+// The generated ids without the decoder start token (0) the goldens begin with.
+inline std::vector<int64_t> without_start(const nlohmann::json& ids) {
+    auto v = ids.get<std::vector<int64_t>>();
+    REQUIRE(!v.empty());
+    REQUIRE(v[0] == 0);
+    return {v.begin() + 1, v.end()};
+}
+
+// Golden case k of the "random" list: encoder states (real rows) max |diff| ≤ 1e-4 · max(1, max |ref|) and
+// teacher-forced logits max |diff| ≤ logits_tol, on any ForConditionalGeneration<Backend>. Returns both.
+struct CaseDiffs {
+    float encoder_rel = 0, logits_abs = 0;
+};
+template <class Model>
+CaseDiffs check_encoder_and_logits(Model& model, const Goldens& g, int k, const Input& in, float logits_tol) {
+    const int64_t H = model.config().vision.hidden_size, V = model.config().text.vocab_size;
+    CaseDiffs d;
+
+    // encoder states (real rows)
+    const int64_t n = model.encode(in.flattened, in.mask);
+    REQUIRE(n == in.real);
+    const std::vector<float> ref = g.file.at("encoder_" + std::to_string(k)).to_float();
+    REQUIRE(int64_t(ref.size()) == n * H);
+    const float scale = std::max(1.0f, max_abs(ref.data(), ref.size()));
+    d.encoder_rel = max_abs_diff(model.encoder_states(), ref.data(), ref.size()) / scale;
+    CHECK(d.encoder_rel <= 1e-4f);
+
+    // teacher-forced logits
+    const auto ids = to_i64(g.file.at("tf_ids_" + std::to_string(k)));
+    const std::vector<float> logits = model.forward(in.flattened, in.mask, ids);
+    const std::vector<float> ref_logits = g.file.at("logits_" + std::to_string(k)).to_float();
+    REQUIRE(logits.size() == ref_logits.size());
+    REQUIRE(int64_t(logits.size()) == int64_t(ids.size()) * V);
+    d.logits_abs = max_abs_diff(logits.data(), ref_logits.data(), logits.size());
+    CHECK(d.logits_abs <= logits_tol);
+    return d;
+}
+
+// What check_random_cases / check_pipeline_cases (and the callers' own cases) measured, for the report.
+struct Figures {
+    float encoder_rel = 0, logits_abs = 0;
+    int generations = 0, pipeline = 0, prompted = 0;
+};
+
+// Every case of the goldens' "random" list: check_encoder_and_logits, then generate() with each golden
+// configuration whose smallest top-1 margin is clear (min_margin_required): ids and streamed tokens equal the
+// golden ids, stopped_at_eos as they say; then on_generation(in, gen, opt, result) for the caller's own checks.
+template <class Model, class OnGeneration>
+void check_random_cases(Model& model, const Goldens& g, const std::filesystem::path& model_dir, float logits_tol,
+                        Figures& f, OnGeneration&& on_generation) {
+    const int64_t P = g.meta["max_patches"].get<int64_t>();
+    const double min_margin = g.meta["min_margin_required"].get<double>();
+    for (const auto& c : g.meta["random"]) {
+        const int k = c["index"].get<int>();
+        CAPTURE(model_dir.string());
+        CAPTURE(k);
+        const Input in = padded(g.file.at("patches_" + std::to_string(k)), P);
+
+        const CaseDiffs d = check_encoder_and_logits(model, g, k, in, logits_tol);
+        f.encoder_rel = std::max(f.encoder_rel, d.encoder_rel);
+        f.logits_abs = std::max(f.logits_abs, d.logits_abs);
+
+        for (const auto& gen : c["generate"]) {
+            if (gen["min_margin"].get<double>() < min_margin) continue;
+            pix2struct::GenerateOptions opt;
+            if (gen["kwargs"].contains("max_new_tokens")) opt.max_new_tokens = gen["kwargs"]["max_new_tokens"].get<int>();
+            std::vector<int64_t> streamed;
+            opt.on_token = [&](int64_t t) {
+                streamed.push_back(t);
+                return true;
+            };
+            const pix2struct::GenerateResult r = model.generate(in.flattened, in.mask, opt);
+            const auto expect = without_start(gen["ids"]);
+            CAPTURE(gen["kwargs"].dump());
+            CHECK(r.ids == expect);
+            CHECK(streamed == expect);
+            CHECK(r.stopped_at_eos == (!expect.empty() && expect.back() == 1));
+            on_generation(in, gen, opt, r);
+            ++f.generations;
+        }
+    }
+}
+
+// Pipeline cases, model half: the HF processor's patches (stored for some cases) give the golden ids, for the
+// cases whose margin is clear; then on_case(case, result) for the caller's own checks.
+template <class Model, class OnCase>
+void check_pipeline_cases(Model& model, const Goldens& g, Figures& f, OnCase&& on_case) {
+    const int64_t P = g.meta["max_patches"].get<int64_t>();
+    const double min_margin = g.meta["min_margin_required"].get<double>();
+    for (const auto& c : g.meta["pipeline"]) {
+        const int j = c["index"].get<int>();
+        const pix2struct::TensorView* t = g.file.find("pipe_patches_" + std::to_string(j));
+        if (!t || c["min_margin"].get<double>() < min_margin) continue;
+        CAPTURE(j);
+        const Input in = padded(*t, P);
+        const pix2struct::GenerateResult r = model.generate(in.flattened, in.mask);
+        CHECK(r.ids == without_start(c["ids"]));
+        on_case(c, r);
+        ++f.pipeline;
+    }
+}
+
+// Encoding only the real patches (the default) equals the masked full computation over all 64 rows of golden
+// case 0 (padded to 64), and the cross-attention of the full run keeps only the real rows: generate() sees n.
+template <class Model>
+void check_skip_padding(Model& model, const Goldens& g) {
+    const int64_t H = model.config().vision.hidden_size;
+    const Input in = padded(g.file.at("patches_0"), 64);
+    const int64_t n = model.encode(in.flattened, in.mask);
+    std::vector<float> trimmed(model.encoder_states(), model.encoder_states() + n * H);
+    const int64_t all = model.encode(in.flattened, in.mask, pix2struct::EncodeOptions{.skip_padding = false});
+    REQUIRE(all == 64);
+    CHECK(max_abs_diff(trimmed.data(), model.encoder_states(), size_t(n * H)) <= 1e-5f);
+    model.compute_cross_kv();
+    const pix2struct::GenerateResult a = model.generate(in.flattened, in.mask);
+    CHECK(a.encoder_rows == n);
+}
+
+}  // namespace p2s_test
