@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <iterator>
+#include <memory>
 #include <vector>
 
 #include <stb_truetype.h>
@@ -55,6 +56,10 @@ struct GlyphBitmap {
     std::vector<unsigned char> pixels;            // [height][width] coverage
 };
 
+// A vertex in a std::vector: nvcc's front end (CUDA 13.0) crashes instantiating std::vector<stbtt_vertex>
+// (a typedef of an unnamed struct), and .cu files include the image headers (basic_pipeline.hpp).
+struct NamedVertex { stbtt_vertex v; };
+
 // FreeType's own hinted outline of a common character of the default font at 36 px
 // (detail/liberation_sans_36_outlines.hpp), decomposed and flattened the way FreeType's smooth rasteriser
 // does it (FT_Outline_Decompose: implied on-curve points at the truncated 26.6 midpoint; ftgrays.c
@@ -79,13 +84,13 @@ inline bool rasterize_hinted_outline(const PlacedGlyph& g, GlyphBitmap& out) {
         pts[i] = {x, y, ((v >> 26) & 1) != 0};
         xmin = std::min(xmin, x), xmax = std::max(xmax, x), ymin = std::min(ymin, y), ymax = std::max(ymax, y);
     }
-    std::vector<stbtt_vertex> verts;  // 1/256 pixel, lines only
+    std::vector<NamedVertex> verts;  // 1/256 pixel, lines only
     auto emit = [&](unsigned char type, int64_t x, int64_t y) {
         stbtt_vertex v{};
         v.type = type;
         v.x = stbtt_vertex_type(x);
         v.y = stbtt_vertex_type(y);
-        verts.push_back(v);
+        verts.push_back({v});
     };
     int64_t cx = 0, cy = 0;  // pen, 1/256 pixel
     auto line_to = [&](int64_t x, int64_t y) {
@@ -173,7 +178,9 @@ inline bool rasterize_hinted_outline(const PlacedGlyph& g, GlyphBitmap& out) {
     if (out.width <= 0 || out.height <= 0 || verts.empty()) return false;
     out.pixels.assign(size_t(out.width) * out.height, 0);
     stbtt__bitmap bm{out.width, out.height, out.width, out.pixels.data()};
-    stbtt_Rasterize(&bm, 0.35f, verts.data(), int(verts.size()), 1.f / 256, 1.f / 256, 0.f, 0.f, out.left,
+    const auto flat = std::make_unique<stbtt_vertex[]>(verts.size());
+    for (size_t i = 0; i < verts.size(); ++i) flat[i] = verts[i].v;
+    stbtt_Rasterize(&bm, 0.35f, flat.get(), int(verts.size()), 1.f / 256, 1.f / 256, 0.f, 0.f, out.left,
                     -out.top, 1, nullptr);
     return true;
 }
