@@ -46,6 +46,30 @@ TEST_CASE("pipeline: VQA answers equal HF's, streamed pieces add up to the answe
     CHECK(checked >= 3);
 }
 
+TEST_CASE("pipeline: BasicPipeline with a backend factory, used through PipelineBase, answers as HF") {
+    const auto g = goldens();
+    int made = 0;
+    auto owned = std::make_unique<BasicPipeline<CpuBackend>>(BasicPipeline<CpuBackend>::load(
+        kData / "tiny", {}, [&](const Checkpoint& c) {
+            CHECK(c.config().text.num_layers > 0);
+            ++made;
+            return std::make_unique<CpuBackend>(1);
+        }));
+    CHECK(made == 1);
+    PipelineBase& pipe = *owned;  // as pix2struct-vqa holds it, whatever the device
+    int checked = 0;
+    for (const auto& c : g["pipeline"]) {
+        if (!c["is_vqa"].get<bool>()) continue;
+        CAPTURE(c["question"].get<std::string>());
+        const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
+        const Answer a = pipe.ask(img, c["question"].get<std::string>());
+        CHECK(a.ids == without_start(c["ids"]));
+        CHECK(a.text == c["text"].get<std::string>());
+        ++checked;
+    }
+    CHECK(checked >= 3);
+}
+
 TEST_CASE("pipeline: max_new_tokens and stopping from the streaming callback") {
     Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1, .max_patches = 0, .font_path = {}});
     const Image img = load_image(kData / "images" / "diagram.png");

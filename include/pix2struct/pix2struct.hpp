@@ -32,7 +32,7 @@
 //       .forward(flattened, mask, decoder_ids) → logits [T, V]   .generate(flattened, mask, options) → GenerateResult
 //
 // LAYOUT (one header per concept; model code reads leaf to root, one struct per reference module)
-//   config.hpp safetensors.hpp weights.hpp tokenizer.hpp pipeline.hpp
+//   config.hpp safetensors.hpp weights.hpp tokenizer.hpp pipeline.hpp (basic_pipeline.hpp: any backend)
 //   image/    load, resample, header, patches          (Pix2StructImageProcessor)
 //   nn/       rms_norm, mlp, attention, relative_position (Pix2StructLayerNorm, …Mlp, …Attention)
 //   model/    vision_encoder, text_decoder, kv_cache, generate

@@ -1,0 +1,202 @@
+// pix2struct/basic_pipeline.hpp — the pipeline on any backend: BasicPipeline<Backend> (image + question →
+// answer text) and PipelineBase, its backend-independent part (checkpoint, tokenizer, preprocessing, the
+// streaming decode of the answer). pix2struct/pipeline.hpp names the CPU one `Pipeline`.
+//
+//   // in a .cu file compiled by nvcc (backend/cuda.hpp launches kernels; this header needs no Eigen):
+//   auto gpu = pix2struct::BasicPipeline<pix2struct::CudaBackend>::load(dir);          // CudaBackend(checkpoint)
+//   auto gpu2 = pix2struct::BasicPipeline<pix2struct::CudaBackend>::load(dir, {}, [&](const pix2struct::Checkpoint& c) {
+//       return std::make_unique<pix2struct::CudaBackend>(c, cuda_options); });
+//
+// The backend is made from the loaded checkpoint: by `make_backend` when given, else Backend(checkpoint)
+// when it has that constructor, else Backend(options.threads) (CpuBackend). A program that picks the
+// backend at run time holds the pipeline as a std::unique_ptr<PipelineBase> (examples/vqa does).
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "pix2struct/error.hpp"
+#include "pix2struct/image/load.hpp"
+#include "pix2struct/image/patches.hpp"
+#include "pix2struct/model/generate.hpp"
+#include "pix2struct/tokenizer.hpp"
+#include "pix2struct/weights.hpp"
+
+namespace pix2struct {
+
+struct PipelineOptions {
+    int threads = 0;          // CPU backend threads (0: all hardware threads)
+    int max_patches = 0;      // 0: the checkpoint's preprocessor_config.json (2048 for the published ones)
+    std::string font_path;    // empty: the default (Liberation Sans, metric-compatible with the reference's Arial)
+};
+
+struct AskOptions {
+    int max_new_tokens = 0;  // 0: HF's default length rule (20 new tokens)
+    // Called with the text each new token adds to the decoded answer (streaming); return false to stop.
+    std::function<bool(std::string_view piece)> on_text;
+};
+
+struct Answer {
+    std::string text;           // decoded, special tokens skipped (HF: decode(ids, skip_special_tokens=True))
+    std::vector<int64_t> ids;   // without the start token: the caption prompt's tokens (if any), then the generated
+                                // ones; ends with eos (1) if it stopped there
+    int64_t real_patches = 0;   // patches the encoder computed (rows × cols of the resized image)
+    struct Times {
+        double preprocess_ms = 0, encoder_ms = 0, cross_kv_ms = 0, decode_ms = 0;
+        std::vector<double> token_ms;
+    } times;
+};
+
+// The backend-independent part of a pipeline; BasicPipeline<Backend> supplies generate().
+class PipelineBase {
+public:
+    virtual ~PipelineBase() = default;
+
+    const Config& config() const { return checkpoint_->config(); }
+    const PreprocessorConfig& preprocessor() const { return checkpoint_->preprocessor(); }
+    bool is_vqa() const { return preprocessor().is_vqa; }
+    const Tokenizer& tokenizer() const { return tokenizer_; }
+    const PreprocessOptions& preprocess_options() const { return preprocess_; }
+    const Checkpoint& checkpoint() const { return *checkpoint_; }
+
+    // The model input for an image and question (captioning checkpoints draw no question).
+    Patches prepare(const Image& image, std::string_view question) const {
+        if (is_vqa() && question.empty())
+            detail::fail(checkpoint_->dir().string(), ": this is a VQA checkpoint (is_vqa in preprocessor_config.json): "
+                         "a question is required");
+        return preprocess(image, is_vqa() ? question : std::string_view{}, preprocess_);
+    }
+
+    // Preprocess, encode, decode. VQA checkpoints draw the question on the image (required: a missing
+    // question throws pix2struct::Error); captioning checkpoints use a non-empty `question` as the start
+    // of the caption (HF's conditional captioning).
+    Answer ask(const Image& image, std::string_view question = {}, const AskOptions& options = {}) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const Patches patches = prepare(image, question);
+        const double pre = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        Answer a = run(patches, options, is_vqa() ? std::string_view{} : question);
+        a.times.preprocess_ms = pre;
+        return a;
+    }
+
+    // Encode and decode already prepared patches. `prompt` (captioning checkpoints only) starts the
+    // answer, as HF's processor does with text for a non-VQA checkpoint: its tokens (with </s>) become
+    // the decoder prompt and the answer text includes it.
+    Answer run(const Patches& patches, const AskOptions& options = {}, std::string_view prompt = {}) {
+        Answer a;
+        std::string shown;  // text streamed so far
+        GenerateOptions g;
+        g.max_new_tokens = options.max_new_tokens;
+        if (!prompt.empty() && !is_vqa()) g.decoder_prompt = tokenizer_.encode(prompt);
+        std::vector<int64_t> so_far = g.decoder_prompt;
+        if (options.on_text && !so_far.empty()) {
+            shown = tokenizer_.decode(so_far);
+            if (!options.on_text(shown)) return a;
+        }
+        if (options.on_text)
+            g.on_token = [&](int64_t token) {
+                so_far.push_back(token);
+                const std::string now = tokenizer_.decode(so_far);
+                // decode() strips and joins pieces, so the text only ever grows at the end; emit the new tail
+                if (now.size() > shown.size() && now.compare(0, shown.size(), shown) == 0) {
+                    const std::string piece = now.substr(shown.size());
+                    shown = now;
+                    return options.on_text(piece);
+                }
+                return true;
+            };
+        const GenerateResult r = generate(patches.flattened, patches.mask, g);
+        a.ids = r.ids;
+        a.text = tokenizer_.decode(r.ids);
+        a.real_patches = r.encoder_rows;
+        a.times.encoder_ms = r.times.encoder_ms;
+        a.times.cross_kv_ms = r.times.cross_kv_ms;
+        a.times.token_ms = r.times.token_ms;
+        for (double t : r.times.token_ms) a.times.decode_ms += t;
+        return a;
+    }
+
+protected:
+    // Loads config.json, preprocessor_config.json, model.safetensors and spiece.model from `dir`.
+    PipelineBase(const std::filesystem::path& dir, const PipelineOptions& options)
+        : checkpoint_(std::make_unique<Checkpoint>(Checkpoint::load(dir))), tokenizer_(Tokenizer::load(dir)) {
+        const PreprocessorConfig& pc = checkpoint_->preprocessor();
+        preprocess_.max_patches = options.max_patches > 0 ? options.max_patches : pc.max_patches;
+        preprocess_.patch_height = pc.patch_height;
+        preprocess_.patch_width = pc.patch_width;
+        preprocess_.is_vqa = pc.is_vqa;
+        preprocess_.font_path = options.font_path;
+        const int64_t patch_dim = int64_t(pc.patch_height) * pc.patch_width * 3;
+        if (patch_dim != checkpoint_->config().vision.patch_embed_hidden_size)
+            detail::fail(dir.string(), ": preprocessor patch size ", pc.patch_height, "x", pc.patch_width,
+                         " gives ", patch_dim, " values per patch, the model expects ",
+                         checkpoint_->config().vision.patch_embed_hidden_size);
+    }
+    PipelineBase(PipelineBase&&) = default;
+    PipelineBase& operator=(PipelineBase&&) = default;
+
+    // The model on the backend: ForConditionalGeneration<Backend>::generate.
+    virtual GenerateResult generate(std::span<const float> flattened, std::span<const float> mask,
+                                    const GenerateOptions& options) = 0;
+
+private:
+    std::unique_ptr<Checkpoint> checkpoint_;  // on the heap: the backend and model keep pointers into it
+    Tokenizer tokenizer_;
+    PreprocessOptions preprocess_;
+};
+
+template <class Backend>
+class BasicPipeline : public PipelineBase {
+public:
+    // Makes the backend for the loaded checkpoint (which outlives it).
+    using BackendFactory = std::function<std::unique_ptr<Backend>(const Checkpoint&)>;
+
+    // Loads config.json, preprocessor_config.json, model.safetensors and spiece.model from `dir`; the
+    // backend is make_backend(checkpoint) when given, else Backend(checkpoint) or Backend(options.threads).
+    static BasicPipeline load(const std::filesystem::path& dir, const PipelineOptions& options = {},
+                              const BackendFactory& make_backend = {}) {
+        return BasicPipeline(dir, options, make_backend);
+    }
+
+    BasicPipeline(BasicPipeline&&) = default;
+    BasicPipeline& operator=(BasicPipeline&&) = default;
+
+    Backend& backend() { return *backend_; }
+    ForConditionalGeneration<Backend>& model() { return *model_; }
+
+protected:
+    GenerateResult generate(std::span<const float> flattened, std::span<const float> mask,
+                            const GenerateOptions& options) override {
+        return model_->generate(flattened, mask, options);
+    }
+
+private:
+    BasicPipeline(const std::filesystem::path& dir, const PipelineOptions& options, const BackendFactory& make_backend)
+        : PipelineBase(dir, options) {
+        if (make_backend) {
+            backend_ = make_backend(checkpoint());
+            if (!backend_) detail::fail(dir.string(), ": the backend factory returned no backend");
+        } else if constexpr (std::constructible_from<Backend, const Checkpoint&>) {
+            backend_ = std::make_unique<Backend>(checkpoint());
+        } else {
+            static_assert(std::constructible_from<Backend, int>,
+                          "BasicPipeline: the Backend is made from the Checkpoint or a thread count; pass make_backend");
+            backend_ = std::make_unique<Backend>(options.threads);
+        }
+        model_ = std::make_unique<ForConditionalGeneration<Backend>>(checkpoint(), *backend_);
+    }
+
+    std::unique_ptr<Backend> backend_;  // declared before model_: destroyed after it
+    std::unique_ptr<ForConditionalGeneration<Backend>> model_;
+};
+
+}  // namespace pix2struct
