@@ -93,6 +93,13 @@ inline float f16_to_float(uint16_t h) {
     return std::bit_cast<float>(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 
+// "[768, 2048]", as error messages print shapes.
+inline std::string shape_string(const std::vector<int64_t>& shape) {
+    std::string s = "[";
+    for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+}
+
 // ---- a view of one stored tensor ------------------------------------------------------------
 struct TensorView {
     std::string name;
@@ -112,20 +119,8 @@ struct TensorView {
         const std::byte* src = bytes.data();
         switch (dtype) {
             case DType::F32: std::memcpy(dst, src, size_t(n) * 4); return;
-            case DType::BF16:
-                for (int64_t i = 0; i < n; ++i) {
-                    uint16_t h;
-                    std::memcpy(&h, src + 2 * i, 2);
-                    dst[i] = bf16_to_float(h);
-                }
-                return;
-            case DType::F16:
-                for (int64_t i = 0; i < n; ++i) {
-                    uint16_t h;
-                    std::memcpy(&h, src + 2 * i, 2);
-                    dst[i] = f16_to_float(h);
-                }
-                return;
+            case DType::BF16: return widen_halves(src, n, dst, bf16_to_float);
+            case DType::F16: return widen_halves(src, n, dst, f16_to_float);
             default:
                 detail::fail("tensor '", name, "': dtype ", dtype_name(dtype),
                              " cannot be converted to float (expected F16, BF16 or F32)");
@@ -135,6 +130,17 @@ struct TensorView {
         std::vector<float> out(static_cast<size_t>(numel()));
         to_float(out.data());
         return out;
+    }
+
+private:
+    // 16-bit elements (possibly unaligned in the mapping) → float through `widen`.
+    template <class Widen>
+    static void widen_halves(const std::byte* src, int64_t n, float* dst, Widen widen) {
+        for (int64_t i = 0; i < n; ++i) {
+            uint16_t h;
+            std::memcpy(&h, src + 2 * i, 2);
+            dst[i] = widen(h);
+        }
     }
 };
 
@@ -309,14 +315,6 @@ private:
         for (size_t i = 0; i < tensors_.size(); ++i) index_.emplace(tensors_[i].name, i);
     }
 
-public:
-    static std::string shape_string(const std::vector<int64_t>& shape) {
-        std::string s = "[";
-        for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-        return s + "]";
-    }
-
-private:
     std::filesystem::path path_;
     std::unique_ptr<detail::MappedFile> map_;
     std::vector<TensorView> tensors_;
@@ -334,7 +332,7 @@ public:
             count *= d;
         }
         if (size_t(count) * dtype_size(dtype) != bytes.size())
-            detail::fail("safetensors writer: tensor '", name, "': shape ", SafetensorsFile::shape_string(shape),
+            detail::fail("safetensors writer: tensor '", name, "': shape ", shape_string(shape),
                          " of ", dtype_name(dtype), " needs ", size_t(count) * dtype_size(dtype), " bytes, got ",
                          bytes.size());
         for (const Entry& e : entries_)

@@ -188,12 +188,12 @@ private:
             w.shape = shape;
             const TensorView* t = file.find(name);
             if (!t) {
-                problems.push_back("missing tensor '" + name + "' " + SafetensorsFile::shape_string(shape));
+                problems.push_back("missing tensor '" + name + "' " + shape_string(shape));
                 return;
             }
             if (t->shape != shape) {
-                problems.push_back("tensor '" + name + "' has shape " + SafetensorsFile::shape_string(t->shape) +
-                                   ", the config implies " + SafetensorsFile::shape_string(shape));
+                problems.push_back("tensor '" + name + "' has shape " + shape_string(t->shape) +
+                                   ", the config implies " + shape_string(shape));
                 return;
             }
             if (t->dtype != DType::F32 && t->dtype != DType::BF16 && t->dtype != DType::F16) {
