@@ -153,6 +153,16 @@ __global__ void __launch_bounds__(kEwThreads)
     }
 }
 
+// The two-operand element-wise launchers (convert, gelu_gate, add): kernel(p, q, n) over n elements.
+template <class P, class Q>
+void launch_elementwise(const char* name, void (*kernel)(P*, Q*, int64_t), P* p, Q* q, int64_t n,
+                        cudaStream_t stream) {
+    if (n == 0) return;
+    if (!p || !q || n < 0) pix2struct::detail::fail(name, ": ", n, " elements: invalid arguments");
+    kernel<<<ew_blocks(n), kEwThreads, 0, stream>>>(p, q, n);
+    check_launch(name);
+}
+
 }  // namespace detail
 
 // =============================================================================================
@@ -198,30 +208,21 @@ void add_position_embeddings(T* x, const TTable* row_table, const TTable* col_ta
 template <class TIn, class TOut>
 void convert(const TIn* in, TOut* out, int64_t n, cudaStream_t stream = nullptr) {
     static_assert(detail::kIsElement<TIn> && detail::kIsElement<TOut>, "convert: float or bf16");
-    if (n == 0) return;
-    if (!in || !out || n < 0) pix2struct::detail::fail("convert: ", n, " elements: invalid arguments");
-    detail::convert_kernel<<<detail::ew_blocks(n), detail::kEwThreads, 0, stream>>>(in, out, n);
-    check_launch("convert");
+    detail::launch_elementwise("convert", detail::convert_kernel<TIn, TOut>, in, out, n, stream);
 }
 
 // a[i] = gelu_new(a[i]) · b[i]
 template <class T>
 void gelu_gate(T* a, const T* b, int64_t n, cudaStream_t stream = nullptr) {
     static_assert(detail::kIsElement<T>, "gelu_gate: float or bf16");
-    if (n == 0) return;
-    if (!a || !b || n < 0) pix2struct::detail::fail("gelu_gate: ", n, " elements: invalid arguments");
-    detail::gelu_gate_kernel<<<detail::ew_blocks(n), detail::kEwThreads, 0, stream>>>(a, b, n);
-    check_launch("gelu_gate");
+    detail::launch_elementwise("gelu_gate", detail::gelu_gate_kernel<T>, a, b, n, stream);
 }
 
 // y[i] += x[i]
 template <class T>
 void add(T* y, const T* x, int64_t n, cudaStream_t stream = nullptr) {
     static_assert(detail::kIsElement<T>, "add: float or bf16");
-    if (n == 0) return;
-    if (!y || !x || n < 0) pix2struct::detail::fail("add: ", n, " elements: invalid arguments");
-    detail::add_kernel<<<detail::ew_blocks(n), detail::kEwThreads, 0, stream>>>(y, x, n);
-    check_launch("add");
+    detail::launch_elementwise("add", detail::add_kernel<T>, y, x, n, stream);
 }
 
 template <class T>
