@@ -203,13 +203,11 @@ inline Image resize_bicubic(const Image& image, int width, int height) {
     const bool horizontal_first =
         !((image.height - height) > 0 && (image.height - height) > (image.width - width) * 2);
     if (!need_horizontal && !need_vertical) return image;
-    if (horizontal_first) {
-        // (Pillow restricts the horizontal pass to the rows the vertical pass reads: same result.)
-        Image tmp = need_horizontal ? detail::pillow_horizontal(image, width) : image;
-        return need_vertical ? detail::pillow_vertical(tmp, height) : tmp;
-    }
-    Image tmp = detail::pillow_vertical(image, height);
-    return need_horizontal ? detail::pillow_horizontal(tmp, width) : tmp;
+    if (!need_vertical) return detail::pillow_horizontal(image, width);
+    if (!need_horizontal) return detail::pillow_vertical(image, height);
+    // (Pillow restricts the horizontal-first pass to the rows the vertical pass reads: same result.)
+    return horizontal_first ? detail::pillow_vertical(detail::pillow_horizontal(image, width), height)
+                            : detail::pillow_horizontal(detail::pillow_vertical(image, height), width);
 }
 
 // torch.nn.functional.interpolate(x[None], size=(out_height, out_width), mode="bilinear",
@@ -222,13 +220,16 @@ inline std::vector<float> resize_bilinear_antialias(std::span<const float> chw, 
         chw.size() != size_t(channels) * height * width)
         detail::fail("resize_bilinear_antialias: cannot resize [", channels, ", ", height, ", ", width, "] (",
                      chw.size(), " values) to ", out_height, "x", out_width);
-    std::vector<float> cur(chw.begin(), chw.end());
+    if (out_width == width && out_height == height) return std::vector<float>(chw.begin(), chw.end());
+    // `cur` is the latest pass's output; the first pass reads the caller's data directly.
+    std::vector<float> cur;
+    const float* in = chw.data();
     int h = height, w = width;
     if (out_width != w) {
         const detail::TorchAAWeights t = detail::torch_aa_weights(w, out_width);
         std::vector<float> next(size_t(channels) * h * out_width);
         for (size_t row = 0; row < size_t(channels) * h; ++row) {
-            const float* src = cur.data() + row * w;
+            const float* src = in + row * w;
             float* dst = next.data() + row * out_width;
             for (int x = 0; x < out_width; ++x) {
                 const float* k = t.weights.data() + x * t.max_size;
@@ -239,13 +240,14 @@ inline std::vector<float> resize_bilinear_antialias(std::span<const float> chw, 
             }
         }
         cur.swap(next);
+        in = cur.data();
         w = out_width;
     }
     if (out_height != h) {
         const detail::TorchAAWeights t = detail::torch_aa_weights(h, out_height);
         std::vector<float> next(size_t(channels) * out_height * w);
         for (int c = 0; c < channels; ++c) {
-            const float* plane = cur.data() + size_t(c) * h * w;
+            const float* plane = in + size_t(c) * h * w;
             float* out = next.data() + size_t(c) * out_height * w;
             for (int y = 0; y < out_height; ++y) {
                 const float* k = t.weights.data() + y * t.max_size;
