@@ -65,14 +65,18 @@ inline Image render_header_text(std::string_view question, const Font& font, int
     out.rgb.assign(size_t(out.width) * out.height * 3, 255);
     const float scale = float(double(p.scale.x_scale) / 65536.0 / 64.0);  // pixels per font unit
     detail::GlyphBitmap bitmap;
+    // One line's mask at a time, in image coordinates (glyph pixel boxes may overlap: merge them first).
+    // Only rows [row_lo, row_hi) are touched by a line; they are painted, then cleared for the next line.
+    std::vector<uint8_t> mask(size_t(out.width) * out.height, 0);
     for (size_t li = 0; li < p.lines.size(); ++li) {
-        // The line's mask, in image coordinates (glyph pixel boxes may overlap: merge them first).
-        std::vector<uint8_t> mask(size_t(out.width) * out.height, 0);
+        int row_lo = out.height, row_hi = 0;
         const int base_y = kHeaderPadding + p.layout.line_y[li] + p.scale.ascender;  // baseline row
         for (const detail::PlacedGlyph& g : p.lines[li].glyphs) {
             if (!detail::rasterize_glyph(font, p.scale, size, scale, g, bitmap)) continue;
             const int x0 = bitmap.left, y0 = -bitmap.top, w = bitmap.width, h = bitmap.height;
             const int ox = kHeaderPadding + g.px + x0, oy = base_y + y0;
+            row_lo = std::min(row_lo, std::max(oy, 0));
+            row_hi = std::max(row_hi, std::min(oy + h, out.height));
             for (int y = 0; y < h; ++y) {
                 const int iy = oy + y;
                 if (iy < 0 || iy >= out.height) continue;
@@ -85,12 +89,13 @@ inline Image render_header_text(std::string_view question, const Font& font, int
                 }
             }
         }
-        for (size_t i = 0; i < mask.size(); ++i) {
+        for (size_t i = size_t(row_lo) * out.width; i < size_t(std::max(row_lo, row_hi)) * out.width; ++i) {
             if (mask[i] == 0) continue;
             for (int c = 0; c < 3; ++c) {
                 uint8_t& v = out.rgb[i * 3 + c];
                 v = detail::muldiv255(v, 255 - mask[i]);  // ink 0: DIV255(v * (255 - m) + 0 * m)
             }
+            mask[i] = 0;
         }
     }
     return out;
