@@ -141,13 +141,9 @@ inline Patches preprocess(const Image& image, std::string_view question, const P
     detail::check_options(opt);
     if (image.empty() || image.rgb.size() != size_t(image.width) * image.height * 3)
         detail::fail("preprocess: the image is empty or inconsistent (", image.width, "x", image.height, ")");
-    if (!opt.is_vqa) {
-        const std::vector<float> chw = standardize_chw(image);
-        return detail::extract_flattened_patches(chw, image.height, image.width, opt);
-    }
-    const Image composed = render_question(image, question, opt.font_path);
-    const std::vector<float> chw = standardize_chw(composed);
-    return detail::extract_flattened_patches(chw, composed.height, composed.width, opt);
+    const Image composed = opt.is_vqa ? render_question(image, question, opt.font_path) : Image{};
+    const Image& input = opt.is_vqa ? composed : image;
+    return detail::extract_flattened_patches(standardize_chw(input), input.height, input.width, opt);
 }
 
 // Without a question: captioning checkpoints only.
