@@ -208,15 +208,15 @@ inline LineLayout layout_line(const Font& font, const FontScale& s, int size, st
     int x_max = 0, y_min = 0, y_max = 0;
     int prev = -1;
     const std::vector<int> scripts = resolve_scripts(line);
+    // hb_font_t::em_scale: (v * em_mult + 32768) >> 16, em_mult = (x_scale_26.6 << 16) / upem.
+    const int64_t hb_x_scale = (s.x_scale * font.units_per_em() + 32768) >> 16;
+    const int64_t em_mult = (hb_x_scale << 16) / font.units_per_em();
     for (size_t i = 0; i < line.size(); ++i) {
         const char32_t cp = line[i];
         const int g = stbtt_FindGlyphIndex(info, int(cp));  // 0 (.notdef) when the font lacks it, as HarfBuzz
         // HarfBuzz kerns within a script run only (and not at all in some scripts' runs).
         if (prev >= 0 && scripts[i] == scripts[i - 1] && script_kerns(scripts[i])) {
             const int kern = stbtt_GetGlyphKernAdvance(info, prev, g);  // font units
-            // hb_font_t::em_scale: (v * em_mult + 32768) >> 16, em_mult = (x_scale_26.6 << 16) / upem.
-            const int64_t scale26 = (s.x_scale * font.units_per_em() + 32768) >> 16;  // hb x_scale
-            const int64_t em_mult = (scale26 << 16) / font.units_per_em();
             pen += (int64_t(kern) * em_mult + 32768) >> 16;
         }
         PlacedGlyph pg{g, pixel_round(pen), cp};
