@@ -30,12 +30,14 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
+#include <cstring>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
-#include <cstring>
+#include <utility>
 #include <sys/mman.h>
 #include <vector>
 
@@ -77,10 +79,13 @@ public:
             for (int64_t i = 0; i < n; ++i) f(i, 0);
             return;
         }
-        std::function<void(int64_t, int)> task = std::forward<F>(f);
+        // The task is called through a plain function pointer and f's address (f outlives the call): no
+        // std::function, whose captures would be heap-allocated on every call (every linear of every step).
+        using Fn = std::remove_reference_t<F>;
         {
             std::lock_guard lock(mutex_);
-            task_ = &task;
+            task_ = const_cast<void*>(static_cast<const void*>(std::addressof(f)));
+            call_ = [](void* task, int64_t i, int worker) { (*static_cast<Fn*>(task))(i, worker); };
             count_ = n;
             next_.store(0);
             pending_ = int(workers_.size());
@@ -95,7 +100,7 @@ public:
 
 private:
     void run_tasks(int worker) {
-        for (int64_t i; (i = next_.fetch_add(1)) < count_;) (*task_)(i, worker);
+        for (int64_t i; (i = next_.fetch_add(1)) < count_;) call_(task_, i, worker);
     }
     void work(int worker) {
         uint64_t seen = 0;
@@ -117,7 +122,8 @@ private:
     std::vector<std::thread> workers_;
     std::mutex mutex_;
     std::condition_variable wake_, done_;
-    std::function<void(int64_t, int)>* task_ = nullptr;
+    void* task_ = nullptr;                          // the caller's f
+    void (*call_)(void*, int64_t, int) = nullptr;  // calls it
     std::atomic<int64_t> next_{0};
     int64_t count_ = 0;
     int pending_ = 0;
