@@ -17,18 +17,14 @@
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "pix2struct/backend/cpu.hpp"
-#include "pix2struct/model/generate.hpp"
-#include "pix2struct/weights.hpp"
-#if __has_include("pix2struct/image/patches.hpp")
 #include "pix2struct/image/load.hpp"
 #include "pix2struct/image/patches.hpp"
-#define P2S_HAVE_FRONTEND 1
-#endif
+#include "pix2struct/model/generate.hpp"
+#include "pix2struct/weights.hpp"
 
 using clock_type = std::chrono::steady_clock;
 static double ms_since(clock_type::time_point t) {
@@ -65,41 +61,19 @@ int main(int argc, char** argv) {
         const auto& cfg = ckpt.config();
         const int P = max_patches > 0 ? max_patches : ckpt.preprocessor().max_patches;
 
-        std::vector<float> flattened, mask;
         std::vector<double> t_pre, t_enc, t_kv, t_tok;
         int64_t N = 0;
-#ifdef P2S_HAVE_FRONTEND
         const pix2struct::Image image = pix2struct::load_image(image_path);
         pix2struct::PreprocessOptions po;
         po.max_patches = P;
         po.is_vqa = ckpt.preprocessor().is_vqa;
-#endif
         for (int r = 0; r < repeats + 1; ++r) {  // run 0 warms up (allocations, page faults) and is not counted
             const bool count = r > 0;
             auto t = clock_type::now();
-#ifdef P2S_HAVE_FRONTEND
             const pix2struct::Patches p = pix2struct::preprocess(image, po.is_vqa ? question : "", po);
             if (count) t_pre.push_back(ms_since(t));
-            flattened = p.flattened;
-            mask = p.mask;
-#else
-            if (flattened.empty()) {  // no front end: a full grid of random patches
-                const int64_t W = cfg.vision.patch_embed_hidden_size + 2;
-                const int cols = int(std::sqrt(double(P))), rows = P / cols;
-                flattened.assign(size_t(P * W), 0.0f);
-                mask.assign(size_t(P), 0.0f);
-                std::mt19937 rng(1);
-                std::normal_distribution<float> nd;
-                for (int i = 0; i < rows * cols; ++i) {
-                    flattened[size_t(i * W)] = float(i / cols + 1);
-                    flattened[size_t(i * W + 1)] = float(i % cols + 1);
-                    for (int64_t k = 2; k < W; ++k) flattened[size_t(i * W + k)] = nd(rng);
-                    mask[size_t(i)] = 1;
-                }
-            }
-#endif
             t = clock_type::now();
-            N = model.encode(flattened, mask);
+            N = model.encode(p.flattened, p.mask);
             if (count) t_enc.push_back(ms_since(t));
             t = clock_type::now();
             model.compute_cross_kv();
@@ -118,8 +92,7 @@ int main(int argc, char** argv) {
         const double H = cfg.vision.hidden_size, I = cfg.vision.inner_dim(), F = cfg.vision.d_ff,
                      D = cfg.vision.patch_embed_hidden_size, L = cfg.vision.num_hidden_layers, n = double(N);
         const double enc_flop = 2 * n * D * H + L * (2 * n * H * I * 4 + 2 * 2 * n * n * I + 3 * 2 * n * H * F);
-        const double Ht = cfg.text.hidden_size, It = cfg.text.inner_dim(), Ft = cfg.text.d_ff, Lt = cfg.text.num_layers,
-                     V = cfg.text.vocab_size;
+        const double Ht = cfg.text.hidden_size, It = cfg.text.inner_dim(), Lt = cfg.text.num_layers;
         const double kv_flop = Lt * 2 * 2 * n * Ht * It;
         // Bytes read per token: decoder weights as the backend reads them (BF16 files: the stored 2 bytes;
         // otherwise the fp32 view; cross K/V projections are not read at decode time) + the fp32 cross K/V cache.
@@ -130,7 +103,6 @@ int main(int argc, char** argv) {
                 weight_bytes += double(w->size()) * (w->source && w->source->dtype == pix2struct::DType::BF16 ? 2 : 4);
         const auto& lm = ckpt.text().lm_head;
         weight_bytes += double(lm.size()) * (lm.source && lm.source->dtype == pix2struct::DType::BF16 ? 2 : 4);
-        (void)Ft; (void)V; (void)Ht;
         const double dec_bytes = weight_bytes + 4 * Lt * 2 * n * It;
 
         // Yardsticks, same run: GEMM rate of the backend on an encoder-sized product; copy bandwidth.
@@ -168,7 +140,7 @@ int main(int argc, char** argv) {
             std::printf("model %s, %d threads, %lld real patches of %d, %d repeats (medians)\n", model_dir.c_str(),
                         backend.threads(), (long long)N, P, repeats);
             std::printf("  load        %9.1f ms\n", load_ms);
-            std::printf("  preprocess  %9.2f ms%s\n", pre, t_pre.empty() ? " (no front end: random patches)" : "");
+            std::printf("  preprocess  %9.2f ms\n", pre);
             std::printf("  encoder     %9.1f ms   %7.1f GFLOP/s (%.1f GFLOP)\n", enc, enc_flop / (enc * 1e6), enc_flop / 1e9);
             std::printf("  cross K/V   %9.1f ms   %7.1f GFLOP/s\n", kv, kv_flop / (kv * 1e6));
             std::printf("  decode      %9.2f ms/token  %5.1f GB/s (%.0f MB read per token)\n", tok,
