@@ -557,10 +557,20 @@ void attention_any_dim(const AttentionArgs<T>& args, int D, cudaStream_t stream 
     check_launch("attention_any_dim");
 }
 
+namespace detail {
+// Partial outputs [splits, B, H, D] and (max, sum) pairs [splits, B, H, 2], fp32.
+inline size_t decode_workspace_bytes(int splits, int B, int H) {
+    return size_t(splits) * B * H * (kHeadDim + 2) * sizeof(float);
+}
+}  // namespace detail
+
 // Workspace the decode launcher needs for B, H and a cache of Lk keys, in bytes.
 inline size_t attention_decode_workspace_bytes(int B, int H, int Lk) {
-    const DecodeSplit sp = plan_decode_splits(B, H, Lk, sm_count());
-    return size_t(sp.splits) * B * H * (kHeadDim + 2) * sizeof(float);
+    return detail::decode_workspace_bytes(plan_decode_splits(B, H, Lk, sm_count()).splits, B, H);
+}
+// Enough workspace for B, H and a cache of any length (plan_decode_splits never exceeds kDecodeMaxSplits).
+inline size_t attention_decode_max_workspace_bytes(int B, int H) {
+    return detail::decode_workspace_bytes(kDecodeMaxSplits, B, H);
 }
 
 // One query per (batch, head) (Lq == 1) against Lk cached keys; `workspace` of at least
@@ -573,7 +583,7 @@ void attention_decode(const AttentionArgs<T>& args, void* workspace, size_t work
     const AttentionArgs<T> a = detail::resolve(args, "attention_decode");
     if (a.Lq != 1) pix2struct::detail::fail("attention_decode: takes one query per head, got Lq=", a.Lq);
     const DecodeSplit sp = plan_decode_splits(a.B, a.H, a.Lk, sm_count());
-    const size_t need = size_t(sp.splits) * a.B * a.H * (kHeadDim + 2) * sizeof(float);
+    const size_t need = detail::decode_workspace_bytes(sp.splits, a.B, a.H);
     if (!workspace || workspace_bytes < need)
         pix2struct::detail::fail("attention_decode: workspace of ", workspace_bytes, " bytes, needs ", need);
     float* part_o = static_cast<float*>(workspace);

@@ -238,8 +238,7 @@ public:
             kernels::attention_any_dim(a, g.D, stream_);
         } else if (g.Tq == 1) {
             // Room for the most splits any cache length can ask for: sized once per head count.
-            const size_t most = size_t(kernels::kDecodeMaxSplits) * size_t(g.heads) * (kernels::kHeadDim + 2) * sizeof(float);
-            decode_workspace_.reserve(std::max(most, kernels::attention_decode_workspace_bytes(1, g.heads, a.Lk)), stream_);
+            decode_workspace_.reserve(kernels::attention_decode_max_workspace_bytes(1, g.heads), stream_);
             kernels::attention_decode(a, decode_workspace_.data(), decode_workspace_.size(), stream_);
         } else {
             kernels::attention(a, stream_);
