@@ -128,15 +128,19 @@ inline Image pillow_vertical(const Image& in, int out_height) {
     out.height = out_height;
     out.rgb.resize(size_t(out.width) * out.height * 3);
     const size_t stride = size_t(in.width) * 3;
+    // Integer sums, so accumulating a whole row per input row (reading rows in order) gives Resample.c's
+    // per-pixel result exactly (no partial sum can overflow int32: 255 * sum |k| < 2^31).
+    std::vector<int32_t> acc(stride);
     for (int yy = 0; yy < out_height; ++yy) {
         const int32_t* k = c.weights.data() + size_t(yy) * c.ksize;
         const uint8_t* src = in.rgb.data() + size_t(c.first[yy]) * stride;
         uint8_t* dst = out.rgb.data() + size_t(yy) * stride;
-        for (size_t i = 0; i < stride; ++i) {
-            int32_t s = 1 << (kPillowPrecisionBits - 1);
-            for (int y = 0; y < c.count[yy]; ++y) s += src[size_t(y) * stride + i] * k[y];
-            dst[i] = pillow_clip8(s);
+        std::fill(acc.begin(), acc.end(), 1 << (kPillowPrecisionBits - 1));
+        for (int y = 0; y < c.count[yy]; ++y) {
+            const uint8_t* line = src + size_t(y) * stride;
+            for (size_t i = 0; i < stride; ++i) acc[i] += line[i] * k[y];
         }
+        for (size_t i = 0; i < stride; ++i) dst[i] = pillow_clip8(acc[i]);
     }
     return out;
 }
