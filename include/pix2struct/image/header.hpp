@@ -112,17 +112,18 @@ inline Image render_question(const Image& image, std::string_view question, cons
     // int(image.height * (new_width / image.width)) — Python float division, then truncation.
     const int new_height = int(double(image.height) * (double(new_width) / double(image.width)));
     const int new_header_height = int(double(header.height) * (double(new_width) / double(header.width)));
+    // The two resized images fill the canvas exactly (the white background never shows): stack them.
     Image out;
     out.width = new_width;
     out.height = new_height + new_header_height;
-    out.rgb.assign(size_t(out.width) * out.height * 3, 255);
+    out.rgb.reserve(size_t(out.width) * out.height * 3);
     if (new_header_height > 0) {
         const Image h = resize_bicubic(header, new_width, new_header_height);
-        std::copy(h.rgb.begin(), h.rgb.end(), out.rgb.begin());
+        out.rgb.insert(out.rgb.end(), h.rgb.begin(), h.rgb.end());
     }
     if (new_height > 0) {
         const Image im = resize_bicubic(image, new_width, new_height);
-        std::copy(im.rgb.begin(), im.rgb.end(), out.rgb.begin() + size_t(new_header_height) * new_width * 3);
+        out.rgb.insert(out.rgb.end(), im.rgb.begin(), im.rgb.end());
     }
     return out;
 }
