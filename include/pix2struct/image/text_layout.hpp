@@ -289,16 +289,14 @@ inline HeaderPlan plan_header(std::string_view question, const Font& font, int s
     // ImageText._split: a single line is laid out alone; several lines are getbbox("A")[3] + spacing apart.
     const LineLayout a = layout_line(font, p.scale, size, U"A");
     const int spacing = a.bottom + kPillowLineSpacing;
-    bool first = true;
     for (size_t i = 0; i < h.lines.size(); ++i) {
         const std::u32string line = utf8_decode(h.lines[i], "question");
         LineLayout ll = layout_line(font, p.scale, size, line);
         const int y = int(i) * spacing;
         // get_bbox: union of the lines' boxes (getbbox left is min(0, ink left): 0 for our purposes).
         const int l = 0, t = ll.top + y, r = ll.right, b = ll.bottom + y;
-        if (first) {
+        if (i == 0) {
             h.left = l, h.top = t, h.right = r, h.bottom = b;
-            first = false;
         } else {
             h.left = std::min(h.left, l), h.top = std::min(h.top, t);
             h.right = std::max(h.right, r), h.bottom = std::max(h.bottom, b);
