@@ -10,41 +10,33 @@
 
 namespace pix2struct {
 
+// Per layer, K and V buffers of `capacity` rows of I values each; reallocated only to grow.
 template <class Backend>
-struct CrossKV {
+struct KVBuffers {
     using Buffer = typename Backend::Buffer;
-    std::vector<Buffer> keys, values;  // [layers] × [N, I]
-    int64_t rows = 0, capacity = 0;
+    std::vector<Buffer> keys, values;  // [layers] × [capacity, I]
+    int64_t capacity = 0;
 
-    void reserve(Backend& backend, int layers, int64_t N, int64_t I) {
-        if (N <= capacity && int(keys.size()) == layers) return;
+    void reserve(Backend& backend, int layers, int64_t rows, int64_t I) {
+        if (rows <= capacity && int(keys.size()) == layers) return;
         keys.clear();
         values.clear();
         for (int l = 0; l < layers; ++l) {
-            keys.push_back(backend.alloc(size_t(N * I)));
-            values.push_back(backend.alloc(size_t(N * I)));
+            keys.push_back(backend.alloc(size_t(rows * I)));
+            values.push_back(backend.alloc(size_t(rows * I)));
         }
-        capacity = N;
+        capacity = rows;
     }
 };
 
 template <class Backend>
-struct SelfKV {
-    using Buffer = typename Backend::Buffer;
-    std::vector<Buffer> keys, values;  // [layers] × [capacity, I]
-    int64_t length = 0, capacity = 0;
+struct CrossKV : KVBuffers<Backend> {
+    int64_t rows = 0;  // encoder rows projected
+};
 
-    void reserve(Backend& backend, int layers, int64_t T, int64_t I) {
-        if (T <= capacity && int(keys.size()) == layers) return;
-        keys.clear();
-        values.clear();
-        for (int l = 0; l < layers; ++l) {
-            keys.push_back(backend.alloc(size_t(T * I)));
-            values.push_back(backend.alloc(size_t(T * I)));
-        }
-        capacity = T;
-        length = 0;
-    }
+template <class Backend>
+struct SelfKV : KVBuffers<Backend> {
+    int64_t length = 0;  // tokens decoded so far (the caller resets it for a new sequence)
 };
 
 }  // namespace pix2struct
