@@ -158,8 +158,12 @@ struct VisionModel {
             a.mask_host[size_t(n)] = mask[size_t(rows[size_t(n)])];
         }
         detail::to_backend(backend, a.pixels.data(), a.pixels_host.data(), N * D);  // [N, D]
-        detail::to_backend(backend, a.mask.data(), a.mask_host.data(), N);          // [N]
-        const float* key_mask = options.skip_padding ? nullptr : a.mask.data();
+        // Only the reference path (skip_padding = false) masks keys; the real rows alone need no mask.
+        const float* key_mask = nullptr;
+        if (!options.skip_padding) {
+            detail::to_backend(backend, a.mask.data(), a.mask_host.data(), N);  // [N]
+            key_mask = a.mask.data();
+        }
         embeddings.forward(backend, a.pixels.data(), a.row_ids.data(), a.col_ids.data(), N, a.x.data());  // [N, H]
         for (const VisionLayer& l : layer) l.forward(backend, a.x.data(), N, key_mask, a);                // [N, H]
         // sequence_output = self.layernorm(sequence_output)
