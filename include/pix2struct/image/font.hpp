@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <system_error>
 #include <vector>
@@ -25,6 +24,7 @@
 
 #include "pix2struct/error.hpp"
 #include "pix2struct/image/detail/liberation_sans_36.hpp"
+#include "pix2struct/image/load.hpp"
 
 namespace pix2struct {
 
@@ -34,21 +34,16 @@ public:
     static Font load(const std::filesystem::path& path) {
         Font f;
         f.path_ = path;
-        std::ifstream in(path, std::ios::binary | std::ios::ate);
-        if (!in) detail::fail(path.string(), ": cannot open the header font");
-        const std::streamoff size = in.tellg();
-        if (size <= 0) detail::fail(path.string(), ": the header font file is empty");
-        auto data = std::make_shared<std::vector<unsigned char>>(size_t(size));
-        in.seekg(0);
-        if (!in.read(reinterpret_cast<char*>(data->data()), size))
-            detail::fail(path.string(), ": cannot read the header font");
+        auto data = std::make_shared<const std::vector<std::byte>>(detail::read_whole_file(path, "the header font"));
+        if (data->empty()) detail::fail(path.string(), ": the header font file is empty");
         f.data_ = data;
-        const int offset = stbtt_GetFontOffsetForIndex(data->data(), 0);
-        if (offset < 0 || !stbtt_InitFont(&f.info_, data->data(), offset))
+        const auto* bytes = reinterpret_cast<const unsigned char*>(data->data());
+        const int offset = stbtt_GetFontOffsetForIndex(bytes, 0);
+        if (offset < 0 || !stbtt_InitFont(&f.info_, bytes, offset))
             detail::fail(path.string(), ": not a TrueType/OpenType font stb_truetype can read");
-        f.units_per_em_ = ttUSHORT(data->data() + offset + f.info_.head + 18);
+        f.units_per_em_ = ttUSHORT(bytes + offset + f.info_.head + 18);
         if (f.units_per_em_ <= 0) detail::fail(path.string(), ": the font's unitsPerEm is 0");
-        const uint32_t checksum = ttULONG(data->data() + offset + f.info_.head + 8);
+        const uint32_t checksum = ttULONG(bytes + offset + f.info_.head + 8);
         f.hinted_table_ = data->size() == detail::liberation_sans_36::kFileSize &&
                           checksum == detail::liberation_sans_36::kHeadChecksumAdjustment;
 #ifdef PIX2STRUCT_WITH_FREETYPE
@@ -56,7 +51,7 @@ public:
         if (FT_Init_FreeType(&lib)) detail::fail(path.string(), ": cannot initialise FreeType");
         f.ft_library_ = std::shared_ptr<FT_LibraryRec_>(lib, FT_Done_FreeType);
         FT_Face face = nullptr;
-        if (FT_New_Memory_Face(lib, data->data(), FT_Long(data->size()), 0, &face))
+        if (FT_New_Memory_Face(lib, bytes, FT_Long(data->size()), 0, &face))
             detail::fail(path.string(), ": FreeType cannot read the font");
         f.ft_face_ = std::shared_ptr<FT_FaceRec_>(face, FT_Done_Face);  // destroyed before the library
 #endif
@@ -104,7 +99,7 @@ private:
         return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
     }
     std::filesystem::path path_;
-    std::shared_ptr<const std::vector<unsigned char>> data_;  // shared: stb and FreeType point into it
+    std::shared_ptr<const std::vector<std::byte>> data_;  // shared: stb and FreeType point into it
     stbtt_fontinfo info_{};
     int units_per_em_ = 0;
     bool hinted_table_ = false;

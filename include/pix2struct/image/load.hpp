@@ -59,6 +59,18 @@ struct StbFree {
     void operator()(void* p) const { stbi_image_free(p); }
 };
 
+// A whole file's bytes; `what` names it in the errors ("the image file", "the header font").
+inline std::vector<std::byte> read_whole_file(const std::filesystem::path& path, std::string_view what) {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    if (!in) fail(path.string(), ": cannot open ", what);
+    const std::streamoff size = in.tellg();
+    if (size < 0) fail(path.string(), ": cannot read ", what);
+    std::vector<std::byte> data(static_cast<size_t>(size));
+    in.seekg(0);
+    if (size > 0 && !in.read(reinterpret_cast<char*>(data.data()), size)) fail(path.string(), ": cannot read ", what);
+    return data;
+}
+
 inline std::string stb_reason() {
     const char* why = stbi_failure_reason();
     return why ? std::string(why) : std::string("unknown reason");
@@ -122,15 +134,7 @@ inline Image load_image_from_memory(std::span<const std::byte> data, std::string
 }
 
 inline Image load_image(const std::filesystem::path& path, const ImageLimits& limits = {}) {
-    std::ifstream in(path, std::ios::binary | std::ios::ate);
-    if (!in) detail::fail(path.string(), ": cannot open the image file");
-    const std::streamoff size = in.tellg();
-    if (size < 0) detail::fail(path.string(), ": cannot read the image file");
-    std::vector<std::byte> data(static_cast<size_t>(size));
-    in.seekg(0);
-    if (size > 0 && !in.read(reinterpret_cast<char*>(data.data()), size))
-        detail::fail(path.string(), ": cannot read the image file");
-    return load_image_from_memory(data, path.string(), limits);
+    return load_image_from_memory(detail::read_whole_file(path, "the image file"), path.string(), limits);
 }
 
 // Writes an RGB PNG (e.g. the composed header + image, to look at what the model sees).
