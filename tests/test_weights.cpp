@@ -45,6 +45,13 @@ TEST_CASE("a random tiny checkpoint binds every tensor, F32 zero-copy and BF16 c
     CHECK(a.text().layers.size() == 2);
     CHECK(a.vision().layernorm.data[0] == 1.0f);
 
+    size_t visited = 0;
+    a.for_each([&](const Weight& w) {
+        ++visited;
+        CHECK(a.file().find(w.name) == w.source);
+    });
+    CHECK(visited == a.file().tensors().size());
+
     const Checkpoint raw = Checkpoint::load(bf16, {.float_views = false});
     CHECK(raw.text().lm_head.data == nullptr);
     CHECK(raw.text().lm_head.source != nullptr);

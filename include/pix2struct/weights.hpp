@@ -9,7 +9,9 @@
 // F32 tensors are used in place (zero-copy from the mapping); F16/BF16 are converted to float once.
 #pragma once
 
+#include <concepts>
 #include <cstring>
+#include <type_traits>
 #include <filesystem>
 #include <memory>
 #include <set>
@@ -77,9 +79,11 @@ struct TextWeights {
 };
 
 // Calls f(weight, full_name, expected_shape) for every parameter the config implies, in checkpoint
-// order, after sizing the layer vectors. Binding and the random-checkpoint writer both walk this list.
-template <class F>
-void for_each_weight(const Config& config, VisionWeights& vision, TextWeights& text, F&& f) {
+// order. Binding and the random-checkpoint writer walk it over structs it sizes; Checkpoint::for_each
+// walks it over the bound (const) structs.
+template <class VW, class TW, class F>
+    requires std::same_as<std::remove_const_t<VW>, VisionWeights> && std::same_as<std::remove_const_t<TW>, TextWeights>
+void for_each_weight(const Config& config, VW& vision, TW& text, F&& f) {
     const VisionConfig& v = config.vision;
     const TextConfig& t = config.text;
     const int64_t H = v.hidden_size, Fv = v.d_ff, Iv = v.inner_dim();
@@ -90,9 +94,9 @@ void for_each_weight(const Config& config, VisionWeights& vision, TextWeights& t
     f(vision.patch_projection_bias, e + "embeddings.patch_projection.bias", {H});
     f(vision.row_embedder, e + "embeddings.row_embedder.weight", {v.seq_len, H});
     f(vision.column_embedder, e + "embeddings.column_embedder.weight", {v.seq_len, H});
-    vision.layers.resize(size_t(v.num_hidden_layers));
+    if constexpr (!std::is_const_v<VW>) vision.layers.resize(size_t(v.num_hidden_layers));
     for (int i = 0; i < v.num_hidden_layers; ++i) {
-        VisionLayerWeights& L = vision.layers[size_t(i)];
+        auto& L = vision.layers[size_t(i)];
         const std::string p = e + "encoder.layer." + std::to_string(i) + ".";
         f(L.pre_attention_layer_norm, p + "pre_attention_layer_norm.weight", {H});
         f(L.query, p + "attention.query.weight", {Iv, H});
@@ -110,9 +114,9 @@ void for_each_weight(const Config& config, VisionWeights& vision, TextWeights& t
     f(text.embed_tokens, d + "embed_tokens.weight", {V, Ht});
     f(text.relative_attention_bias, d + "layer.0.self_attention.attention.relative_attention_bias.weight",
       {t.relative_attention_num_buckets, t.num_heads});
-    text.layers.resize(size_t(t.num_layers));
+    if constexpr (!std::is_const_v<TW>) text.layers.resize(size_t(t.num_layers));
     for (int i = 0; i < t.num_layers; ++i) {
-        TextLayerWeights& L = text.layers[size_t(i)];
+        auto& L = text.layers[size_t(i)];
         const std::string p = d + "layer." + std::to_string(i) + ".";
         f(L.self_attention_layer_norm, p + "self_attention.layer_norm.weight", {Ht});
         f(L.self_query, p + "self_attention.attention.query.weight", {It, Ht});
@@ -171,6 +175,12 @@ public:
     const VisionWeights& vision() const { return vision_; }
     const TextWeights& text() const { return text_; }
     const SafetensorsFile& file() const { return *file_; }
+
+    // Calls f(const Weight&) for every parameter, in checkpoint order (e.g. to upload them all).
+    template <class F>
+    void for_each(F&& f) const {
+        for_each_weight(config_, vision_, text_, [&](const Weight& w, const std::string&, std::vector<int64_t>) { f(w); });
+    }
     const std::filesystem::path& dir() const { return dir_; }
 
 private:

@@ -131,30 +131,6 @@ private:
     size_t n_ = 0;
 };
 
-// Every parameter of a checkpoint, in checkpoint order (the layout weights.hpp binds).
-inline std::vector<const Weight*> checkpoint_weights(const Checkpoint& ckpt) {
-    std::vector<const Weight*> all;
-    const VisionWeights& v = ckpt.vision();
-    for (const Weight* w : {&v.patch_projection_weight, &v.patch_projection_bias, &v.row_embedder, &v.column_embedder})
-        all.push_back(w);
-    for (const VisionLayerWeights& l : v.layers)
-        for (const Weight* w : {&l.pre_attention_layer_norm, &l.query, &l.key, &l.value, &l.output,
-                                &l.pre_mlp_layer_norm, &l.wi_0, &l.wi_1, &l.wo})
-            all.push_back(w);
-    all.push_back(&v.layernorm);
-    const TextWeights& t = ckpt.text();
-    all.push_back(&t.embed_tokens);
-    all.push_back(&t.relative_attention_bias);
-    for (const TextLayerWeights& l : t.layers)
-        for (const Weight* w : {&l.self_attention_layer_norm, &l.self_query, &l.self_key, &l.self_value,
-                                &l.self_output, &l.cross_attention_layer_norm, &l.cross_query, &l.cross_key,
-                                &l.cross_value, &l.cross_output, &l.mlp_layer_norm, &l.wi_0, &l.wi_1, &l.wo})
-            all.push_back(w);
-    all.push_back(&t.final_layer_norm);
-    all.push_back(&t.lm_head);
-    return all;
-}
-
 inline double mib(size_t bytes) { return double(bytes) / double(1 << 20); }
 
 }  // namespace detail
@@ -393,7 +369,8 @@ private:
 
     // One fp32 allocation (and one bf16) for every weight, each at a 256-byte boundary.
     void upload(const Checkpoint& ckpt) {
-        const std::vector<const Weight*> all = detail::checkpoint_weights(ckpt);
+        std::vector<const Weight*> all;
+        ckpt.for_each([&](const Weight& w) { all.push_back(&w); });
         auto padded = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
         auto has_bf16 = [&](const Weight* w) {
             return options_.keep_bf16 && w->source && w->source->dtype == DType::BF16;
