@@ -184,4 +184,102 @@ void check_skip_padding(Model& model, const Goldens& g) {
     CHECK(a.encoder_rows == n);
 }
 
+// Every case of the goldens' "random" list in ONE batch, each image padded differently (P from its real rows
+// to 2·max_patches: the batch has different patch counts): the packed encoder states equal each case's golden
+// states; teacher-forced steps over all sequences give each case's golden logits; generate_batch() with every
+// clear-margin golden configuration (the same image twice when two configurations use it, plus one request
+// stopped by its callback after two tokens) gives the golden ids, and sequences leave the batch as they stop.
+// Returns the number of batched generations checked.
+template <class Model>
+int check_batch(Model& model, const Goldens& g, float logits_tol) {
+    const int64_t H = model.config().vision.hidden_size, V = model.config().text.vocab_size;
+    const int64_t P = g.meta["max_patches"].get<int64_t>();
+    const double min_margin = g.meta["min_margin_required"].get<double>();
+    std::vector<Input> inputs;
+    std::vector<pix2struct::PatchInput> images;
+    std::vector<int> index;
+    for (const auto& c : g.meta["random"]) {
+        const int k = c["index"].get<int>();
+        const pix2struct::TensorView& t = g.file.at("patches_" + std::to_string(k));
+        const int64_t pad = std::vector<int64_t>{t.shape[0], P, 2 * P}[inputs.size() % 3];
+        inputs.push_back(padded(t, pad));
+        index.push_back(k);
+    }
+    REQUIRE(inputs.size() >= 2);
+    for (const Input& in : inputs) images.push_back({in.flattened, in.mask});
+
+    // encoder: one pass, image i at rows segments[i] .. segments[i + 1]
+    const int64_t rows = model.encode_batch(images);
+    const std::vector<int64_t>& seg = model.encoder_segments();
+    REQUIRE(seg.size() == inputs.size() + 1);
+    REQUIRE(rows == seg.back());
+    std::vector<float> states(size_t(rows * H));
+    pix2struct::detail::to_host(model.backend(), states.data(), model.encoder_states(), rows * H);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        CAPTURE(index[i]);
+        REQUIRE(seg[i + 1] - seg[i] == inputs[i].real);
+        const std::vector<float> ref = g.file.at("encoder_" + std::to_string(index[i])).to_float();
+        const float scale = std::max(1.0f, max_abs(ref.data(), ref.size()));
+        CHECK(max_abs_diff(states.data() + seg[i] * H, ref.data(), ref.size()) / scale <= 1e-4f);
+    }
+
+    // teacher forcing, all sequences per step, over the shortest golden id list
+    std::vector<std::vector<int64_t>> tf;
+    size_t T = SIZE_MAX;
+    for (int k : index) {
+        tf.push_back(to_i64(g.file.at("tf_ids_" + std::to_string(k))));
+        T = std::min(T, tf.back().size());
+    }
+    model.compute_cross_kv();
+    model.begin(int64_t(T));
+    std::vector<float> logits(inputs.size() * size_t(V));
+    for (size_t t = 0; t < T; ++t) {
+        std::vector<int64_t> tokens;
+        for (const auto& ids : tf) tokens.push_back(ids[t]);
+        pix2struct::detail::to_host(model.backend(), logits.data(), model.step(tokens), int64_t(logits.size()));
+        for (size_t i = 0; i < inputs.size(); ++i) {
+            const std::vector<float> ref = g.file.at("logits_" + std::to_string(index[i])).to_float();
+            CAPTURE(index[i]);
+            CAPTURE(t);
+            CHECK(max_abs_diff(logits.data() + i * size_t(V), ref.data() + t * size_t(V), size_t(V)) <= logits_tol);
+        }
+    }
+
+    // generate_batch: every clear golden configuration, and one request its callback stops after 2 tokens
+    std::vector<pix2struct::GenerateRequest> requests;
+    std::vector<std::vector<int64_t>> expect;
+    std::vector<size_t> stop_after;  // tokens after which the callback stops it (0: never)
+    for (size_t i = 0; i < inputs.size(); ++i)
+        for (const auto& gen : g.meta["random"][i]["generate"]) {
+            if (gen["min_margin"].get<double>() < min_margin) continue;
+            pix2struct::GenerateRequest r{inputs[i].flattened, inputs[i].mask, {}};
+            if (gen["kwargs"].contains("max_new_tokens")) r.options.max_new_tokens = gen["kwargs"]["max_new_tokens"].get<int>();
+            requests.push_back(r);
+            expect.push_back(without_start(gen["ids"]));
+            stop_after.push_back(0);
+        }
+    // the early stop: a copy of the first request that makes more than two tokens, placed second
+    const auto longer = std::find_if(expect.begin(), expect.end(), [](const auto& e) { return e.size() > 2; });
+    REQUIRE(longer != expect.end());
+    const size_t j0 = size_t(longer - expect.begin());
+    requests.insert(requests.begin() + 1, requests[j0]);
+    expect.insert(expect.begin() + 1, std::vector<int64_t>{expect[j0][0], expect[j0][1]});
+    stop_after.insert(stop_after.begin() + 1, 2);
+    std::vector<std::vector<int64_t>> streamed(requests.size());
+    for (size_t j = 0; j < requests.size(); ++j)
+        requests[j].options.on_token = [&streamed, j, stop = stop_after[j]](int64_t t) {
+            streamed[j].push_back(t);
+            return stop == 0 || streamed[j].size() < stop;
+        };
+    const std::vector<pix2struct::GenerateResult> results = model.generate_batch(requests);
+    REQUIRE(results.size() == requests.size());
+    for (size_t j = 0; j < requests.size(); ++j) {
+        CAPTURE(j);
+        CHECK(results[j].ids == expect[j]);
+        CHECK(streamed[j] == expect[j]);
+        CHECK(results[j].stopped_at_eos == (!expect[j].empty() && expect[j].back() == 1));
+    }
+    return int(requests.size());
+}
+
 }  // namespace p2s_test

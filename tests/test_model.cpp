@@ -127,6 +127,20 @@ TEST_CASE("model: computing only the real patches equals the reference's masked 
     check_skip_padding(model, g);
 }
 
+TEST_CASE("model: a batch of images with different patch counts gives each one's HF results") {
+    for (const std::string name : {"tiny", "tiny-bf16"}) {
+        CAPTURE(name);
+        const Goldens g = load_goldens(kData / "goldens" / (name + ".safetensors"),
+                                       kData / "goldens" / (name + ".json"));
+        const Checkpoint ckpt = Checkpoint::load(kData / name);
+        CpuBackend backend(2);
+        ForConditionalGeneration<CpuBackend> model(ckpt, backend);
+        const int n = check_batch(model, g, 1e-3f);
+        MESSAGE(name, ": ", n, " generations in one batch");
+        CHECK(n >= 5);
+    }
+}
+
 TEST_CASE("model: bad inputs are errors naming the problem") {
     const Checkpoint ckpt = Checkpoint::load(kData / "tiny");
     CpuBackend backend(1);

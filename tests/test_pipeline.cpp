@@ -70,6 +70,36 @@ TEST_CASE("pipeline: BasicPipeline with a backend factory, used through Pipeline
     CHECK(checked >= 3);
 }
 
+TEST_CASE("pipeline: ask_batch answers several images and questions at once, each as HF") {
+    const auto g = goldens();
+    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 2, .max_patches = 0, .font_path = {}});
+    std::vector<Image> images;
+    std::vector<std::string> questions;
+    std::vector<nlohmann::json> cases;
+    for (const auto& c : g["pipeline"]) {
+        if (!c["is_vqa"].get<bool>()) continue;
+        images.push_back(load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>()));
+        questions.push_back(c["question"].get<std::string>());
+        cases.push_back(c);
+    }
+    REQUIRE(cases.size() >= 3);
+    const std::vector<Answer> answers = pipe.ask_batch(images, questions);
+    REQUIRE(answers.size() == cases.size());
+    for (size_t i = 0; i < cases.size(); ++i) {
+        CAPTURE(questions[i]);
+        CHECK(answers[i].ids == without_start(cases[i]["ids"]));
+        CHECK(answers[i].text == cases[i]["text"].get<std::string>());
+        CHECK(answers[i].real_patches == cases[i]["num_real"].get<int>());
+    }
+    // one question for all images, and a length limit
+    const std::vector<Answer> limited = pipe.ask_batch(images, std::vector<std::string>{questions[0]}, 2);
+    REQUIRE(limited.size() == images.size());
+    for (const Answer& a : limited) CHECK(a.ids.size() <= 2);
+    CHECK(limited[0].ids == std::vector<int64_t>(answers[0].ids.begin(), answers[0].ids.begin() + limited[0].ids.size()));
+    CHECK_THROWS_WITH_AS(pipe.ask_batch(images, std::vector<std::string>{"a", "b"}), doctest::Contains("2 questions for"),
+                         Error);
+}
+
 TEST_CASE("pipeline: max_new_tokens and stopping from the streaming callback") {
     Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1, .max_patches = 0, .font_path = {}});
     const Image img = load_image(kData / "images" / "diagram.png");

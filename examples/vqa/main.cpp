@@ -5,7 +5,11 @@
 //   pix2struct-vqa --model pix2struct-textcaps-base --image photo.jpg              # captioning: no question
 //   pix2struct-vqa --model pix2struct-textcaps-base --image photo.jpg --question "A picture of"  # caption prompt
 //   pix2struct-vqa --device cuda --model pix2struct-ai2d-base --image diagram.png --question "…"  # on the GPU
+//   pix2struct-vqa --model m --image a.png --question "…" --image b.png --question "…"  # a batch: one line each
 //
+// Several --image options make a batch (one encoder pass, shared decode steps): each answer is printed on
+// its own line, in order, once all are done (or one JSON object per line with --json); --question is
+// given once for all images or once per image.
 // --device cuda runs the model on CudaBackend (fp32; cuda_backend.cu, compiled when the build has CUDA:
 // PIX2STRUCT_VQA_CUDA); preprocessing and tokenizing stay on the CPU. --dtype bf16 is not implemented yet.
 // Prints the answer as it is generated (or one JSON object with --json). Exit status 1 with a one-line
@@ -17,6 +21,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "pix2struct/pix2struct.hpp"
 #ifdef PIX2STRUCT_VQA_CUDA
@@ -25,15 +30,17 @@
 
 int main(int argc, char** argv) {
     CLI::App app{"Answer a question about an image (or caption it) with a Pix2Struct checkpoint, on the CPU or GPU."};
-    std::string model_dir, image_path, question, font, save_input, dump_inputs, device = "cpu", dtype = "f32";
+    std::string model_dir, font, save_input, dump_inputs, device = "cpu", dtype = "f32";
+    std::vector<std::string> image_paths, questions;
     int max_new_tokens = 0, threads = 0, max_patches = 0;
     bool json = false, verbose = false;
     app.add_option("--model", model_dir,
                    "Model folder: config.json, preprocessor_config.json, model.safetensors, spiece.model")
         ->required();
-    app.add_option("--image", image_path, "Image file (PNG, JPEG, BMP, GIF, …)")->required();
-    app.add_option("--question", question,
-                   "The question (required by VQA checkpoints); for captioning checkpoints, the start of the caption");
+    app.add_option("--image", image_paths, "Image file (PNG, JPEG, BMP, GIF, …); repeat for a batch")->required();
+    app.add_option("--question", questions,
+                   "The question (required by VQA checkpoints); for captioning checkpoints, the start of the caption. "
+                   "Once for all images, or once per image");
     app.add_option("--max-new-tokens", max_new_tokens, "Most tokens to generate (0: HF's default, 20)")
         ->check(CLI::NonNegativeNumber);
     app.add_option("--device", device, "Where the model runs: cpu, or cuda (an NVIDIA GPU, sm_80+; needs a build with CUDA)")
@@ -58,6 +65,11 @@ int main(int argc, char** argv) {
         const auto t_load = clock::now();
         if (dtype == "bf16")
             throw pix2struct::Error("--dtype bf16: not implemented yet (only the fp32 path exists); use --dtype f32");
+        if (questions.size() > 1 && questions.size() != image_paths.size())
+            throw pix2struct::Error(std::to_string(questions.size()) + " --question for " +
+                                    std::to_string(image_paths.size()) + " --image: give one per image, or one for all");
+        if (image_paths.size() > 1 && (!save_input.empty() || !dump_inputs.empty()))
+            throw pix2struct::Error("--save-input and --dump-inputs take a single --image");
         const pix2struct::PipelineOptions options{.threads = threads, .max_patches = max_patches, .font_path = font};
         std::unique_ptr<pix2struct::PipelineBase> owned;
         std::string device_name = "CPU";
@@ -81,64 +93,82 @@ int main(int argc, char** argv) {
                          pipe.is_vqa() ? "VQA" : "captioning", pipe.preprocess_options().max_patches,
                          device_name.c_str(), load_ms);
         }
-        if (!pipe.is_vqa() && !question.empty() && verbose)
+        if (!pipe.is_vqa() && !questions.empty() && verbose)
             std::fprintf(stderr, "note: captioning checkpoint (is_vqa false): the text starts the caption\n");
 
-        const pix2struct::Image image = pix2struct::load_image(image_path);
-        const auto t_pre = clock::now();
-        const pix2struct::Patches patches = pipe.prepare(image, question);
-        const double pre_ms = std::chrono::duration<double, std::milli>(clock::now() - t_pre).count();
-        if (verbose)
-            std::fprintf(stderr, "image: %s %dx%d → %d×%d patches (%d real of %d)\n", image_path.c_str(), image.width,
-                         image.height, patches.rows, patches.cols, patches.num_real(), patches.max_patches);
-
-        if (!save_input.empty()) {
-            const pix2struct::Image seen = pipe.is_vqa()
-                ? pix2struct::render_question(image, question, pipe.preprocess_options().font_path)
-                : image;
-            pix2struct::save_png(seen, save_input);
+        // the model inputs, one per image
+        std::vector<pix2struct::Patches> patches;
+        std::vector<std::string> prompts;  // captioning checkpoints: the question starts the caption
+        std::vector<double> pre_ms;
+        for (size_t i = 0; i < image_paths.size(); ++i) {
+            const std::string& path = image_paths[i];
+            const std::string& question = questions.empty() ? std::string{} : questions[questions.size() == 1 ? 0 : i];
+            const pix2struct::Image image = pix2struct::load_image(path);
+            const auto t_pre = clock::now();
+            const pix2struct::Patches& p = patches.emplace_back(pipe.prepare(image, question));
+            pre_ms.push_back(std::chrono::duration<double, std::milli>(clock::now() - t_pre).count());
+            prompts.push_back(pipe.is_vqa() ? std::string{} : question);
+            if (verbose)
+                std::fprintf(stderr, "image: %s %dx%d → %d×%d patches (%d real of %d)\n", path.c_str(), image.width,
+                             image.height, p.rows, p.cols, p.num_real(), p.max_patches);
+            if (!save_input.empty()) {
+                const pix2struct::Image seen = pipe.is_vqa()
+                    ? pix2struct::render_question(image, question, pipe.preprocess_options().font_path)
+                    : image;
+                pix2struct::save_png(seen, save_input);
+            }
+            if (!dump_inputs.empty()) {
+                pix2struct::SafetensorsWriter w;
+                w.add_f32("flattened_patches", {p.max_patches, p.patch_dim}, p.flattened);
+                w.add_f32("attention_mask", {p.max_patches}, p.mask);
+                w.set_metadata("image", path);
+                w.set_metadata("question", question);
+                w.write(dump_inputs);
+            }
         }
-        if (!dump_inputs.empty()) {
-            pix2struct::SafetensorsWriter w;
-            w.add_f32("flattened_patches", {patches.max_patches, patches.patch_dim}, patches.flattened);
-            w.add_f32("attention_mask", {patches.max_patches}, patches.mask);
-            w.set_metadata("image", image_path);
-            w.set_metadata("question", question);
-            w.write(dump_inputs);
-        }
 
-        pix2struct::AskOptions ask;
-        ask.max_new_tokens = max_new_tokens;
-        if (!json)
-            ask.on_text = [](std::string_view piece) {
-                std::fwrite(piece.data(), 1, piece.size(), stdout);
-                std::fflush(stdout);
-                return true;
-            };
-        pix2struct::Answer a = pipe.run(patches, ask, pipe.is_vqa() ? std::string_view{} : std::string_view(question));
-        a.times.preprocess_ms = pre_ms;
-
-        if (json) {
-            nlohmann::json j;
-            j["answer"] = a.text;
-            j["ids"] = a.ids;
-            j["real_patches"] = a.real_patches;
-            j["max_patches"] = patches.max_patches;
-            j["timings_ms"] = {{"load", load_ms},
-                               {"preprocess", a.times.preprocess_ms},
-                               {"encoder", a.times.encoder_ms},
-                               {"cross_kv", a.times.cross_kv_ms},
-                               {"decode", a.times.decode_ms},
-                               {"per_token", a.times.token_ms}};
-            std::cout << j.dump() << "\n";
+        std::vector<pix2struct::Answer> answers;
+        if (patches.size() == 1) {  // one image: print the answer as it is generated
+            pix2struct::AskOptions ask;
+            ask.max_new_tokens = max_new_tokens;
+            if (!json)
+                ask.on_text = [](std::string_view piece) {
+                    std::fwrite(piece.data(), 1, piece.size(), stdout);
+                    std::fflush(stdout);
+                    return true;
+                };
+            answers.push_back(pipe.run(patches[0], ask, prompts[0]));
         } else {
-            std::cout << "\n";
+            answers = pipe.run_batch(patches, prompts, max_new_tokens);
         }
-        if (verbose) {
-            std::fprintf(stderr, "timings: preprocess %.1f ms, encoder %.1f ms, cross K/V %.1f ms, decode %.1f ms "
-                         "(%zu tokens, %.2f ms/token)\n", a.times.preprocess_ms, a.times.encoder_ms, a.times.cross_kv_ms,
-                         a.times.decode_ms, a.times.token_ms.size(),
-                         a.times.token_ms.empty() ? 0.0 : a.times.decode_ms / double(a.times.token_ms.size()));
+
+        for (size_t i = 0; i < answers.size(); ++i) {
+            pix2struct::Answer& a = answers[i];
+            a.times.preprocess_ms = pre_ms[i];
+            if (json) {
+                nlohmann::json j;
+                j["image"] = image_paths[i];
+                j["answer"] = a.text;
+                j["ids"] = a.ids;
+                j["real_patches"] = a.real_patches;
+                j["max_patches"] = patches[i].max_patches;
+                j["batch"] = answers.size();
+                j["timings_ms"] = {{"load", load_ms},
+                                   {"preprocess", a.times.preprocess_ms},
+                                   {"encoder", a.times.encoder_ms},
+                                   {"cross_kv", a.times.cross_kv_ms},
+                                   {"decode", a.times.decode_ms},
+                                   {"per_token", a.times.token_ms}};
+                std::cout << j.dump() << "\n";
+            } else {
+                std::cout << (answers.size() == 1 ? "" : a.text) << "\n";
+            }
+            if (verbose)
+                std::fprintf(stderr, "timings%s%s: preprocess %.1f ms, encoder %.1f ms, cross K/V %.1f ms, decode %.1f ms "
+                             "(%zu tokens, %.2f ms/token)\n", answers.size() == 1 ? "" : " of ",
+                             answers.size() == 1 ? "" : image_paths[i].c_str(), a.times.preprocess_ms, a.times.encoder_ms,
+                             a.times.cross_kv_ms, a.times.decode_ms, a.times.token_ms.size(),
+                             a.times.token_ms.empty() ? 0.0 : a.times.decode_ms / double(a.times.token_ms.size()));
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "pix2struct-vqa: %s\n", e.what());

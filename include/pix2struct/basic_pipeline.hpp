@@ -88,22 +88,40 @@ public:
         return a;
     }
 
+    // Several images at once (a batch): one encoder pass over all their patches, decode steps shared
+    // until each answer stops; the answers are those ask() gives one by one, in order. `questions` has one
+    // question per image, or one for all. Answer::times holds the batch's encoder and step times.
+    std::vector<Answer> ask_batch(std::span<const Image> images, std::span<const std::string> questions,
+                                  int max_new_tokens = 0) {
+        if (questions.size() > 1 && questions.size() != images.size())
+            detail::fail("ask_batch: ", questions.size(), " questions for ", images.size(), " images (give one per image, or one for all)");
+        const auto t0 = std::chrono::steady_clock::now();
+        std::vector<Patches> patches;
+        std::vector<std::string> prompts;
+        for (size_t i = 0; i < images.size(); ++i) {
+            const std::string_view q = questions.empty() ? std::string_view{} : questions[questions.size() == 1 ? 0 : i];
+            patches.push_back(prepare(images[i], q));
+            prompts.emplace_back(is_vqa() ? std::string_view{} : q);
+        }
+        const double pre = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        std::vector<Answer> answers = run_batch(patches, prompts, max_new_tokens);
+        for (Answer& a : answers) a.times.preprocess_ms = pre;
+        return answers;
+    }
+
     // Encode and decode already prepared patches. `prompt` (captioning checkpoints only) starts the
     // answer, as HF's processor does with text for a non-VQA checkpoint: its tokens (with </s>) become
     // the decoder prompt and the answer text includes it.
     Answer run(const Patches& patches, const AskOptions& options = {}, std::string_view prompt = {}) {
-        Answer a;
+        GenerateRequest request = request_for(patches, prompt, options.max_new_tokens);
         std::string shown;  // text streamed so far
-        GenerateOptions g;
-        g.max_new_tokens = options.max_new_tokens;
-        if (!prompt.empty() && !is_vqa()) g.decoder_prompt = tokenizer_.encode(prompt);
-        std::vector<int64_t> so_far = g.decoder_prompt;
+        std::vector<int64_t> so_far = request.options.decoder_prompt;
         if (options.on_text && !so_far.empty()) {
             shown = tokenizer_.decode(so_far);
-            if (!options.on_text(shown)) return a;
+            if (!options.on_text(shown)) return {};
         }
         if (options.on_text)
-            g.on_token = [&](int64_t token) {
+            request.options.on_token = [&](int64_t token) {
                 so_far.push_back(token);
                 const std::string now = tokenizer_.decode(so_far);
                 // decode() strips and joins pieces, so the text only ever grows at the end; emit the new tail
@@ -114,15 +132,20 @@ public:
                 }
                 return true;
             };
-        const GenerateResult r = generate(patches.flattened, patches.mask, g);
-        a.ids = r.ids;
-        a.text = tokenizer_.decode(r.ids);
-        a.real_patches = r.encoder_rows;
-        a.times.encoder_ms = r.times.encoder_ms;
-        a.times.cross_kv_ms = r.times.cross_kv_ms;
-        a.times.token_ms = r.times.token_ms;
-        for (double t : r.times.token_ms) a.times.decode_ms += t;
-        return a;
+        return answer(generate_batch({&request, 1})[0]);
+    }
+
+    // run() for several prepared inputs at once; `prompts` is empty or has one per input.
+    std::vector<Answer> run_batch(std::span<const Patches> patches, std::span<const std::string> prompts = {},
+                                  int max_new_tokens = 0) {
+        if (!prompts.empty() && prompts.size() != patches.size())
+            detail::fail("run_batch: ", prompts.size(), " prompts for ", patches.size(), " inputs");
+        std::vector<GenerateRequest> requests;
+        for (size_t i = 0; i < patches.size(); ++i)
+            requests.push_back(request_for(patches[i], prompts.empty() ? std::string_view{} : prompts[i], max_new_tokens));
+        std::vector<Answer> answers;
+        for (const GenerateResult& r : generate_batch(requests)) answers.push_back(answer(r));
+        return answers;
     }
 
 protected:
@@ -144,11 +167,28 @@ protected:
     PipelineBase(PipelineBase&&) = default;
     PipelineBase& operator=(PipelineBase&&) = default;
 
-    // The model on the backend: ForConditionalGeneration<Backend>::generate.
-    virtual GenerateResult generate(std::span<const float> flattened, std::span<const float> mask,
-                                    const GenerateOptions& options) = 0;
+    // The model on the backend: ForConditionalGeneration<Backend>::generate_batch.
+    virtual std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> requests) = 0;
 
 private:
+    GenerateRequest request_for(const Patches& patches, std::string_view prompt, int max_new_tokens) const {
+        GenerateRequest r{patches.flattened, patches.mask, {}};
+        r.options.max_new_tokens = max_new_tokens;
+        if (!prompt.empty() && !is_vqa()) r.options.decoder_prompt = tokenizer_.encode(prompt);
+        return r;
+    }
+    Answer answer(const GenerateResult& r) const {
+        Answer a;
+        a.ids = r.ids;
+        a.text = tokenizer_.decode(r.ids);
+        a.real_patches = r.encoder_rows;
+        a.times.encoder_ms = r.times.encoder_ms;
+        a.times.cross_kv_ms = r.times.cross_kv_ms;
+        a.times.token_ms = r.times.token_ms;
+        for (double t : r.times.token_ms) a.times.decode_ms += t;
+        return a;
+    }
+
     std::unique_ptr<Checkpoint> checkpoint_;  // on the heap: the backend and model keep pointers into it
     Tokenizer tokenizer_;
     PreprocessOptions preprocess_;
@@ -174,9 +214,8 @@ public:
     ForConditionalGeneration<Backend>& model() { return *model_; }
 
 protected:
-    GenerateResult generate(std::span<const float> flattened, std::span<const float> mask,
-                            const GenerateOptions& options) override {
-        return model_->generate(flattened, mask, options);
+    std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> requests) override {
+        return model_->generate_batch(requests);
     }
 
 private:

@@ -146,6 +146,18 @@ TEST_CASE("gpu model: computing only the real patches equals the masked full com
     check_skip_padding(model, g);
 }
 
+TEST_CASE("gpu model: a batch of images with different patch counts gives each one's HF results") {
+    SKIP_WITHOUT_GPU();
+    for (const std::string name : {"tiny", "tiny-bf16"}) {
+        CAPTURE(name);
+        const Goldens g = load_goldens(kData / "goldens" / (name + ".safetensors"), kData / "goldens" / (name + ".json"));
+        const Checkpoint ckpt = Checkpoint::load(kData / name);
+        CudaBackend gpu(ckpt);
+        ForConditionalGeneration<CudaBackend> model(ckpt, gpu);
+        CHECK(check_batch(model, g, 1e-3f) >= 5);
+    }
+}
+
 TEST_CASE("gpu model: errors name the problem (memory, foreign weights, bad ids)") {
     SKIP_WITHOUT_GPU();
     const Checkpoint ckpt = Checkpoint::load(kData / "tiny");
@@ -175,6 +187,10 @@ TEST_CASE("gpu model: 64-wide heads, fast attention kernels (tests/reference/out
     MESSAGE("tiny-d64 on the GPU: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ", f.logits_abs, ", ",
             f.generations, " generations, ", f.pipeline, " pipeline cases");
     CHECK(f.generations >= 4);
+    const Checkpoint ckpt = Checkpoint::load(dir);
+    CudaBackend gpu(ckpt);
+    ForConditionalGeneration<CudaBackend> model(ckpt, gpu);
+    CHECK(check_batch(model, g, 1e-3f) >= 2);
 }
 
 TEST_CASE("gpu model: large widths, 2 layers (tests/reference/out, when generated)") {

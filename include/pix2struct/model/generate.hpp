@@ -3,6 +3,8 @@
 //   ForConditionalGeneration<CpuBackend> model(checkpoint, backend);
 //   GenerateResult r = model.generate(patches.flattened, patches.mask, {.max_new_tokens = 0,
 //                                     .on_token = [](int64_t id) { return true; }});   // r.ids
+//   std::vector<GenerateResult> rs = model.generate_batch(std::vector<GenerateRequest>{
+//       {a.flattened, a.mask}, {b.flattened, b.mask, {.max_new_tokens = 8}}});              // several images
 //
 // generate() matches transformers' `model.generate(flattened_patches, attention_mask)` with the default
 // generation config: the sequence starts with decoder_start_token_id (0), each step appends the argmax of
@@ -44,18 +46,25 @@ struct GenerateOptions {
     std::function<bool(int64_t token)> on_token;
 };
 
-// Wall-clock milliseconds of each stage of the last generate().
+// Wall-clock milliseconds of each stage of the last generate(). In a batch the encoder and cross K/V
+// times are the whole batch's, and token_ms has the batch's steps this sequence took part in.
 struct StageTimes {
     double encoder_ms = 0, cross_kv_ms = 0;
-    std::vector<double> token_ms;  // one per decode step
+    std::vector<double> token_ms;  // one per generated token
 };
 
 struct GenerateResult {
     std::vector<int64_t> ids;  // HF's sequences[0][1:]: the decoder prompt (if any) then the generated tokens;
                                // ends with eos if generation stopped there
     bool stopped_at_eos = false;
-    int64_t encoder_rows = 0;  // patches the encoder computed (the real ones)
+    int64_t encoder_rows = 0;  // patches the encoder computed for this image (the real ones)
     StageTimes times;
+};
+
+// One input of generate_batch(): an image's patches and how to decode it.
+struct GenerateRequest {
+    std::span<const float> flattened, mask;  // [P, 2 + D] and [P]; P may differ between requests
+    GenerateOptions options;
 };
 
 // transformers: Pix2StructForConditionalGeneration
@@ -74,55 +83,75 @@ public:
     }
 
     const Config& config() const { return config_; }
+    B& backend() { return *backend_; }
 
-    // Runs the vision tower: flattened [P, 2 + D], mask [P]. Returns the number of rows computed; the
-    // states are encoder_states() [rows, H] for the patch indices encoder_rows().
+    // Runs the vision tower on one image: flattened [P, 2 + D], mask [P]. Returns the number of rows
+    // computed; the states are encoder_states() [rows, H] for the patch indices encoder_rows().
     int64_t encode(std::span<const float> flattened, std::span<const float> mask, const EncodeOptions& options = {}) {
+        const PatchInput image{flattened, mask};
+        return encode_batch({&image, 1}, options);
+    }
+    // The same for several images in one pass (a batch; their patch counts may differ and no work is done
+    // on padding): image i's states are rows encoder_segments()[i] .. encoder_segments()[i + 1] of
+    // encoder_states(). The decoder then runs one sequence per image.
+    int64_t encode_batch(std::span<const PatchInput> images, const EncodeOptions& options = {}) {
         const int64_t W = config_.vision.patch_embed_hidden_size + 2;
-        const int64_t P = int64_t(flattened.size()) / W;
+        int64_t P = 0;
+        for (const PatchInput& image : images) P += int64_t(image.flattened.size()) / W;
         if (states_capacity_ < P) {
             states_ = backend_->alloc(size_t(P * config_.vision.hidden_size));
             states_capacity_ = P;
         }
-        rows_computed_ = encoder.forward(*backend_, flattened, mask, vision_act_, states_.data(), row_index_, options);
+        rows_computed_ = encoder.forward(*backend_, images, vision_act_, states_.data(), row_index_, segments_, options);
         return rows_computed_;
     }
     const Scalar* encoder_states() const { return states_.data(); }  // [rows, H], a backend buffer
-    const std::vector<int64_t>& encoder_rows() const { return row_index_; }
+    const std::vector<int64_t>& encoder_rows() const { return row_index_; }    // each row's patch in its image
+    const std::vector<int64_t>& encoder_segments() const { return segments_; }  // [images + 1]
+    int64_t sequences() const { return int64_t(segments_.size()) - 1; }          // images encoded
 
-    // Cross-attention K/V of every layer from the current encoder states (once per image). With
+    // Cross-attention K/V of every layer from the current encoder states (once per batch). With
     // skip_padding = false the states include padded rows; only the real ones are used as keys.
     void compute_cross_kv() {
         const int64_t H = config_.vision.hidden_size;
         const float* m = vision_act_.mask_host.data();
-        int64_t real = 0;
-        for (int64_t i = 0; i < rows_computed_; ++i) real += m[i] != 0.0f;
-        if (real == rows_computed_) {
-            decoder.compute_cross_kv(*backend_, states_.data(), rows_computed_, cross_kv_);
+        std::vector<int64_t> offsets{0};
+        for (size_t i = 0; i + 1 < segments_.size(); ++i)
+            offsets.push_back(offsets.back() + std::count_if(m + segments_[i], m + segments_[i + 1],
+                                                             [](float x) { return x != 0.0f; }));
+        if (offsets.back() == rows_computed_) {
+            decoder.compute_cross_kv(*backend_, states_.data(), offsets, cross_kv_);
             return;
         }
         // skip_padding = false: keep the real rows only (the reference masks the others to weight 0)
-        typename B::Buffer compact = backend_->alloc(size_t(real * H));
+        typename B::Buffer compact = backend_->alloc(size_t(offsets.back() * H));
         for (int64_t i = 0, j = 0; i < rows_computed_; ++i)
             if (m[i] != 0.0f) detail::within_backend(*backend_, compact.data() + H * j++, states_.data() + i * H, H);
-        decoder.compute_cross_kv(*backend_, compact.data(), real, cross_kv_);
+        decoder.compute_cross_kv(*backend_, compact.data(), offsets, cross_kv_);
     }
 
-    // Starts a new sequence (empties the self-attention cache) with room for `max_positions` tokens.
+    // Starts new sequences, one per encoded image (empties the self-attention caches), with room for
+    // `max_positions` tokens each.
     void begin(int64_t max_positions) {
-        self_kv_.reserve(*backend_, config_.text.num_layers, max_positions, config_.text.inner_dim());
-        text_act_.reserve(*backend_, config_.text, max_positions);
-        self_kv_.length = 0;
+        const int64_t S = sequences();
+        self_kv_.begin(*backend_, config_.text.num_layers, S, max_positions, config_.text.inner_dim());
+        text_act_.reserve(*backend_, config_.text, S, max_positions);
+        all_.resize(size_t(S));
+        for (int64_t s = 0; s < S; ++s) all_[size_t(s)] = s;
     }
-    // Feeds `token` at the next position; returns the logits [V] for the following token — a backend
+    // Feeds one token per sequence at its next position; returns the logits [sequences, V] — a backend
     // buffer (host memory for the CPU backend; a device backend may reduce it in place, e.g. argmax).
-    const Scalar* step(int64_t token) { return decoder.step(*backend_, token, self_kv_, cross_kv_, text_act_); }
+    const Scalar* step(std::span<const int64_t> tokens) {
+        return decoder.step(*backend_, all_, tokens, self_kv_, cross_kv_, text_act_);
+    }
+    const Scalar* step(int64_t token) { return step({&token, 1}); }  // one sequence
 
-    // Greedy decoding that keeps the token on the backend: choose_greedy() writes the argmax of the last
-    // step's logits to backend memory (chosen_token()), step_chosen() feeds it — no host work in between
-    // (what a captured CUDA graph of the decode step needs). chosen_token_to_host() reads it (4 bytes).
-    void choose_greedy() { decoder.choose_greedy(*backend_, text_act_); }
-    const Scalar* step_chosen() { return decoder.step(*backend_, self_kv_, cross_kv_, text_act_); }
+    // Greedy decoding that keeps the tokens on the backend: choose_greedy() writes the argmax of each row
+    // of the last step's logits to backend memory (chosen_token()), step_chosen() feeds them — no host
+    // work in between (what a captured CUDA graph of the decode step needs). chosen_token_to_host() reads
+    // the first sequence's (4 bytes).
+    void choose_greedy() { decoder.choose_greedy(*backend_, sequences(), text_act_); }
+    const Scalar* step_chosen() { return decoder.step(*backend_, all_, self_kv_, cross_kv_, text_act_); }
     const int32_t* chosen_token() const { return text_act_.token.data(); }
     int64_t chosen_token_to_host() {
         int32_t id = 0;
@@ -130,7 +159,7 @@ public:
         return id;
     }
 
-    // The same step with the logits copied to host memory as fp32 (generate's `.float()` of them: exact).
+    // One sequence's step with the logits copied to host memory as fp32 (generate's `.float()` of them: exact).
     const float* step_to_host(int64_t token) {
         const Scalar* logits = step(token);
         const int64_t V = config_.text.vocab_size;
@@ -165,55 +194,101 @@ public:
     // max_length 20, else max_length - 1.
     int64_t default_max_new_tokens() const { return config_.max_length == 20 ? 20 : config_.max_length - 1; }
 
-    // Greedy decoding (see the file comment).
+    // Greedy decoding of one image (see the file comment).
     GenerateResult generate(std::span<const float> flattened, std::span<const float> mask,
                             const GenerateOptions& options = {}) {
+        const GenerateRequest request{flattened, mask, options};
+        return std::move(generate_batch({&request, 1})[0]);
+    }
+
+    // Greedy decoding of several images at once, each as generate() would decode it alone (the same ids):
+    // one encoder pass over all their real patches, then decode steps over the sequences still running — a
+    // sequence leaves the batch when it stops (eos, its max_new_tokens, its on_token), and the weights are
+    // read once per step for all of them. Results are in the order of the requests.
+    std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> requests) {
         using clock = std::chrono::steady_clock;
         auto ms = [](clock::time_point a, clock::time_point b) {
             return std::chrono::duration<double, std::milli>(b - a).count();
         };
-        GenerateResult r;
-        const int64_t max_new = options.max_new_tokens > 0 ? options.max_new_tokens : default_max_new_tokens();
-        if (options.max_new_tokens < 0) detail::fail("generate: max_new_tokens must be ≥ 0, got ", options.max_new_tokens);
-        auto t0 = clock::now();
-        r.encoder_rows = encode(flattened, mask);
-        auto t1 = clock::now();
-        compute_cross_kv();
-        auto t2 = clock::now();
-        r.times.encoder_ms = ms(t0, t1);
-        r.times.cross_kv_ms = ms(t1, t2);
-        if (max_new <= 0) return r;
-        const std::vector<int64_t>& prompt = options.decoder_prompt;
-        begin(int64_t(prompt.size()) + max_new + 1);
+        const size_t S = requests.size();
+        std::vector<GenerateResult> results(S);
+        if (S == 0) return results;
         const int64_t V = config_.text.vocab_size;
-        int64_t token = config_.text.decoder_start_token_id;
-        // The prompt (HF feeds it in one forward; the causal mask makes that equal to one step per token).
-        for (int64_t p : prompt) {
-            if (p < 0 || p >= V) detail::fail("generate: decoder prompt token ", p, " is outside the vocabulary [0, ", V, ")");
-            step(token);
-            token = p;
-            r.ids.push_back(p);
+        std::vector<int64_t> max_new(S);
+        std::vector<PatchInput> images(S);
+        int64_t max_positions = 1;
+        for (size_t s = 0; s < S; ++s) {
+            const GenerateOptions& o = requests[s].options;
+            if (o.max_new_tokens < 0) detail::fail("generate: max_new_tokens must be ≥ 0, got ", o.max_new_tokens);
+            for (int64_t p : o.decoder_prompt)
+                if (p < 0 || p >= V)
+                    detail::fail("generate: decoder prompt token ", p, " is outside the vocabulary [0, ", V, ")");
+            max_new[s] = o.max_new_tokens > 0 ? o.max_new_tokens : default_max_new_tokens();
+            max_positions = std::max(max_positions, int64_t(o.decoder_prompt.size()) + max_new[s] + 1);
+            images[s] = {requests[s].flattened, requests[s].mask};
         }
-        for (int64_t n = 0; n < max_new; ++n) {
-            auto s0 = clock::now();
-            // The first new token follows the host's token (start or prompt); later ones the previous
-            // argmax, which stays in backend memory.
-            if (n == 0) step(token);
-            else step_chosen();
-            // next_tokens = torch.argmax(next_token_scores, dim=-1): the first maximum, on the backend
-            choose_greedy();
-            token = chosen_token_to_host();
-            r.times.token_ms.push_back(ms(s0, clock::now()));
-            r.ids.push_back(token);
-            const bool eos = token == config_.text.eos_token_id;
-            const bool go_on = !options.on_token || options.on_token(token);
-            if (eos) {
-                r.stopped_at_eos = true;
-                break;
+
+        const auto t0 = clock::now();
+        encode_batch(images);
+        const auto t1 = clock::now();
+        compute_cross_kv();
+        const auto t2 = clock::now();
+        for (size_t s = 0; s < S; ++s) {
+            results[s].encoder_rows = segments_[s + 1] - segments_[s];
+            results[s].times.encoder_ms = ms(t0, t1);
+            results[s].times.cross_kv_ms = ms(t1, t2);
+        }
+
+        begin(max_positions);
+        // Sequence s's k-th step feeds the start token (k = 0), its prompt (1 ≤ k ≤ prompt size), then the
+        // token chosen at the step before. The host uploads the tokens when one comes from the prompt or
+        // when the batch shrank (rows moved); otherwise the chosen tokens stay on the backend.
+        std::vector<int64_t> active, still, tokens, steps(S, 0), next(S, config_.text.decoder_start_token_id);
+        for (size_t s = 0; s < S; ++s)
+            if (max_new[s] > 0) active.push_back(int64_t(s));
+        std::vector<int32_t> chosen(S);
+        bool upload = true;
+        while (!active.empty()) {
+            const auto s0 = clock::now();
+            const int64_t A = int64_t(active.size());
+            if (upload) {
+                tokens.clear();
+                for (int64_t s : active) tokens.push_back(next[size_t(s)]);
+                decoder.step(*backend_, active, tokens, self_kv_, cross_kv_, text_act_);
+            } else {
+                decoder.step(*backend_, active, self_kv_, cross_kv_, text_act_);
             }
-            if (!go_on) break;
+            // next_tokens = torch.argmax(next_token_scores, dim=-1): the first maximum, on the backend
+            decoder.choose_greedy(*backend_, A, text_act_);
+            detail::to_host(*backend_, chosen.data(), text_act_.token.data(), A);
+            const double step_ms = ms(s0, clock::now());
+            upload = false;
+            still.clear();
+            for (int64_t r = 0; r < A; ++r) {
+                const size_t s = size_t(active[size_t(r)]);
+                GenerateResult& res = results[s];
+                const std::vector<int64_t>& prompt = requests[s].options.decoder_prompt;
+                const size_t k = size_t(steps[s]++);
+                if (k < prompt.size()) {  // HF feeds the prompt in one forward; the causal mask makes that equal
+                    next[s] = prompt[k];
+                    res.ids.push_back(prompt[k]);
+                    upload = true;
+                    still.push_back(int64_t(s));
+                    continue;
+                }
+                const int64_t token = chosen[size_t(r)];
+                next[s] = token;
+                res.ids.push_back(token);
+                res.times.token_ms.push_back(step_ms);
+                const bool eos = token == config_.text.eos_token_id;
+                const bool go_on = !requests[s].options.on_token || requests[s].options.on_token(token);
+                res.stopped_at_eos = eos;
+                if (!eos && go_on && int64_t(res.ids.size() - prompt.size()) < max_new[s]) still.push_back(int64_t(s));
+            }
+            upload = upload || still.size() != active.size();
+            active.swap(still);
         }
-        return r;
+        return results;
     }
 
     VisionModel encoder;  // Pix2StructForConditionalGeneration.encoder
@@ -230,7 +305,8 @@ private:
     int64_t states_capacity_ = 0, rows_computed_ = 0;
     std::vector<float> logits_host_;     // [V]
     std::vector<Scalar> logits_scalar_;  // [V] staging when Scalar is not float
-    std::vector<int64_t> row_index_;
+    std::vector<int64_t> row_index_, segments_;
+    std::vector<int64_t> all_;           // 0 .. sequences - 1: the rows of step() and step_chosen()
 };
 
 }  // namespace pix2struct

@@ -1,8 +1,11 @@
 // pix2struct/model/kv_cache.hpp — the decoder's key/value caches, allocated once per session.
 //
-// CrossKV: per layer, K and V of the encoder states [N, I] (N real patches), projected once per image —
-//          they depend only on the encoder output, never on the generated tokens.
-// SelfKV:  per layer, K and V of the tokens decoded so far [capacity, I]; one row is appended per step.
+// Several sequences (a batch) share each buffer; a decode step works on any subset of them.
+// CrossKV: per layer, K and V of the encoder states [N, I] of every sequence, packed: sequence s owns rows
+//          offsets[s] .. offsets[s + 1] (its image's real patches), projected once per batch — they
+//          depend only on the encoder output, never on the generated tokens.
+// SelfKV:  per layer, K and V of the tokens decoded so far: sequence s owns rows s·positions ..
+//          s·positions + length[s] of a [sequences · positions, I] buffer; one row is appended per step.
 #pragma once
 
 #include <cstdint>
@@ -31,12 +34,22 @@ struct KVBuffers {
 
 template <class Backend>
 struct CrossKV : KVBuffers<Backend> {
-    int64_t rows = 0;  // encoder rows projected
+    std::vector<int64_t> offsets;  // [sequences + 1]: sequence s's encoder rows are offsets[s] .. offsets[s + 1]
+
+    int64_t rows(int64_t s) const { return offsets[size_t(s + 1)] - offsets[size_t(s)]; }
 };
 
 template <class Backend>
 struct SelfKV : KVBuffers<Backend> {
-    int64_t length = 0;  // tokens decoded so far (the caller resets it for a new sequence)
+    int64_t positions = 0;        // rows per sequence
+    std::vector<int64_t> length;  // [sequences]: tokens decoded so far (begin() empties them)
+
+    // Room for `sequences` sequences of `max_positions` tokens each, all empty.
+    void begin(Backend& backend, int layers, int64_t sequences, int64_t max_positions, int64_t I) {
+        this->reserve(backend, layers, sequences * max_positions, I);
+        positions = this->capacity / sequences;  // may exceed max_positions after a larger batch: still valid
+        length.assign(size_t(sequences), 0);
+    }
 };
 
 }  // namespace pix2struct

@@ -1,8 +1,12 @@
 // pix2struct/model/text_decoder.hpp — Pix2StructTextModel, one decode step at a time.
 //
-//   h = embed_tokens[token]                                                         [1, H]
+//   h = embed_tokens[token]                                                         [A, H]
 //   per block:  h += SelfAttn(RMS(h), cache, rel_bias);  h += CrossAttn(RMS(h), E);  h += MLP(RMS(h))
-//   logits = lm_head(RMS(h))                                                        [1, V]
+//   logits = lm_head(RMS(h))                                                        [A, V]
+//
+// A step advances A sequences of a batch by one token each (A = 1 for a single image): the row-wise work
+// (norms, projections, MLP, lm_head) runs once over the A rows, so the weights are read once per step
+// whatever A is; each row attends to its own sequence's caches.
 //
 // The relative position bias is computed from layer 0's table and added in every layer (the reference
 // passes layer 0's position_bias on to the others). lm_head is not tied to embed_tokens and the logits
@@ -10,7 +14,9 @@
 // cache (the causal mask of the reference hides later tokens), which is how tests check the logits.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "pix2struct/backend/backend.hpp"
@@ -24,35 +30,40 @@
 
 namespace pix2struct {
 
-// Activations of one decode step, allocated once per session. The logits are the activation type (the
-// lm_head output in the model's dtype, as in the reference); the relative position bias is fp32 (added
-// to fp32 scores).
+// Activations of one decode step of up to `rows` sequences, allocated once per session. The logits are
+// the activation type (the lm_head output in the model's dtype, as in the reference); the relative
+// position bias is fp32 (added to fp32 scores).
 template <class Backend>
 struct TextActivations {
     using Buffer = typename Backend::Buffer;
-    Buffer hidden, normed, q, out, gelu, linear, logits;
-    typename Backend::FloatBuffer bias;  // the relative position bias, computed by the backend
-    typename Backend::IdBuffer token;    // [1] the token a step feeds: written by the host or by argmax
-    int64_t bias_capacity = 0;
+    Buffer hidden, normed, q, k, v, out, gelu, linear, logits;  // [rows, ·]
+    typename Backend::FloatBuffer bias;  // [rows, heads · positions]: each row's relative position bias
+    typename Backend::IdBuffer token;    // [rows] the tokens a step feeds: written by the host or by argmax
+    int64_t rows = 0, positions = 0;
+    std::vector<DecodeRow> step_rows;  // the rows of the current step (host)
+    std::vector<int32_t> host_tokens;  // staging of the tokens the host feeds
 
-    void reserve(Backend& backend, const TextConfig& c, int64_t max_positions) {
+    void reserve(Backend& backend, const TextConfig& c, int64_t max_rows, int64_t max_positions) {
         const int64_t H = c.hidden_size, I = c.inner_dim(), F = c.d_ff;
-        if (hidden.size() == 0) {
-            hidden = backend.alloc(size_t(H));
-            normed = backend.alloc(size_t(H));
-            q = backend.alloc(size_t(I));
-            out = backend.alloc(size_t(I));
-            gelu = backend.alloc(size_t(F));
-            linear = backend.alloc(size_t(F));
-            logits = backend.alloc(size_t(c.vocab_size));
-            token = backend.alloc_ids(1);
+        if (max_rows > rows) {
+            hidden = backend.alloc(size_t(max_rows * H));
+            normed = backend.alloc(size_t(max_rows * H));
+            q = backend.alloc(size_t(max_rows * I));
+            k = backend.alloc(size_t(max_rows * I));
+            v = backend.alloc(size_t(max_rows * I));
+            out = backend.alloc(size_t(max_rows * I));
+            gelu = backend.alloc(size_t(max_rows * F));
+            linear = backend.alloc(size_t(max_rows * F));
+            logits = backend.alloc(size_t(max_rows * c.vocab_size));
+            token = backend.alloc_ids(size_t(max_rows));
         }
-        if (max_positions > bias_capacity) {
-            bias = backend.alloc_float(size_t(int64_t(c.num_heads) * max_positions));  // [heads, 1, positions]
-            bias_capacity = max_positions;
+        if (max_rows > rows || max_positions > positions) {
+            rows = std::max(rows, max_rows);
+            positions = std::max(positions, max_positions);
+            bias = backend.alloc_float(size_t(rows * c.num_heads * positions));
         }
     }
-    AttentionScratch<scalar_t<Backend>> attention() { return {q.data(), nullptr, nullptr, out.data()}; }
+    AttentionScratch<scalar_t<Backend>> attention() { return {q.data(), k.data(), v.data(), out.data()}; }
     MlpScratch<scalar_t<Backend>> mlp() { return {gelu.data(), linear.data()}; }
 };
 
@@ -62,13 +73,14 @@ struct TextLayerSelfAttention {
     TextAttention attention;
 
     template <class Backend>
-    void forward(Backend& backend, int64_t pos, scalar_t<Backend>* K_cache, scalar_t<Backend>* V_cache,
+    void forward(Backend& backend, scalar_t<Backend>* K_cache, scalar_t<Backend>* V_cache, int64_t positions,
                  TextActivations<Backend>& a) const {
+        const int64_t A = int64_t(a.step_rows.size());
         // normed_hidden_states = self.layer_norm(hidden_states)
-        layer_norm.forward(backend, a.hidden.data(), 1, a.normed.data());  // [1, H]
+        layer_norm.forward(backend, a.hidden.data(), A, a.normed.data());  // [A, H]
         // hidden_states = hidden_states + self.dropout(attention_output[0])
-        attention.forward_self(backend, a.normed.data(), pos, K_cache, V_cache, a.bias.data(), a.attention(),
-                               a.hidden.data());  // [1, H]
+        attention.forward_self(backend, a.normed.data(), a.step_rows, K_cache, V_cache, positions, a.attention(),
+                               a.hidden.data());  // [A, H]
     }
 };
 
@@ -78,11 +90,13 @@ struct TextLayerCrossAttention {
     TextAttention attention;
 
     template <class Backend>
-    void forward(Backend& backend, const scalar_t<Backend>* K, const scalar_t<Backend>* V, int64_t T,
-                 TextActivations<Backend>& a) const {
-        layer_norm.forward(backend, a.hidden.data(), 1, a.normed.data());  // [1, H]
+    void forward(Backend& backend, const scalar_t<Backend>* K, const scalar_t<Backend>* V,
+                 std::span<const int64_t> offsets, TextActivations<Backend>& a) const {
+        const int64_t A = int64_t(a.step_rows.size());
+        layer_norm.forward(backend, a.hidden.data(), A, a.normed.data());  // [A, H]
         // layer_output = hidden_states + self.dropout(attention_output[0])
-        attention.forward_cross(backend, a.normed.data(), K, V, T, a.attention(), a.hidden.data());  // [1, H]
+        attention.forward_cross(backend, a.normed.data(), a.step_rows, K, V, offsets, a.attention(),
+                                a.hidden.data());  // [A, H]
     }
 };
 
@@ -93,12 +107,13 @@ struct TextBlock {
     TextLayerFF mlp;
 
     template <class Backend>
-    void forward(Backend& backend, int64_t pos, int layer_index, SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv,
+    void forward(Backend& backend, int layer_index, SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv,
                  TextActivations<Backend>& a) const {
         const size_t l = size_t(layer_index);
-        self_attention.forward(backend, pos, self_kv.keys[l].data(), self_kv.values[l].data(), a);
-        encoder_decoder_attention.forward(backend, cross_kv.keys[l].data(), cross_kv.values[l].data(), cross_kv.rows, a);
-        mlp.forward(backend, a.hidden.data(), 1, a.normed.data(), a.mlp());  // [1, H]
+        self_attention.forward(backend, self_kv.keys[l].data(), self_kv.values[l].data(), self_kv.positions, a);
+        encoder_decoder_attention.forward(backend, cross_kv.keys[l].data(), cross_kv.values[l].data(), cross_kv.offsets,
+                                          a);
+        mlp.forward(backend, a.hidden.data(), int64_t(a.step_rows.size()), a.normed.data(), a.mlp());  // [A, H]
     }
 };
 
@@ -128,53 +143,79 @@ struct TextModel {
         lm_head = &w.lm_head;
     }
 
-    // Projects the encoder states E [N, H] into every layer's cross-attention K/V (once per image).
+    // Projects the encoder states E [N, H] — every sequence's rows, packed as `offsets` says — into every
+    // layer's cross-attention K/V (once per batch).
     template <class Backend>
-    void compute_cross_kv(Backend& backend, const scalar_t<Backend>* E, int64_t N, CrossKV<Backend>& cross) const {
+    void compute_cross_kv(Backend& backend, const scalar_t<Backend>* E, std::span<const int64_t> offsets,
+                          CrossKV<Backend>& cross) const {
+        const int64_t N = offsets.back();
         cross.reserve(backend, int(layer.size()), N, config.inner_dim());
         for (size_t l = 0; l < layer.size(); ++l)
             layer[l].encoder_decoder_attention.attention.project_kv(backend, E, N, cross.keys[l].data(),
                                                                    cross.values[l].data());  // [N, I] each
-        cross.rows = N;
+        cross.offsets.assign(offsets.begin(), offsets.end());
     }
 
-    // One step: `token` at position self_kv.length; appends to the self cache; returns the logits [V]
-    // (a backend buffer: detail::to_host() them to read on the host).
+    // One step of the sequences `slots` (row r of the step is sequence slots[r]), each fed the token in
+    // a.token[r] (backend memory: written by the host, or by the previous step's choose_greedy) at its next
+    // position self_kv.length[slot]; appends to their self caches. Returns the logits [A, V], row r for
+    // slots[r] (a backend buffer: detail::to_host() them to read on the host).
     template <class Backend>
-    const scalar_t<Backend>* step(Backend& backend, int64_t token, SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv,
-                                  TextActivations<Backend>& a) const {
-        if (token < 0 || token >= config.vocab_size)
-            detail::fail("decoder: token ", token, " is outside the vocabulary [0, ", config.vocab_size, ")");
-        const int32_t id = int32_t(token);
-        detail::to_backend(backend, a.token.data(), &id, 1);
-        return step(backend, self_kv, cross_kv, a);
-    }
-
-    // The same step for the token already in a.token (backend memory), e.g. the previous step's
-    // choose_greedy(): the step then needs nothing from the host.
-    template <class Backend>
-    const scalar_t<Backend>* step(Backend& backend, SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv,
-                                  TextActivations<Backend>& a) const {
-        const int64_t pos = self_kv.length;
-        if (pos >= self_kv.capacity) detail::fail("decoder: position ", pos, " exceeds the cache (", self_kv.capacity, ")");
-        // inputs_embeds = self.embed_tokens(input_ids)
-        backend.embed_token(*embed_tokens, a.token.data(), a.hidden.data());  // [1, H]
-        // position_bias = compute_bias(...)[:, :, -seq_length:, :]  (layer 0's table, reused by every layer)
-        relative_attention_bias.compute(backend, pos, a.bias.data());  // [heads, 1, pos + 1]
-        for (size_t l = 0; l < layer.size(); ++l) layer[l].forward(backend, pos, int(l), self_kv, cross_kv, a);
-        self_kv.length = pos + 1;
+    const scalar_t<Backend>* step(Backend& backend, std::span<const int64_t> slots, SelfKV<Backend>& self_kv,
+                                  CrossKV<Backend>& cross_kv, TextActivations<Backend>& a) const {
+        const int64_t A = int64_t(slots.size()), H = config.hidden_size, heads = config.num_heads;
+        if (A == 0 || A > a.rows) detail::fail("decoder: a step of ", A, " sequences (room for ", a.rows, ")");
+        a.step_rows.clear();
+        float* bias = nullptr;
+        for (int64_t r = 0; r < A; ++r) {
+            const int64_t slot = slots[size_t(r)];
+            if (slot < 0 || slot >= int64_t(self_kv.length.size()) || slot + 1 >= int64_t(cross_kv.offsets.size()))
+                detail::fail("decoder: sequence ", slot, " was not begun");
+            const int64_t pos = self_kv.length[size_t(slot)];
+            if (pos >= self_kv.positions || pos >= a.positions)
+                detail::fail("decoder: position ", pos, " exceeds the cache (", self_kv.positions, ")");
+            // position_bias = compute_bias(...)[:, :, -seq_length:, :]  (layer 0's table, reused by every layer);
+            // rows at the same position share it
+            if (r == 0 || a.step_rows.back().pos != pos) {
+                bias = a.bias.data() + r * heads * a.positions;
+                relative_attention_bias.compute(backend, pos, bias);  // [heads, 1, pos + 1]
+            }
+            a.step_rows.push_back({slot, pos, bias});
+            // inputs_embeds = self.embed_tokens(input_ids)
+            backend.embed_token(*embed_tokens, a.token.data() + r, a.hidden.data() + r * H);  // [1, H]
+        }
+        for (size_t l = 0; l < layer.size(); ++l) layer[l].forward(backend, int(l), self_kv, cross_kv, a);
+        for (const DecodeRow& row : a.step_rows) self_kv.length[size_t(row.slot)] = row.pos + 1;
         // hidden_states = self.final_layer_norm(hidden_states); logits = self.lm_head(hidden_states)
-        final_layer_norm.forward(backend, a.hidden.data(), 1, a.normed.data());  // [1, H]
-        backend.linear(a.normed.data(), 1, *lm_head, a.logits.data());           // [1, V]
+        final_layer_norm.forward(backend, a.hidden.data(), A, a.normed.data());  // [A, H]
+        backend.linear(a.normed.data(), A, *lm_head, a.logits.data());           // [A, V]
         return a.logits.data();
     }
 
-    // Greedy decoding on the backend: a.token = argmax(a.logits), the first maximum (torch.argmax's tie
-    // rule) — the token the next step(backend, self_kv, cross_kv, a) feeds.
+    // The same step with the tokens given by the host (one per slot).
     template <class Backend>
-    void choose_greedy(Backend& backend, TextActivations<Backend>& a) const {
+    const scalar_t<Backend>* step(Backend& backend, std::span<const int64_t> slots, std::span<const int64_t> tokens,
+                                  SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv, TextActivations<Backend>& a) const {
+        if (tokens.size() != slots.size() || int64_t(tokens.size()) > a.rows)
+            detail::fail("decoder: ", tokens.size(), " tokens for ", slots.size(), " sequences");
+        std::vector<int32_t>& ids = a.host_tokens;
+        ids.resize(tokens.size());
+        for (size_t r = 0; r < tokens.size(); ++r) {
+            if (tokens[r] < 0 || tokens[r] >= config.vocab_size)
+                detail::fail("decoder: token ", tokens[r], " is outside the vocabulary [0, ", config.vocab_size, ")");
+            ids[r] = int32_t(tokens[r]);
+        }
+        detail::to_backend(backend, a.token.data(), ids.data(), int64_t(ids.size()));
+        return step(backend, slots, self_kv, cross_kv, a);
+    }
+
+    // Greedy decoding on the backend: a.token[r] = argmax(logits row r) for the first `A` rows of the last
+    // step, the first maximum (torch.argmax's tie rule) — the tokens the next step feeds.
+    template <class Backend>
+    void choose_greedy(Backend& backend, int64_t A, TextActivations<Backend>& a) const {
         // next_tokens = torch.argmax(next_token_scores, dim=-1)
-        backend.argmax(a.logits.data(), config.vocab_size, a.token.data());
+        for (int64_t r = 0; r < A; ++r)
+            backend.argmax(a.logits.data() + r * config.vocab_size, config.vocab_size, a.token.data() + r);
     }
 };
 

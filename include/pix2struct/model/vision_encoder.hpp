@@ -9,11 +9,16 @@
 // depends on them: by default only the real rows are computed (N = number of real patches, not
 // max_patches). `EncodeOptions::skip_padding = false` runs all rows with the key mask, as the reference
 // does (tests check both agree on the real rows).
+//
+// Several images (a batch) are encoded together, their rows packed one after another with no padding
+// between them: every row-wise operation (projections, norms, MLP) runs once over all rows, and the
+// attention runs per image over its own rows.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "pix2struct/backend/backend.hpp"
@@ -85,14 +90,16 @@ struct VisionLayer {
     LayerNorm pre_mlp_layer_norm;
     VisionMlp mlp;
 
-    // x: [N, H] in/out; key_mask: [N] or null (all rows real).
+    // x: [N, H] in/out, the images' rows packed (image i: rows segments[i] .. segments[i + 1]);
+    // key_mask: [N] or null (all rows real).
     template <class Backend>
-    void forward(Backend& backend, scalar_t<Backend>* x, int64_t N, const float* key_mask,
+    void forward(Backend& backend, scalar_t<Backend>* x, std::span<const int64_t> segments, const float* key_mask,
                  VisionActivations<Backend>& a) const {
+        const int64_t N = segments.back();
         // hidden_states = self.pre_attention_layer_norm(hidden_states)
         pre_attention_layer_norm.forward(backend, x, N, a.normed.data());  // [N, H]
         // hidden_states = attention_output + residual
-        attention.forward(backend, a.normed.data(), N, key_mask,
+        attention.forward(backend, a.normed.data(), segments, key_mask,
                           AttentionScratch<scalar_t<Backend>>{a.q.data(), a.k.data(), a.v.data(), a.out.data()},
                           x);  // [N, H]
         // layer_output = self.pre_mlp_layer_norm(hidden_states)
@@ -101,6 +108,11 @@ struct VisionLayer {
         mlp.forward(backend, a.normed.data(), N, MlpScratch<scalar_t<Backend>>{a.gelu.data(), a.linear.data()}, x,
                     Write::Accumulate);  // [N, H]
     }
+};
+
+// One image's model input: flattened [P, 2 + D] (row id, col id, pixels) and mask [P].
+struct PatchInput {
+    std::span<const float> flattened, mask;
 };
 
 struct EncodeOptions {
@@ -125,38 +137,49 @@ struct VisionModel {
         layernorm = LayerNorm{&w.layernorm, c.layer_norm_eps};
     }
 
-    // flattened: [P, 2 + D] (row id, col id, pixels), mask: [P]. Writes encoder_states [N, H] for the N rows
-    // computed (the real ones, in order, or all P) and their indices into `rows`. Returns N.
+    // Encodes the images one after another in one pass. Writes encoder_states [N, H] for the N rows
+    // computed — per image its real rows in order (or all its P rows), packed — their patch indices within
+    // their image into `rows`, and the images' row ranges into `segments` [images + 1]. Returns N.
     template <class Backend>
-    int64_t forward(Backend& backend, std::span<const float> flattened, std::span<const float> mask,
-                    VisionActivations<Backend>& a, scalar_t<Backend>* encoder_states, std::vector<int64_t>& rows,
+    int64_t forward(Backend& backend, std::span<const PatchInput> images, VisionActivations<Backend>& a,
+                    scalar_t<Backend>* encoder_states, std::vector<int64_t>& rows, std::vector<int64_t>& segments,
                     const EncodeOptions& options = {}) const {
         const int64_t D = config.patch_embed_hidden_size, W = D + 2;
-        if (flattened.size() % size_t(W) != 0)
-            detail::fail("flattened patches: ", flattened.size(), " values is not a multiple of the patch width ", W,
-                         " (2 ids + ", D, " pixels, the checkpoint's patch_embed_hidden_size)");
-        const int64_t P = int64_t(flattened.size()) / W;
-        if (int64_t(mask.size()) != P)
-            detail::fail("patch mask: ", mask.size(), " values for ", P, " patches");
+        if (images.empty()) detail::fail("encoder: no image to encode");
         rows.clear();
-        for (int64_t i = 0; i < P; ++i)
-            if (!options.skip_padding || mask[size_t(i)] != 0.0f) rows.push_back(i);
-        const int64_t N = int64_t(rows.size());
-        if (N == 0 || (!options.skip_padding && std::all_of(mask.begin(), mask.end(), [](float m) { return m == 0; })))
-            detail::fail("flattened patches: no real patch (the mask is all zero)");
-        a.reserve(backend, N, config);
-        // row_indices = flattened_patches[:, :, 0].long(); col_indices = flattened_patches[:, :, 1].long()
-        for (int64_t n = 0; n < N; ++n) {
-            const float* p = flattened.data() + rows[size_t(n)] * W;
-            const int64_t r = int64_t(p[0]), c = int64_t(p[1]);
-            if (r < 0 || r >= config.seq_len || c < 0 || c >= config.seq_len)
-                detail::fail("flattened patches: patch ", rows[size_t(n)], " has row/column id ", p[0], "/", p[1],
-                             ", outside the embedding tables [0, ", config.seq_len, ")");
-            a.row_ids[size_t(n)] = r;
-            a.col_ids[size_t(n)] = c;
-            std::copy(p + 2, p + W, a.pixels_host.data() + n * D);  // float → the activation type
-            a.mask_host[size_t(n)] = mask[size_t(rows[size_t(n)])];
+        segments.assign(1, 0);
+        for (size_t i = 0; i < images.size(); ++i) {
+            const PatchInput& in = images[i];
+            const std::string which = images.size() > 1 ? "image " + std::to_string(i) + ": " : "";
+            if (in.flattened.size() % size_t(W) != 0)
+                detail::fail(which, "flattened patches: ", in.flattened.size(), " values is not a multiple of the patch width ",
+                             W, " (2 ids + ", D, " pixels, the checkpoint's patch_embed_hidden_size)");
+            const int64_t P = int64_t(in.flattened.size()) / W;
+            if (int64_t(in.mask.size()) != P) detail::fail(which, "patch mask: ", in.mask.size(), " values for ", P, " patches");
+            if (std::all_of(in.mask.begin(), in.mask.end(), [](float m) { return m == 0; }))
+                detail::fail(which, "flattened patches: no real patch (the mask is all zero)");
+            for (int64_t p = 0; p < P; ++p) {
+                if (options.skip_padding && in.mask[size_t(p)] == 0.0f) continue;
+                // row_indices = flattened_patches[:, :, 0].long(); col_indices = flattened_patches[:, :, 1].long()
+                const float* patch = in.flattened.data() + p * W;
+                if (!(patch[0] >= 0 && patch[0] < float(config.seq_len) && patch[1] >= 0 && patch[1] < float(config.seq_len)))
+                    detail::fail(which, "flattened patches: patch ", p, " has row/column id ", patch[0], "/", patch[1],
+                                 ", outside the embedding tables [0, ", config.seq_len, ")");
+                rows.push_back(p);
+            }
+            segments.push_back(int64_t(rows.size()));
         }
+        const int64_t N = int64_t(rows.size());
+        a.reserve(backend, N, config);
+        for (size_t i = 0; i + 1 < segments.size(); ++i)
+            for (int64_t n = segments[i]; n < segments[i + 1]; ++n) {
+                const int64_t p = rows[size_t(n)];
+                const float* patch = images[i].flattened.data() + p * W;
+                a.row_ids[size_t(n)] = int64_t(patch[0]);
+                a.col_ids[size_t(n)] = int64_t(patch[1]);
+                std::copy(patch + 2, patch + W, a.pixels_host.data() + n * D);  // float → the activation type
+                a.mask_host[size_t(n)] = images[i].mask[size_t(p)];
+            }
         detail::to_backend(backend, a.pixels.data(), a.pixels_host.data(), N * D);  // [N, D]
         // Only the reference path (skip_padding = false) masks keys; the real rows alone need no mask.
         const float* key_mask = nullptr;
@@ -165,7 +188,7 @@ struct VisionModel {
             key_mask = a.mask.data();
         }
         embeddings.forward(backend, a.pixels.data(), a.row_ids.data(), a.col_ids.data(), N, a.x.data());  // [N, H]
-        for (const VisionLayer& l : layer) l.forward(backend, a.x.data(), N, key_mask, a);                // [N, H]
+        for (const VisionLayer& l : layer) l.forward(backend, a.x.data(), segments, key_mask, a);          // [N, H]
         // sequence_output = self.layernorm(sequence_output)
         layernorm.forward(backend, a.x.data(), N, encoder_states);  // [N, H]
         return N;

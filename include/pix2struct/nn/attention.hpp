@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "pix2struct/backend/backend.hpp"
 #include "pix2struct/nn/relative_position.hpp"
@@ -41,10 +42,13 @@ struct VisionAttention {
     const Weight* output = nullptr;  // [H, I]
     int n_heads = 0, key_value_proj_dim = 0;
 
-    // y += Attention(x) (the residual add is fused). x: [N, H] normed states; key_mask: [N] fp32 or null.
+    // y += Attention(x) (the residual add is fused). x: [N, H] normed states of one or more images packed
+    // one after another: image i owns rows segments[i] .. segments[i + 1] and attends only to them (the
+    // projections run over all N rows at once). key_mask: [N] fp32 or null.
     template <class Backend, class S = scalar_t<Backend>>
-    void forward(Backend& backend, const S* x, int64_t N, const float* key_mask, AttentionScratch<S> s, S* y) const {
-        const int64_t I = int64_t(n_heads) * key_value_proj_dim;
+    void forward(Backend& backend, const S* x, std::span<const int64_t> segments, const float* key_mask,
+                 AttentionScratch<S> s, S* y) const {
+        const int64_t I = int64_t(n_heads) * key_value_proj_dim, N = segments.back();
         // query_states = to_projection_shape(self.query(hidden_states)), same for key and value
         backend.linear(x, N, *query, s.q);  // [N, I]
         backend.linear(x, N, *key, s.k);    // [N, I]
@@ -52,15 +56,27 @@ struct VisionAttention {
         // scores = torch.matmul(query_states, key_states.transpose(3, 2))   — no 1/sqrt(d_kv)
         // scores += position_bias_masked; attn_weights = softmax(scores, dtype=float32)
         // attn_output = torch.matmul(attn_weights, value_states)
-        backend.attention(AttentionArgs<S>{s.q, I, s.k, I, s.v, I, s.out, I, N, N, n_heads, key_value_proj_dim,
-                                           key_mask, nullptr});  // [N, I]
+        for (size_t i = 0; i + 1 < segments.size(); ++i) {
+            const int64_t o = segments[i], n = segments[i + 1] - o;
+            backend.attention(AttentionArgs<S>{s.q + o * I, I, s.k + o * I, I, s.v + o * I, I, s.out + o * I, I, n, n,
+                                               n_heads, key_value_proj_dim, key_mask ? key_mask + o : nullptr,
+                                               nullptr});  // [n, I]
+        }
         // attn_output = self.output(attn_output); hidden_states = attention_output + residual
         backend.linear(s.out, N, *output, y, Write::Accumulate);  // [N, H]
     }
 };
 
-// transformers: Pix2StructTextAttention — one decode step (one query row) against cached keys/values.
-// Self-attention appends this step's K/V to the cache; cross-attention reads K/V projected once per image.
+// One row of a decode step: a token of sequence `slot` at position `pos`.
+struct DecodeRow {
+    int64_t slot = 0, pos = 0;
+    const float* bias = nullptr;  // [heads, 1, pos + 1]: its relative position bias (fp32, backend memory)
+};
+
+// transformers: Pix2StructTextAttention — one decode step: one query row per sequence of the batch, against
+// that sequence's cached keys/values. Self-attention appends this step's K/V to the cache; cross-attention
+// reads K/V projected once per image. The projections run over all rows at once (one weight read for the
+// batch); the attention runs per row, over its own sequence.
 struct TextAttention {
     const Weight* query = nullptr;   // [I, H]
     const Weight* key = nullptr;     // [I, H]
@@ -78,30 +94,51 @@ struct TextAttention {
         backend.linear(kv, T, *value, V);  // [T, I]
     }
 
-    // Self-attention step at position `pos`: writes this row's K/V into the caches at row pos, attends to
-    // rows 0..pos with `bias` [heads, 1, pos + 1] (the relative position bias, fp32), y += output.
+    // Self-attention step. x: [A, H], one row per entry of `rows`. Row r's K/V go to the caches at row
+    // slot·positions + pos (the caches hold `positions` rows per sequence); it attends to its sequence's
+    // rows 0..pos with its bias; y += output. s.k, s.v: [A, I] scratch (unused when A = 1).
     template <class Backend, class S = scalar_t<Backend>>
-    void forward_self(Backend& backend, const S* x, int64_t pos, S* K_cache, S* V_cache, const float* bias,
-                      AttentionScratch<S> s, S* y) const {
-        const int64_t I = inner_dim();
-        backend.linear(x, 1, *query, s.q);                 // [1, I]
-        backend.linear(x, 1, *key, K_cache + pos * I);     // [1, I] → cache row pos
-        backend.linear(x, 1, *value, V_cache + pos * I);   // [1, I] → cache row pos
+    void forward_self(Backend& backend, const S* x, std::span<const DecodeRow> rows, S* K_cache, S* V_cache,
+                      int64_t positions, AttentionScratch<S> s, S* y) const {
+        const int64_t I = inner_dim(), A = int64_t(rows.size());
+        backend.linear(x, A, *query, s.q);  // [A, I]
+        if (A == 1) {  // straight into the cache row
+            const int64_t at = (rows[0].slot * positions + rows[0].pos) * I;
+            backend.linear(x, 1, *key, K_cache + at);    // [1, I]
+            backend.linear(x, 1, *value, V_cache + at);  // [1, I]
+        } else {
+            backend.linear(x, A, *key, s.k);    // [A, I]
+            backend.linear(x, A, *value, s.v);  // [A, I]
+            for (int64_t r = 0; r < A; ++r) {
+                const int64_t at = (rows[size_t(r)].slot * positions + rows[size_t(r)].pos) * I;
+                detail::within_backend(backend, K_cache + at, s.k + r * I, I);
+                detail::within_backend(backend, V_cache + at, s.v + r * I, I);
+            }
+        }
         // causal: the cache holds only positions ≤ pos, so no mask is needed
-        backend.attention(AttentionArgs<S>{s.q, I, K_cache, I, V_cache, I, s.out, I, 1, pos + 1, n_heads,
-                                           key_value_proj_dim, nullptr, bias});  // [1, I]
-        backend.linear(s.out, 1, *output, y, Write::Accumulate);             // [1, H]
+        for (int64_t r = 0; r < A; ++r) {
+            const DecodeRow& row = rows[size_t(r)];
+            const int64_t base = row.slot * positions * I;
+            backend.attention(AttentionArgs<S>{s.q + r * I, I, K_cache + base, I, V_cache + base, I, s.out + r * I, I, 1,
+                                               row.pos + 1, n_heads, key_value_proj_dim, nullptr, row.bias});  // [1, I]
+        }
+        backend.linear(s.out, A, *output, y, Write::Accumulate);  // [A, H]
     }
 
-    // Cross-attention step: one query against the T real encoder rows' K/V [T, I] (no position bias).
+    // Cross-attention step: row r attends to its sequence's encoder rows offsets[slot] .. offsets[slot + 1]
+    // of K, V [N, I] (the real patches; no position bias).
     template <class Backend, class S = scalar_t<Backend>>
-    void forward_cross(Backend& backend, const S* x, const S* K, const S* V, int64_t T, AttentionScratch<S> s,
-                       S* y) const {
-        const int64_t I = inner_dim();
-        backend.linear(x, 1, *query, s.q);  // [1, I]
-        backend.attention(AttentionArgs<S>{s.q, I, K, I, V, I, s.out, I, 1, T, n_heads, key_value_proj_dim,
-                                           nullptr, nullptr});        // [1, I]
-        backend.linear(s.out, 1, *output, y, Write::Accumulate);     // [1, H]
+    void forward_cross(Backend& backend, const S* x, std::span<const DecodeRow> rows, const S* K, const S* V,
+                       std::span<const int64_t> offsets, AttentionScratch<S> s, S* y) const {
+        const int64_t I = inner_dim(), A = int64_t(rows.size());
+        backend.linear(x, A, *query, s.q);  // [A, I]
+        for (int64_t r = 0; r < A; ++r) {
+            const size_t slot = size_t(rows[size_t(r)].slot);
+            const int64_t o = offsets[slot], T = offsets[slot + 1] - o;
+            backend.attention(AttentionArgs<S>{s.q + r * I, I, K + o * I, I, V + o * I, I, s.out + r * I, I, 1, T,
+                                               n_heads, key_value_proj_dim, nullptr, nullptr});  // [1, I]
+        }
+        backend.linear(s.out, A, *output, y, Write::Accumulate);  // [A, H]
     }
 };
 
