@@ -9,6 +9,8 @@
 // Beside each time: the stage's GFLOP/s (encoder, cross K/V) or GB/s of weights+cache read (decode), and
 // two yardsticks measured in the same run: the backend's best GEMM rate on an encoder-sized product and
 // the memory bandwidth of a large copy.
+// --batch B (> 1) also times B copies of the input as one batch (generate_batch's path: one encoder pass
+// over B·N rows, decode steps of B sequences): the batch's encoder, cross K/V and per-step medians.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -40,7 +42,7 @@ int main(int argc, char** argv) {
     CLI::App app{"End-to-end CPU benchmark: preprocess, encoder, cross K/V, per-token decode (medians)."};
     std::string model_dir = "tests/reference/out/base-random", image_path = "tests/data/models/images/diagram.png";
     std::string question = "What is shown in the diagram?";
-    int repeats = 5, tokens = 20, threads = 0, max_patches = 0;
+    int repeats = 5, tokens = 20, threads = 0, max_patches = 0, batch = 1;
     bool json = false;
     app.add_option("--model", model_dir, "Model folder (HF layout)")->capture_default_str();
     app.add_option("--image", image_path, "Image")->capture_default_str();
@@ -49,6 +51,9 @@ int main(int argc, char** argv) {
     app.add_option("--tokens", tokens, "Decode steps per repeat")->capture_default_str();
     app.add_option("--threads", threads, "Threads (0: all)")->capture_default_str();
     app.add_option("--max-patches", max_patches, "Patch budget (0: the checkpoint's)")->capture_default_str();
+    app.add_option("--batch", batch, "Also time a batch of this many copies of the input (1: no)")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
     app.add_flag("--json", json, "Print one JSON object");
     CLI11_PARSE(app, argc, argv);
 
@@ -85,6 +90,33 @@ int main(int argc, char** argv) {
                 const float* logits = model.step(token);
                 token = std::max_element(logits, logits + cfg.text.vocab_size) - logits;
                 if (count) t_tok.push_back(ms_since(t));
+            }
+        }
+
+        // The same input B times as one batch.
+        std::vector<double> b_enc, b_kv, b_step;
+        if (batch > 1) {
+            const pix2struct::Patches p = pix2struct::preprocess(image, po.is_vqa ? question : "", po);
+            const std::vector<pix2struct::PatchInput> images(size_t(batch), pix2struct::PatchInput{p.flattened, p.mask});
+            for (int r = 0; r < repeats + 1; ++r) {
+                const bool count = r > 0;
+                auto t = clock_type::now();
+                model.encode_batch(images);
+                if (count) b_enc.push_back(ms_since(t));
+                t = clock_type::now();
+                model.compute_cross_kv();
+                if (count) b_kv.push_back(ms_since(t));
+                model.begin(tokens + 1);
+                std::vector<int64_t> next(size_t(batch), cfg.text.decoder_start_token_id);
+                for (int s = 0; s < tokens; ++s) {
+                    t = clock_type::now();
+                    const float* logits = model.step(next);
+                    for (int b = 0; b < batch; ++b) {
+                        const float* row = logits + int64_t(b) * cfg.text.vocab_size;
+                        next[size_t(b)] = std::max_element(row, row + cfg.text.vocab_size) - row;
+                    }
+                    if (count) b_step.push_back(ms_since(t));
+                }
             }
         }
 
@@ -135,6 +167,9 @@ int main(int argc, char** argv) {
                              {"preprocess_ms", pre}, {"encoder_ms", enc}, {"cross_kv_ms", kv}, {"token_ms", tok},
                              {"encoder_gflops", enc_flop / (enc * 1e6)}, {"decode_gbs", dec_bytes / (tok * 1e6)},
                              {"yardstick_gemm_gflops", gemm_gflops}, {"yardstick_copy_gbs", copy_gbs}};
+            if (batch > 1)
+                j["batch"] = {{"size", batch}, {"encoder_ms", median(b_enc)}, {"cross_kv_ms", median(b_kv)},
+                              {"step_ms", median(b_step)}};
             std::cout << j.dump() << "\n";
         } else {
             std::printf("model %s, %d threads, %lld real patches of %d, %d repeats (medians)\n", model_dir.c_str(),
@@ -147,6 +182,9 @@ int main(int argc, char** argv) {
                         dec_bytes / (tok * 1e6), dec_bytes / 1e6);
             std::printf("  yardsticks: backend GEMM %.1f GFLOP/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ), memcpy %.1f GB/s\n",
                         gemm_gflops, (long long)std::max<int64_t>(N, 256), H, F, H, copy_gbs);
+            if (batch > 1)
+                std::printf("  batch of %d: encoder %.1f ms, cross K/V %.1f ms, decode %.2f ms/step (%.2f ms/token; "
+                            "alone %.2f)\n", batch, median(b_enc), median(b_kv), median(b_step), median(b_step) / batch, tok);
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_e2e: %s\n", e.what());

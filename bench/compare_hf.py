@@ -13,6 +13,8 @@ torch.set_num_threads(threads). Stages, medians over repeats:
               the cross K/V projection and, as HF does, no early stop. Run with use_cache=True (HF's fast
               path) and with the checkpoint's own generation config (use_cache false in Pix2Struct configs).
 pix2struct.cpp: bench_e2e --json with the same threads, repeats and tokens ((cross K/V + T·token) / T).
+--batch B (> 1) adds the same input B times as one batch: HF's encoder and generate on the stacked
+[B, P, ·] inputs, ours bench_e2e --batch B (one encoder pass, decode steps of B sequences).
 """
 import argparse
 import json
@@ -49,6 +51,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=1, help="also time B copies of the input as one batch")
     ap.add_argument("--skip-no-cache", action="store_true", help="skip HF's use_cache=False run (slow)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,7 +59,7 @@ def main():
 
     ours = json.loads(subprocess.run([args.bench, "--model", args.model, "--image", args.image, "--question",
                                       args.question, "--threads", str(args.threads), "--repeats", str(args.repeats),
-                                      "--tokens", str(args.tokens), "--json"],
+                                      "--tokens", str(args.tokens), "--batch", str(args.batch), "--json"],
                                      check=True, capture_output=True, text=True).stdout)
 
     model = Pix2StructForConditionalGeneration.from_pretrained(args.model, torch_dtype=torch.float32).eval()
@@ -70,7 +73,7 @@ def main():
     enc_ms, enc = med(lambda: model.encoder(flattened_patches=fp, attention_mask=mask), args.repeats)
     T = args.tokens
 
-    def gen(use_cache):
+    def gen(use_cache, enc=enc, mask=mask):
         return model.generate(encoder_outputs=enc, attention_mask=mask, max_new_tokens=T, min_new_tokens=T,
                               do_sample=False, num_beams=1, use_cache=use_cache)
 
@@ -92,8 +95,20 @@ def main():
     hf_total = pre_ms + enc_ms + dec_cache_ms
     us_total = ours["preprocess_ms"] + ours["encoder_ms"] + ours_dec
     print(f"{'end to end (HF with cache)':38s} {hf_total:10.1f} {us_total:10.1f} {hf_total / us_total:8.2f}")
-    print(json.dumps({"hf": {"preprocess_ms": pre_ms, "encoder_ms": enc_ms, "decode_cache_ms": dec_cache_ms,
-                             "decode_nocache_ms": dec_nocache_ms}, "ours": ours}))
+    hf = {"preprocess_ms": pre_ms, "encoder_ms": enc_ms, "decode_cache_ms": dec_cache_ms,
+          "decode_nocache_ms": dec_nocache_ms}
+    if args.batch > 1:
+        B, ob = args.batch, ours["batch"]
+        fpb, maskb = fp.repeat(B, 1, 1), mask.repeat(B, 1)
+        b_enc_ms, encb = med(lambda: model.encoder(flattened_patches=fpb, attention_mask=maskb), args.repeats)
+        b_dec_ms, _ = med(lambda: gen(True, encb, maskb), args.repeats)
+        ob_dec = ob["cross_kv_ms"] + T * ob["step_ms"]
+        for name, h, us in [(f"batch {B}: encoder", b_enc_ms, ob["encoder_ms"]),
+                            (f"batch {B}: decode {T} tok (cache)", b_dec_ms, ob_dec),
+                            (f"batch {B}: encoder + decode", b_enc_ms + b_dec_ms, ob["encoder_ms"] + ob_dec)]:
+            print(f"{name:38s} {h:10.1f} {us:10.1f} {h / max(us, 1e-9):8.2f}")
+        hf["batch"] = {"size": B, "encoder_ms": b_enc_ms, "decode_cache_ms": b_dec_ms}
+    print(json.dumps({"hf": hf, "ours": ours}))
 
 
 if __name__ == "__main__":

@@ -163,41 +163,86 @@ private:
 
 namespace detail {
 
-// y[n] (=|+=) Σ_k W[n, k] · x[k] for n in [n0, n1), W stored as BF16 [N, K] (the checkpoint's bytes).
-// The decode step is memory-bound: reading the stored BF16 instead of the fp32 copy halves the bytes.
-// BF16 → fp32 is exact (a 16-bit shift), so the arithmetic is the same fp32 dot product as with the copy.
-inline void gemv_bf16(const float* x, const uint16_t* W, int64_t n0, int64_t n1, int64_t K, float* y, bool accumulate) {
-    int64_t n = n0;
+// Y[m, n] (=|+=) Σ_k W[n, k] · X[m, k] for the M rows of X [M, K] and n in [n0, n1), Y [M, N]; W stored as
+// BF16 [N, K] (the checkpoint's bytes). Decode steps (M = one row per sequence of the batch, a handful) are
+// memory-bound: reading the stored BF16 instead of the fp32 copy halves the bytes, and each weight row is
+// read from memory once for all M rows (it stays in L1 while they pass over it). BF16 → fp32 is exact (a
+// 16-bit shift), so the arithmetic is the same fp32 dot product as with the copy, in the same order for
+// every row whatever M is: a sequence gets the same logits alone or in a batch.
+inline constexpr int64_t kGemvMaxRows = 16;  // up to here the BF16 path beats an fp32 GEMM (bytes vs FLOPs)
+
 #if defined(__AVX512F__)
-    // One row per pass with a software prefetch of the row kPrefetchRows ahead: rows are short streams
-    // (K·2 bytes) the hardware prefetcher ramps up on too late. Measured on this machine (2 threads, 300 MB
-    // of bf16 rows, noisy): 4 rows/pass without prefetch 13-20 GB/s, 4 rows + prefetch 16-21, this 19-23.
-    constexpr int64_t kPrefetchRows = 4;
+// Rows [0, R) of X against one weight row w, R ≤ 8 (two accumulators per row: 16 registers).
+template <int R>
+inline void dot_rows_bf16(const float* X, int64_t K, const uint16_t* w, const uint16_t* prefetch_row, float* out) {
     auto load = [](const uint16_t* p) {
         return _mm512_castsi512_ps(
             _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
     };
-    for (; n < n1; ++n) {
-        const uint16_t* w = W + n * K;
-        const bool prefetch = n + kPrefetchRows < n1;
-        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-        int64_t k = 0;
-        for (; k + 32 <= K; k += 32) {  // one 64-byte line of the row per iteration
-            if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchRows * K + k), _MM_HINT_T0);
-            s0 = _mm512_fmadd_ps(load(w + k), _mm512_loadu_ps(x + k), s0);
-            s1 = _mm512_fmadd_ps(load(w + k + 16), _mm512_loadu_ps(x + k + 16), s1);
+    __m512 s0[R], s1[R];
+    for (int r = 0; r < R; ++r) s0[r] = s1[r] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {  // one 64-byte line of the row per iteration
+        if (prefetch_row) _mm_prefetch(reinterpret_cast<const char*>(prefetch_row + k), _MM_HINT_T0);
+        const __m512 w0 = load(w + k), w1 = load(w + k + 16);
+        for (int r = 0; r < R; ++r) {
+            s0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(X + r * K + k), s0[r]);
+            s1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(X + r * K + k + 16), s1[r]);
         }
-        for (; k + 16 <= K; k += 16) s0 = _mm512_fmadd_ps(load(w + k), _mm512_loadu_ps(x + k), s0);
-        float r = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-        for (; k < K; ++k) r += bf16_to_float(w[k]) * x[k];
-        y[n] = accumulate ? y[n] + r : r;
     }
+    for (; k + 16 <= K; k += 16) {
+        const __m512 w0 = load(w + k);
+        for (int r = 0; r < R; ++r) s0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(X + r * K + k), s0[r]);
+    }
+    for (int r = 0; r < R; ++r) {
+        float t = _mm512_reduce_add_ps(_mm512_add_ps(s0[r], s1[r]));
+        for (int64_t j = k; j < K; ++j) t += bf16_to_float(w[j]) * X[r * K + j];
+        out[r] = t;
+    }
+}
 #endif
-    for (; n < n1; ++n) {
+
+inline void gemv_bf16(const float* X, int64_t M, const uint16_t* W, int64_t n0, int64_t n1, int64_t K, float* Y,
+                      int64_t ldy, bool accumulate) {
+    float dots[8];
+    auto store = [&](int64_t m0, int rows, int64_t n) {
+        for (int r = 0; r < rows; ++r) {
+            float& y = Y[(m0 + r) * ldy + n];
+            y = accumulate ? y + dots[r] : dots[r];
+        }
+    };
+    for (int64_t n = n0; n < n1; ++n) {
         const uint16_t* w = W + n * K;
-        float r = 0;
-        for (int64_t k = 0; k < K; ++k) r += bf16_to_float(w[k]) * x[k];
-        y[n] = accumulate ? y[n] + r : r;
+#if defined(__AVX512F__)
+        // A software prefetch of the row kPrefetchRows ahead: rows are short streams (K·2 bytes) the
+        // hardware prefetcher ramps up on too late. Measured on this machine (2 threads, 300 MB of bf16
+        // rows, noisy): 4 rows/pass without prefetch 13-20 GB/s, 4 rows + prefetch 16-21, this 19-23.
+        constexpr int64_t kPrefetchRows = 4;
+        const uint16_t* ahead = n + kPrefetchRows < n1 ? w + kPrefetchRows * K : nullptr;
+        for (int64_t m0 = 0; m0 < M; m0 += 8) {
+            const int rows = int(std::min<int64_t>(8, M - m0));
+            const float* x = X + m0 * K;
+            switch (rows) {
+                case 8: dot_rows_bf16<8>(x, K, w, ahead, dots); break;
+                case 7: dot_rows_bf16<7>(x, K, w, ahead, dots); break;
+                case 6: dot_rows_bf16<6>(x, K, w, ahead, dots); break;
+                case 5: dot_rows_bf16<5>(x, K, w, ahead, dots); break;
+                case 4: dot_rows_bf16<4>(x, K, w, ahead, dots); break;
+                case 3: dot_rows_bf16<3>(x, K, w, ahead, dots); break;
+                case 2: dot_rows_bf16<2>(x, K, w, ahead, dots); break;
+                default: dot_rows_bf16<1>(x, K, w, ahead, dots); break;
+            }
+            ahead = nullptr;  // once per weight row
+            store(m0, rows, n);
+        }
+#else
+        for (int64_t m = 0; m < M; ++m) {
+            float r = 0;
+            for (int64_t k = 0; k < K; ++k) r += bf16_to_float(w[k]) * X[m * K + k];
+            dots[0] = r;
+            store(m, 1, n);
+        }
+#endif
     }
 }
 
@@ -218,7 +263,8 @@ struct CpuBackend {
     IdBuffer alloc_ids(size_t n) const { return IdBuffer(n); }
 
     // Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]).  W: [N, K] row-major (torch nn.Linear).
-    // Split over N: each thread owns a column slice of Y (a GEMM, or a GEMV for the decode step's M = 1).
+    // Split over N: each thread owns a column slice of Y (a GEMM; for a decode step's few rows and BF16
+    // weights, detail::gemv_bf16).
     void linear(const float* X, int64_t M, const Weight& W, float* Y, Write mode = Write::Overwrite,
                 const Weight* bias = nullptr) {
         using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -226,16 +272,16 @@ struct CpuBackend {
         const int64_t N = W.rows(), K = W.cols();
         // Slices of ≥ 64 output features; a handful per thread for balance.
         const int64_t min_slice = 64;
-        int64_t slices = std::min<int64_t>(std::max<int64_t>(1, N / min_slice), int64_t(pool_.size()) * (M == 1 ? 1 : 2));
+        const uint16_t* bf16 = (M <= detail::kGemvMaxRows && !bias) ? bf16_weights(W) : nullptr;
+        const bool bf16_gemv = bf16 != nullptr;
+        int64_t slices = std::min<int64_t>(std::max<int64_t>(1, N / min_slice), int64_t(pool_.size()) * (M == 1 || bf16_gemv ? 1 : 2));
         if (M * N * K < 64 * 1024) slices = 1;  // too small to be worth a wake-up
         const int64_t step = (N + slices - 1) / slices;
-        const uint16_t* bf16 = (M == 1 && !bias) ? bf16_weights(W) : nullptr;
-        const bool bf16_gemv = bf16 != nullptr;
         pool_.parallel_for(slices, [&](int64_t s, int) {
             const int64_t n0 = s * step, n = std::min(step, N - n0);
             if (n <= 0) return;
             if (bf16_gemv) {
-                detail::gemv_bf16(X, bf16, n0, n0 + n, K, Y, mode == Write::Accumulate);
+                detail::gemv_bf16(X, M, bf16, n0, n0 + n, K, Y, N, mode == Write::Accumulate);
                 return;
             }
             Eigen::Map<const RowMat> x(X, M, K);
