@@ -20,6 +20,8 @@
 //              CUDA graph would replay; its last token is checked against the decode stage's
 //   decode, synchronous backend   the step with a fence after every primitive and the host reading the
 //              managed logits, as generate() runs it
+//   batch (--batch B > 1)   B copies of the input as one batch (generate_batch's path): encode_batch, the
+//              cross K/V of all B, and steps of B sequences with the tokens on the device (as above)
 // Beside each time: TFLOP/s (encoder, cross K/V) or GB/s of fp32 weights + cross K/V read (decode), and two
 // yardsticks measured in the same run: cuBLAS fp32 SGEMM at an encoder product and a device-to-device copy.
 #include <CLI/CLI.hpp>
@@ -109,7 +111,7 @@ double copy_gbs(cudaStream_t stream) {
 int main(int argc, char** argv) {
     CLI::App app{"End-to-end GPU benchmark (CudaBackend, fp32): encoder, cross K/V, per-token decode (medians)."};
     std::string model_dir = "bench/out/base", patches_path;
-    int repeats = 10, tokens = 20, real = 2009, device = 0;
+    int repeats = 10, tokens = 20, real = 2009, device = 0, batch = 1;
     bool json = false;
     app.add_option("--model", model_dir, "Model folder (HF layout)")->capture_default_str();
     app.add_option("--patches", patches_path, "safetensors with flattened_patches [P, 770] and attention_mask [P]");
@@ -117,6 +119,9 @@ int main(int argc, char** argv) {
     app.add_option("--repeats", repeats, "Repeats (medians reported)")->capture_default_str();
     app.add_option("--tokens", tokens, "Decode steps per repeat")->capture_default_str();
     app.add_option("--device", device, "CUDA device")->capture_default_str();
+    app.add_option("--batch", batch, "Also time a batch of this many copies of the input (1: no)")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
     app.add_flag("--json", json, "Print one JSON object");
     CLI11_PARSE(app, argc, argv);
 
@@ -215,6 +220,35 @@ int main(int argc, char** argv) {
             }
         }
 
+        // The same input B times as one batch, tokens on the device.
+        gpu.set_synchronous(false);
+        std::vector<double> b_enc, b_kv, b_step;
+        if (batch > 1 && tokens > 1) {
+            const std::vector<pix2struct::PatchInput> images(size_t(batch), pix2struct::PatchInput{flattened, mask});
+            const std::vector<int64_t> start(size_t(batch), cfg.text.decoder_start_token_id);
+            for (int r = 0; r < repeats + 1; ++r) {
+                t = clock_type::now();
+                model.encode_batch(images);
+                gpu.synchronize();
+                if (r > 0) b_enc.push_back(ms_since(t));
+                t = clock_type::now();
+                model.compute_cross_kv();
+                gpu.synchronize();
+                if (r > 0) b_kv.push_back(ms_since(t));
+                model.begin(tokens + 1);
+                model.step(start);
+                model.choose_greedy();
+                gpu.synchronize();
+                t = clock_type::now();
+                for (int s = 1; s < tokens; ++s) {
+                    model.step_chosen();
+                    model.choose_greedy();
+                }
+                gpu.synchronize();
+                if (r > 0) b_step.push_back(ms_since(t) / double(tokens - 1));
+            }
+        }
+
         // Work per stage (as bench/bench_e2e.cpp counts it).
         const double H = cfg.vision.hidden_size, I = cfg.vision.inner_dim(), F = cfg.vision.d_ff,
                      D = cfg.vision.patch_embed_hidden_size, L = cfg.vision.num_hidden_layers, n = double(N);
@@ -236,6 +270,9 @@ int main(int argc, char** argv) {
                              {"encoder_tflops", enc_flop / (enc * 1e9)}, {"cross_kv_tflops", kv_flop / (kv * 1e9)},
                              {"decode_gbs", dec_bytes / (tok * 1e6)}, {"yardstick_sgemm_tflops", sgemm},
                              {"yardstick_copy_gbs", copy}, {"first_ids", first_ids}};
+            if (!b_step.empty())
+                j["batch"] = {{"size", batch}, {"encoder_ms", median(b_enc)}, {"cross_kv_ms", median(b_kv)},
+                              {"step_ms", median(b_step)}};
             std::cout << j.dump() << "\n";
         } else {
             std::printf("model %s on %s (fp32, CudaBackend), %lld real patches of %zu, %d repeats x %d tokens (medians)\n",
@@ -250,6 +287,9 @@ int main(int argc, char** argv) {
             std::printf("  decode, synchronous backend %9.3f ms/token\n", tok_sync);
             std::printf("  yardsticks: cuBLAS fp32 SGEMM %.2f TFLOP/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ), D2D copy %.0f GB/s\n",
                         sgemm, (long long)std::max<int64_t>(N, 256), H, F, H, copy);
+            if (!b_step.empty())
+                std::printf("  batch of %d: encoder %.2f ms, cross K/V %.2f ms, decode %.3f ms/step (token on the device; "
+                            "%.3f ms/token)\n", batch, median(b_enc), median(b_kv), median(b_step), median(b_step) / batch);
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_e2e_gpu: %s\n", e.what());

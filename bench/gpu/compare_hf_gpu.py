@@ -16,6 +16,8 @@ Stages, medians over repeats, torch.cuda.synchronize() around each timed call:
             the cross K/V projection (HF computes it in the first step) and no early stop; ours is
             cross_kv_ms + T * token_ms from bench_e2e_gpu (asynchronous backend, argmax on the device, one
             fence per token).
+--batch B (> 1) adds the same patches B times as one batch: HF's encoder and generate on [B, P, ·], ours
+gpu_bench_e2e_gpu --batch B (one encoder pass over B·N rows, steps of B sequences, tokens on the device).
 HF runs eager attention (Pix2Struct has no SDPA path) in float32 (the same arithmetic as ours; TF32 off) and
 in bfloat16 (the checkpoint's dtype). Our figures are fp32: the bf16 column shows what a bf16 path must beat.
 """
@@ -87,9 +89,18 @@ def hf_times(args, dtype, fp, mask):
                               do_sample=False, num_beams=1, use_cache=True)
 
     dec_ms, ids = timed(gen, args.repeats)
+    out = {"encoder_ms": enc_ms, "decode_ms": dec_ms, "ids": ids[0, 1:].tolist()}
+    if args.batch > 1:
+        B = args.batch
+        fpb, maskb = fp.repeat(B, 1, 1), mask.repeat(B, 1)
+        enc_b_ms, encb = timed(lambda: model.encoder(flattened_patches=fpb, attention_mask=maskb), args.repeats)
+        dec_b_ms, _ = timed(lambda: model.generate(encoder_outputs=encb, attention_mask=maskb, max_new_tokens=T,
+                                                   min_new_tokens=T, do_sample=False, num_beams=1, use_cache=True),
+                            args.repeats)
+        out["batch"] = {"size": B, "encoder_ms": enc_b_ms, "decode_ms": dec_b_ms}
     del model
     torch.cuda.empty_cache()
-    return {"encoder_ms": enc_ms, "decode_ms": dec_ms, "ids": ids[0, 1:].tolist()}
+    return out
 
 
 def main():
@@ -102,6 +113,7 @@ def main():
     ap.add_argument("--bench", default="build-gpu/gpu_bench_e2e_gpu")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--tokens", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=1, help="also time B copies of the patches as one batch")
     ap.add_argument("--make-patches-only", action="store_true", help="write --patches and stop (CPU only)")
     args = ap.parse_args()
 
@@ -120,7 +132,7 @@ def main():
     torch.set_grad_enabled(False)
 
     ours = json.loads(subprocess.run([args.bench, "--model", args.model, "--patches", args.patches, "--repeats",
-                                      str(args.repeats), "--tokens", str(args.tokens), "--json"],
+                                      str(args.repeats), "--tokens", str(args.tokens), "--batch", str(args.batch), "--json"],
                                      check=True, capture_output=True, text=True).stdout)
 
     p = load_file(args.patches)
@@ -134,6 +146,13 @@ def main():
             ("per token", hf["fp32"]["decode_ms"] / T, hf["bf16"]["decode_ms"] / T, ours["token_ms"]),
             ("end to end (encoder + decode)", hf["fp32"]["encoder_ms"] + hf["fp32"]["decode_ms"],
              hf["bf16"]["encoder_ms"] + hf["bf16"]["decode_ms"], ours["encoder_ms"] + ours_dec)]
+    if "batch" in ours:
+        B, ob, h32, h16 = args.batch, ours["batch"], hf["fp32"]["batch"], hf["bf16"]["batch"]
+        ob_dec = ob["cross_kv_ms"] + T * ob["step_ms"]
+        rows += [(f"batch {B}: encoder", h32["encoder_ms"], h16["encoder_ms"], ob["encoder_ms"]),
+                 (f"batch {B}: decode {T} tokens each", h32["decode_ms"], h16["decode_ms"], ob_dec),
+                 (f"batch {B}: end to end", h32["encoder_ms"] + h32["decode_ms"], h16["encoder_ms"] + h16["decode_ms"],
+                  ob["encoder_ms"] + ob_dec)]
     print(f"{torch.cuda.get_device_name()}: model {args.model}, {ours['real_patches']} real patches of "
           f"{ours['max_patches']}, {T} tokens, medians of {args.repeats} (ms); torch {torch.__version__}, "
           f"transformers {__import__('transformers').__version__}")

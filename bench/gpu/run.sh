@@ -78,7 +78,7 @@ if [[ -x $build/gpu_bench_e2e_gpu ]]; then
     fi
     if [[ -f $model/model.safetensors ]]; then
         (cd "$root" && PYTHONUNBUFFERED=1 python3 bench/gpu/compare_hf_gpu.py --model "$model" --patches "$patches" \
-            --bench "$build/gpu_bench_e2e_gpu" --repeats 10 --tokens 20) >"$out/e2e.txt" 2>&1 || {
+            --bench "$build/gpu_bench_e2e_gpu" --repeats 10 --tokens 20 --batch 8) >"$out/e2e.txt" 2>&1 || {
             e2e_ok=0
             echo "compare_hf_gpu.py failed (tail of $out/e2e.txt below); ours alone:"
             tail -n 5 "$out/e2e.txt"
