@@ -149,6 +149,27 @@ TEST_CASE("pipeline: a captioning checkpoint (is_vqa false) takes no question") 
         ++checked;
     }
     CHECK(checked == 2);
+    // both in one batch: a prompted caption and a plain one (one feeds its prompt while the other generates)
+    std::vector<Image> images;
+    std::vector<std::string> texts;
+    std::vector<std::vector<int64_t>> expect;
+    for (const auto& c : g["prompted"]) {
+        if (c["min_margin"].get<double>() < g["min_margin_required"].get<double>()) continue;
+        images.push_back(load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>()));
+        texts.push_back(c["prompt"].get<std::string>());
+        expect.push_back(without_start(c["ids"]));
+    }
+    for (const auto& c : g["pipeline"]) {
+        if (c["is_vqa"].get<bool>()) continue;
+        images.push_back(load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>()));
+        texts.emplace_back();
+        expect.push_back(without_start(c["ids"]));
+    }
+    REQUIRE(images.size() == 2);
+    const std::vector<Answer> both = pipe.ask_batch(images, texts);
+    REQUIRE(both.size() == 2);
+    CHECK(both[0].ids == expect[0]);
+    CHECK(both[1].ids == expect[1]);
     fs::remove_all(dir);
 }
 

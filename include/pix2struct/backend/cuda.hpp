@@ -26,8 +26,10 @@
 // CudaOptions::headroom_bytes for activations must fit in the free memory. A Weight that is not part of
 // the checkpoint given at construction is an error (its address could alias a freed checkpoint's).
 //
-// Buffers are managed memory (cudaMallocManaged), zeroed: the blocks were written so that the CPU can run
-// them, and write a few inputs on the host (patch pixels, the patch mask) and read the logits there. Managed pages migrate on demand to whichever side touches them.
+// Buffers are managed memory (cudaMallocManaged), zeroed. The blocks move what the host prepares or reads
+// (patch pixels, the patch mask, token ids, logits, chosen tokens) with upload()/download()/copy():
+// cudaMemcpyAsync on stream(), ordered with the kernels; being managed, buffers can also be read on the
+// host directly after synchronize() (tests do), the pages migrating on demand.
 //
 // Synchronisation. With CudaOptions::synchronous (the default) every primitive waits for its stream
 // before returning, so host code between primitives — what the blocks assume — sees finished results;
@@ -267,6 +269,27 @@ public:
         done();
     }
 
+    // ---- transfers (detail::to_backend / to_host / within_backend use them) ------------------------
+
+    // n elements host → buffer, buffer → host, buffer → buffer, ordered on stream() like the kernels (so
+    // they are right in the asynchronous mode too, where the host must not touch managed memory that queued
+    // work uses). download() waits for the stream: the host reads dst next.
+    template <class T>
+    void upload(T* dst, const T* src, int64_t n) {
+        transfer(dst, src, n);
+        done();
+    }
+    template <class T>
+    void download(T* dst, const T* src, int64_t n) {
+        transfer(dst, src, n);
+        synchronize();
+    }
+    template <class T>
+    void copy(T* dst, const T* src, int64_t n) {
+        transfer(dst, src, n);
+        done();
+    }
+
     // ---- beyond the concept -----------------------------------------------------------------------
 
     // Index of the first maximum of logits[V] (greedy decoding; NaN never wins), computed on the device:
@@ -318,6 +341,12 @@ private:
 
     void done() {
         if (options_.synchronous) PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+
+    // cudaMemcpyDefault: the pointers say where they live (managed, device or pageable host memory).
+    template <class T>
+    void transfer(T* dst, const T* src, int64_t n) {
+        if (n > 0) PIX2STRUCT_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(n) * sizeof(T), cudaMemcpyDefault, stream_));
     }
 
     template <class Buf>

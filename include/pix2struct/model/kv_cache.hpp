@@ -4,8 +4,10 @@
 // CrossKV: per layer, K and V of the encoder states [N, I] of every sequence, packed: sequence s owns rows
 //          offsets[s] .. offsets[s + 1] (its image's real patches), projected once per batch — they
 //          depend only on the encoder output, never on the generated tokens.
-// SelfKV:  per layer, K and V of the tokens decoded so far: sequence s owns rows s·positions ..
-//          s·positions + length[s] of a [sequences · positions, I] buffer; one row is appended per step.
+// SelfKV:  per layer, K and V of the tokens decoded so far, position-major: [positions, sequences, I],
+//          the row of sequence s at position p is p·sequences + s; one row per sequence is appended per
+//          step, so the rows a step of consecutive sequences at one position appends are contiguous (one
+//          projection writes them all), and a sequence's keys are rows of stride sequences · I.
 #pragma once
 
 #include <cstdint>
@@ -41,14 +43,15 @@ struct CrossKV : KVBuffers<Backend> {
 
 template <class Backend>
 struct SelfKV : KVBuffers<Backend> {
-    int64_t positions = 0;        // rows per sequence
+    int64_t sequences = 0, positions = 0;
     std::vector<int64_t> length;  // [sequences]: tokens decoded so far (begin() empties them)
 
-    // Room for `sequences` sequences of `max_positions` tokens each, all empty.
-    void begin(Backend& backend, int layers, int64_t sequences, int64_t max_positions, int64_t I) {
-        this->reserve(backend, layers, sequences * max_positions, I);
-        positions = this->capacity / sequences;  // may exceed max_positions after a larger batch: still valid
-        length.assign(size_t(sequences), 0);
+    // Room for `n` sequences of `max_positions` tokens each, all empty.
+    void begin(Backend& backend, int layers, int64_t n, int64_t max_positions, int64_t I) {
+        this->reserve(backend, layers, n * max_positions, I);
+        sequences = n;
+        positions = this->capacity / n;  // may exceed max_positions after a larger batch: still valid
+        length.assign(size_t(n), 0);
     }
 };
 

@@ -73,13 +73,13 @@ struct TextLayerSelfAttention {
     TextAttention attention;
 
     template <class Backend>
-    void forward(Backend& backend, scalar_t<Backend>* K_cache, scalar_t<Backend>* V_cache, int64_t positions,
+    void forward(Backend& backend, scalar_t<Backend>* K_cache, scalar_t<Backend>* V_cache, int64_t sequences,
                  TextActivations<Backend>& a) const {
         const int64_t A = int64_t(a.step_rows.size());
         // normed_hidden_states = self.layer_norm(hidden_states)
         layer_norm.forward(backend, a.hidden.data(), A, a.normed.data());  // [A, H]
         // hidden_states = hidden_states + self.dropout(attention_output[0])
-        attention.forward_self(backend, a.normed.data(), a.step_rows, K_cache, V_cache, positions, a.attention(),
+        attention.forward_self(backend, a.normed.data(), a.step_rows, K_cache, V_cache, sequences, a.attention(),
                                a.hidden.data());  // [A, H]
     }
 };
@@ -110,7 +110,7 @@ struct TextBlock {
     void forward(Backend& backend, int layer_index, SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv,
                  TextActivations<Backend>& a) const {
         const size_t l = size_t(layer_index);
-        self_attention.forward(backend, self_kv.keys[l].data(), self_kv.values[l].data(), self_kv.positions, a);
+        self_attention.forward(backend, self_kv.keys[l].data(), self_kv.values[l].data(), self_kv.sequences, a);
         encoder_decoder_attention.forward(backend, cross_kv.keys[l].data(), cross_kv.values[l].data(), cross_kv.offsets,
                                           a);
         mlp.forward(backend, a.hidden.data(), int64_t(a.step_rows.size()), a.normed.data(), a.mlp());  // [A, H]

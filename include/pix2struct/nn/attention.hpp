@@ -94,33 +94,38 @@ struct TextAttention {
         backend.linear(kv, T, *value, V);  // [T, I]
     }
 
-    // Self-attention step. x: [A, H], one row per entry of `rows`. Row r's K/V go to the caches at row
-    // slot·positions + pos (the caches hold `positions` rows per sequence); it attends to its sequence's
-    // rows 0..pos with its bias; y += output. s.k, s.v: [A, I] scratch (unused when A = 1).
+    // Self-attention step. x: [A, H], one row per entry of `rows`. The caches are position-major
+    // [positions, sequences, I] (model/kv_cache.hpp): row r's K/V go to row pos·sequences + slot, and it
+    // attends to its sequence's rows 0..pos (stride sequences · I) with its bias; y += output. When the
+    // step's rows are consecutive sequences at one position (a whole batch, or one sequence) the K/V
+    // projections write into the caches directly; otherwise they go through s.k, s.v [A, I] and are
+    // copied row by row.
     template <class Backend, class S = scalar_t<Backend>>
     void forward_self(Backend& backend, const S* x, std::span<const DecodeRow> rows, S* K_cache, S* V_cache,
-                      int64_t positions, AttentionScratch<S> s, S* y) const {
-        const int64_t I = inner_dim(), A = int64_t(rows.size());
+                      int64_t sequences, AttentionScratch<S> s, S* y) const {
+        const int64_t I = inner_dim(), A = int64_t(rows.size()), ld = sequences * I;
+        auto at = [&](const DecodeRow& row) { return row.pos * ld + row.slot * I; };
         backend.linear(x, A, *query, s.q);  // [A, I]
-        if (A == 1) {  // straight into the cache row
-            const int64_t at = (rows[0].slot * positions + rows[0].pos) * I;
-            backend.linear(x, 1, *key, K_cache + at);    // [1, I]
-            backend.linear(x, 1, *value, V_cache + at);  // [1, I]
+        bool contiguous = true;
+        for (int64_t r = 1; r < A; ++r)
+            contiguous = contiguous && rows[size_t(r)].pos == rows[0].pos && rows[size_t(r)].slot == rows[0].slot + r;
+        if (contiguous) {
+            backend.linear(x, A, *key, K_cache + at(rows[0]));    // [A, I] → cache rows
+            backend.linear(x, A, *value, V_cache + at(rows[0]));  // [A, I] → cache rows
         } else {
             backend.linear(x, A, *key, s.k);    // [A, I]
             backend.linear(x, A, *value, s.v);  // [A, I]
             for (int64_t r = 0; r < A; ++r) {
-                const int64_t at = (rows[size_t(r)].slot * positions + rows[size_t(r)].pos) * I;
-                detail::within_backend(backend, K_cache + at, s.k + r * I, I);
-                detail::within_backend(backend, V_cache + at, s.v + r * I, I);
+                detail::within_backend(backend, K_cache + at(rows[size_t(r)]), s.k + r * I, I);
+                detail::within_backend(backend, V_cache + at(rows[size_t(r)]), s.v + r * I, I);
             }
         }
         // causal: the cache holds only positions ≤ pos, so no mask is needed
         for (int64_t r = 0; r < A; ++r) {
             const DecodeRow& row = rows[size_t(r)];
-            const int64_t base = row.slot * positions * I;
-            backend.attention(AttentionArgs<S>{s.q + r * I, I, K_cache + base, I, V_cache + base, I, s.out + r * I, I, 1,
-                                               row.pos + 1, n_heads, key_value_proj_dim, nullptr, row.bias});  // [1, I]
+            backend.attention(AttentionArgs<S>{s.q + r * I, I, K_cache + row.slot * I, ld, V_cache + row.slot * I, ld,
+                                               s.out + r * I, I, 1, row.pos + 1, n_heads, key_value_proj_dim, nullptr,
+                                               row.bias});  // [1, I]
         }
         backend.linear(s.out, A, *output, y, Write::Accumulate);  // [A, H]
     }
