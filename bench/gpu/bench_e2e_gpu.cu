@@ -18,10 +18,12 @@
 //              for the next step's embedding, no fence between steps (wall time of tokens - 1 steps after
 //              the first, one fence at the end, divided by tokens - 1): the launch-bound loop a captured
 //              CUDA graph would replay; its last token is checked against the decode stage's
+//   decode, CUDA graph            the same loop with greedy_step(): each step recorded once (repeat 0) as a
+//              CUDA graph and replayed (CudaOptions::graphs)
 //   decode, synchronous backend   the step with a fence after every primitive and the host reading the
 //              managed logits, as generate() runs it
 //   batch (--batch B > 1)   B copies of the input as one batch (generate_batch's path): encode_batch, the
-//              cross K/V of all B, and steps of B sequences with the tokens on the device (as above)
+//              cross K/V of all B, and steps of B sequences with the tokens on the device, as CUDA graphs
 // Beside each time: TFLOP/s (encoder, cross K/V) or GB/s of fp32 weights + cross K/V read (decode), and two
 // yardsticks measured in the same run: cuBLAS fp32 SGEMM at an encoder product and a device-to-device copy.
 #include <CLI/CLI.hpp>
@@ -204,10 +206,31 @@ int main(int argc, char** argv) {
             if (r > 0) t_tok_device.push_back(ms_since(t) / double(tokens - 1));
             device_last = model.chosen_token_to_host();
         }
+        // The same loop with each step recorded once as a CUDA graph (repeat 0 records) and replayed.
+        std::vector<double> t_tok_graph;
+        int64_t graph_last = -1;
+        gpu.set_graphs(true);
+        for (int r = 0; r < repeats + 1 && tokens > 1; ++r) {
+            model.begin(tokens + 1);
+            model.step(cfg.text.decoder_start_token_id);
+            model.choose_greedy();
+            gpu.synchronize();
+            t = clock_type::now();
+            for (int s = 1; s < tokens; ++s) model.greedy_step();
+            gpu.synchronize();
+            if (r > 0) t_tok_graph.push_back(ms_since(t) / double(tokens - 1));
+            graph_last = model.chosen_token_to_host();
+        }
+        const std::string graph_error = gpu.graph_error();
+        if (!graph_error.empty()) std::fprintf(stderr, "bench_e2e_gpu: CUDA graphs switched off: %s\n", graph_error.c_str());
+        if (tokens > 1 && graph_last != first_ids.back())
+            std::fprintf(stderr, "bench_e2e_gpu: warning: the graph loop ended at token %lld, the decode stage at %lld\n",
+                         (long long)graph_last, (long long)first_ids.back());
         if (tokens > 1 && device_last != first_ids.back())
             std::fprintf(stderr, "bench_e2e_gpu: warning: the device-token loop ended at token %lld, the decode stage at %lld\n",
                          (long long)device_last, (long long)first_ids.back());
-        // The synchronous backend (a fence after every primitive), as generate() runs it.
+        // The synchronous backend (a fence after every primitive), as generate() runs it by default.
+        gpu.set_graphs(false);
         gpu.set_synchronous(true);
         for (int r = 0; r < std::max(1, repeats / 2) + 1; ++r) {
             model.begin(tokens + 1);
@@ -220,8 +243,9 @@ int main(int argc, char** argv) {
             }
         }
 
-        // The same input B times as one batch, tokens on the device.
+        // The same input B times as one batch, tokens on the device, steps as CUDA graphs.
         gpu.set_synchronous(false);
+        gpu.set_graphs(true);
         std::vector<double> b_enc, b_kv, b_step;
         if (batch > 1 && tokens > 1) {
             const std::vector<pix2struct::PatchInput> images(size_t(batch), pix2struct::PatchInput{flattened, mask});
@@ -240,10 +264,7 @@ int main(int argc, char** argv) {
                 model.choose_greedy();
                 gpu.synchronize();
                 t = clock_type::now();
-                for (int s = 1; s < tokens; ++s) {
-                    model.step_chosen();
-                    model.choose_greedy();
-                }
+                for (int s = 1; s < tokens; ++s) model.greedy_step();  // CUDA graphs (still on)
                 gpu.synchronize();
                 if (r > 0) b_step.push_back(ms_since(t) / double(tokens - 1));
             }
@@ -267,6 +288,8 @@ int main(int argc, char** argv) {
                              {"max_patches", int64_t(mask.size())}, {"repeats", repeats}, {"tokens", tokens},
                              {"load_ms", load_ms}, {"upload_ms", upload_ms}, {"encoder_ms", enc}, {"cross_kv_ms", kv},
                              {"token_ms", tok}, {"token_device_ms", tok_device}, {"token_sync_ms", tok_sync},
+                             {"token_graph_ms", t_tok_graph.empty() ? 0.0 : median(t_tok_graph)},
+                             {"graph_error", graph_error},
                              {"encoder_tflops", enc_flop / (enc * 1e9)}, {"cross_kv_tflops", kv_flop / (kv * 1e9)},
                              {"decode_gbs", dec_bytes / (tok * 1e6)}, {"yardstick_sgemm_tflops", sgemm},
                              {"yardstick_copy_gbs", copy}, {"first_ids", first_ids}};
@@ -284,6 +307,8 @@ int main(int argc, char** argv) {
             std::printf("  decode      %9.3f ms/token  %6.0f GB/s (%.0f MB read per token)\n", tok,
                         dec_bytes / (tok * 1e6), dec_bytes / 1e6);
             std::printf("  decode, token on the device %9.3f ms/token\n", tok_device);
+            std::printf("  decode, CUDA graph per step %9.3f ms/token%s\n", t_tok_graph.empty() ? 0.0 : median(t_tok_graph),
+                        graph_error.empty() ? "" : " (graphs failed: eager)");
             std::printf("  decode, synchronous backend %9.3f ms/token\n", tok_sync);
             std::printf("  yardsticks: cuBLAS fp32 SGEMM %.2f TFLOP/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ), D2D copy %.0f GB/s\n",
                         sgemm, (long long)std::max<int64_t>(N, 256), H, F, H, copy);

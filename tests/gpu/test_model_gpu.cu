@@ -158,6 +158,32 @@ TEST_CASE("gpu model: a batch of images with different patch counts gives each o
     }
 }
 
+TEST_CASE("gpu model: decode steps recorded as CUDA graphs and replayed give HF's ids") {
+    SKIP_WITHOUT_GPU();
+    std::vector<fs::path> dirs{kData / "tiny"};
+    if (fs::exists(kOut / "tiny-d64" / "goldens.json")) dirs.push_back(kOut / "tiny-d64");
+    for (const fs::path& dir : dirs) {
+        CAPTURE(dir.string());
+        const bool d64 = dir.filename() == "tiny-d64";
+        const Goldens g = d64 ? load_goldens(dir / "goldens.safetensors", dir / "goldens.json")
+                              : load_goldens(kData / "goldens" / "tiny.safetensors", kData / "goldens" / "tiny.json");
+        const Checkpoint ckpt = Checkpoint::load(dir);
+        CudaOptions options;
+        options.graphs = true;
+        CudaBackend gpu(ckpt, options);
+        ForConditionalGeneration<CudaBackend> model(ckpt, gpu);
+        Figures f;
+        check_random_cases(model, g, dir, 1e-3f, f, [](const Input&, const nlohmann::json&, const GenerateOptions&,
+                                                       const GenerateResult&) {});
+        CHECK(check_batch(model, g, 1e-3f) >= 2);
+        CHECK(gpu.graph_error() == "");
+        CHECK(gpu.graph_count() > 0);
+        std::printf("%s with CUDA graphs: %d generations + a batch, %zu graphs recorded\n",
+                    dir.filename().string().c_str(), f.generations, gpu.graph_count());
+        std::fflush(stdout);
+    }
+}
+
 TEST_CASE("gpu model: errors name the problem (memory, foreign weights, bad ids)") {
     SKIP_WITHOUT_GPU();
     const Checkpoint ckpt = Checkpoint::load(kData / "tiny");

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -74,6 +75,14 @@ concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, float* f,
 };
 
 namespace detail {
+// A process-wide unique number for a set of buffers, taken anew whenever they are (re)allocated: a backend
+// that records launch sequences (CudaBackend's CUDA graphs) keys them with it, so a recording never
+// outlives the buffers it names, even when an allocator hands the same addresses out again.
+inline int64_t next_buffers_id() {
+    static std::atomic<int64_t> n{0};
+    return ++n;
+}
+
 // Transfers of n elements of one type T (a Scalar, float or int32 token id); the host side converts
 // before or after when its type differs.
 // backend ← host

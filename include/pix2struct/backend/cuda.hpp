@@ -51,6 +51,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -73,6 +74,9 @@ struct CudaOptions {
     kernels::Fp32Mode fp32_mode = kernels::Fp32Mode::Exact;  // TF32: tensor cores for fp32 matmuls (~1e-3)
     bool keep_bf16 = true;                           // keep the BF16 bytes of BF16 tensors on the device too
     size_t headroom_bytes = size_t(512) << 20;       // free memory required beyond the weights
+    // Record the decode step as a CUDA graph per position and batch, and replay it (graph() below):
+    // one launch per step instead of ~200. Off until the device tests have checked it on a GPU.
+    bool graphs = false;
 };
 
 namespace detail {
@@ -171,6 +175,7 @@ public:
     // Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]); W [N, K] as stored (torch nn.Linear).
     void linear(const float* X, int64_t M, const Weight& W, float* Y, Write mode = Write::Overwrite,
                 const Weight* bias = nullptr) {
+        if (replaying()) return;
         kernels::MatmulArgs<float, float> a;
         a.x = X;
         a.w = device_weight(W);
@@ -191,18 +196,21 @@ public:
 
     // Y[M, H] = w ⊙ X / sqrt(mean(X², row) + eps), statistics in fp32.
     void rms_norm(const float* X, int64_t M, const Weight& w, float eps, float* Y) {
+        if (replaying()) return;
         kernels::rms_norm(X, device_weight(w), Y, M, w.rows(), eps, stream_);
         done();
     }
 
     // A[n] = gelu_new(A) ⊙ B
     void gelu_gate(float* A, const float* B, int64_t n) {
+        if (replaying()) return;
         kernels::gelu_gate(A, B, n, stream_);
         done();
     }
 
     // O = softmax(Q·Kᵀ + bias, masked keys → weight 0) · V per head, no 1/√D.
     void attention(const AttentionArgs<float>& g) {
+        if (replaying()) return;
         kernels::AttentionArgs<float> a;
         a.q = g.Q, a.k = g.K, a.v = g.V, a.o = g.O;
         a.B = 1, a.H = g.heads, a.Lq = int(g.Tq), a.Lk = int(g.Tk);
@@ -215,8 +223,11 @@ public:
         if (!fast) {
             kernels::attention_any_dim(a, g.D, stream_);
         } else if (g.Tq == 1) {
-            // Room for the most splits any cache length can ask for: sized once per head count.
-            decode_workspace_.reserve(kernels::attention_decode_max_workspace_bytes(1, g.heads), stream_);
+            // Room for the most splits any cache length can ask for: sized once per head count (recorded
+            // graphs name the old workspace: a larger one drops them).
+            const size_t need = kernels::attention_decode_max_workspace_bytes(1, g.heads);
+            if (need > decode_workspace_.size()) clear_graphs();
+            decode_workspace_.reserve(need, stream_);
             kernels::attention_decode(a, decode_workspace_.data(), decode_workspace_.size(), stream_);
         } else {
             kernels::attention(a, stream_);
@@ -226,6 +237,7 @@ public:
 
     // Y[n, H] (=|+=) table[ids[i]]. `ids` are host memory (the blocks keep them in std::vector).
     void embed(const Weight& table, const int64_t* ids, int64_t n, float* Y, Write mode = Write::Overwrite) {
+        if (replaying()) return;
         const int64_t V = table.rows(), H = table.cols();
         ids_host_.resize(size_t(n));
         for (int64_t i = 0; i < n; ++i) {
@@ -245,18 +257,21 @@ public:
     // Y[H] = table[*token], the id read on the device (argmax() wrote it): ids outside the table are
     // clamped by the kernel, not reported.
     void embed_token(const Weight& table, const int32_t* token, float* Y) {
+        if (replaying()) return;
         kernels::embedding_gather(device_weight(table), table.rows(), token, Y, 1, table.cols(), false, stream_);
         done();
     }
 
     // *out = the index of the first maximum of X[n] (NaN never wins), on the device.
     void argmax(const float* X, int64_t n, int32_t* out) {
+        if (replaying()) return;
         kernels::argmax(X, 1, n, out, stream_);
         done();
     }
 
     // Y[n] += X[n]
     void add_rows(float* Y, const float* X, int64_t n) {
+        if (replaying()) return;
         kernels::add(Y, X, n, stream_);
         done();
     }
@@ -264,6 +279,7 @@ public:
     // out[heads, 1, q + 1]: the decoder's relative position bias of the query at position q, computed on
     // the device from the fp32 table [buckets, heads] (no host work in the decode step).
     void relative_position_bias(const Weight& table, int num_buckets, int max_distance, int64_t q, float* out) {
+        if (replaying()) return;
         kernels::relative_position_bias(device_weight(table), num_buckets, max_distance, int(table.cols()), 1,
                                         int(q + 1), int(q), out, stream_);
         done();
@@ -276,18 +292,93 @@ public:
     // work uses). download() waits for the stream: the host reads dst next.
     template <class T>
     void upload(T* dst, const T* src, int64_t n) {
+        if (replaying()) return;
         transfer(dst, src, n);
         done();
     }
     template <class T>
     void download(T* dst, const T* src, int64_t n) {
+        if (mode_ != Mode::Eager) detail::fail("CUDA backend: download() inside a recorded graph");
         transfer(dst, src, n);
         synchronize();
     }
     template <class T>
     void copy(T* dst, const T* src, int64_t n) {
+        if (replaying()) return;
         transfer(dst, src, n);
         done();
+    }
+
+    // ---- CUDA graphs ------------------------------------------------------------------------------
+
+    // Runs f(), a sequence of this backend's primitives. With CudaOptions::graphs, the first call for a
+    // `key` records the launches f() makes into a CUDA graph (stream capture) and launches it; later calls
+    // with the same key run f() with every primitive skipping its launch (the host-side bookkeeping in f
+    // still runs) and launch the recorded graph: one launch instead of one per primitive. The key must
+    // name everything the launches depend on (sizes, positions, buffers: ForConditionalGeneration keys its
+    // decode step with its buffers' ids, rows and positions). f() must not move data from or to the host
+    // (capture forbids it), and must give the same result when run again (it is, after a failed
+    // recording: graphs are then switched off, graph_error() says why, and f() runs eagerly).
+    template <class F>
+    void graph(const std::vector<int64_t>& key, F&& f) {
+        if (!options_.graphs) {
+            f();
+            return;
+        }
+        if (const auto it = graphs_.find(key); it != graphs_.end()) {
+            mode_ = Mode::Replay;
+            try {
+                f();
+            } catch (...) {
+                mode_ = Mode::Eager;
+                throw;
+            }
+            mode_ = Mode::Eager;
+            PIX2STRUCT_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+            done();
+            return;
+        }
+        if (graphs_.size() >= kMaxGraphs) clear_graphs();
+        cudaGraph_t g = nullptr;
+        try {
+            PIX2STRUCT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+            mode_ = Mode::Record;
+            f();
+            mode_ = Mode::Eager;
+            PIX2STRUCT_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+            cudaGraphExec_t exec = nullptr;
+            PIX2STRUCT_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+            cudaGraphDestroy(g);
+            graphs_.emplace(key, exec);
+            PIX2STRUCT_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+        } catch (const std::exception& e) {
+            // End the capture if it is still open, drop what it made, and run f() as usual from now on.
+            mode_ = Mode::Eager;
+            cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+            if (cudaStreamIsCapturing(stream_, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
+                cudaGraph_t partial = nullptr;
+                cudaStreamEndCapture(stream_, &partial);
+                if (partial) cudaGraphDestroy(partial);
+            }
+            if (g) cudaGraphDestroy(g);
+            (void)cudaGetLastError();
+            graph_error_ = e.what();
+            options_.graphs = false;
+            clear_graphs();
+            f();
+            return;
+        }
+        done();
+    }
+    void set_graphs(bool on) {
+        options_.graphs = on;
+        if (!on) clear_graphs();
+    }
+    size_t graph_count() const { return graphs_.size(); }
+    const std::string& graph_error() const { return graph_error_; }  // why recording was switched off, or empty
+    void clear_graphs() noexcept {
+        for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+        graphs_.clear();
     }
 
     // ---- beyond the concept -----------------------------------------------------------------------
@@ -332,6 +423,7 @@ private:
 
     void release() noexcept {
         if (stream_) cudaStreamSynchronize(stream_);
+        clear_graphs();
         if (f32_arena_) cudaFree(f32_arena_);
         if (bf16_arena_) cudaFree(bf16_arena_);
         if (stream_) cudaStreamDestroy(stream_);
@@ -339,8 +431,13 @@ private:
         stream_ = nullptr;
     }
 
+    // How primitives behave: launch (Eager; also while a graph records them) or skip (Replay: the graph
+    // launches them).
+    enum class Mode { Eager, Record, Replay };
+    bool replaying() const { return mode_ == Mode::Replay; }
+
     void done() {
-        if (options_.synchronous) PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        if (options_.synchronous && mode_ == Mode::Eager) PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_));
     }
 
     // cudaMemcpyDefault: the pointers say where they live (managed, device or pageable host memory).
@@ -458,6 +555,10 @@ private:
     std::unordered_map<const Weight*, DeviceWeight> weights_;
     detail::DeviceBytes decode_workspace_, ids_device_, argmax_device_;
     std::vector<int32_t> ids_host_;
+    Mode mode_ = Mode::Eager;
+    static constexpr size_t kMaxGraphs = 512;  // recorded graphs kept (all dropped when full)
+    std::map<std::vector<int64_t>, cudaGraphExec_t> graphs_;
+    std::string graph_error_;
 };
 
 static_assert(Backend<CudaBackend>, "CudaBackend must provide every primitive of the Backend concept");

@@ -152,6 +152,9 @@ public:
     // the first sequence's (4 bytes).
     void choose_greedy() { decoder.choose_greedy(*backend_, sequences(), text_act_); }
     const Scalar* step_chosen() { return decoder.step(*backend_, all_, self_kv_, cross_kv_, text_act_); }
+    // step_chosen() then choose_greedy(): on a backend that records launch sequences (CudaBackend with
+    // CudaOptions::graphs) recorded once per position and batch as a CUDA graph, then replayed.
+    void greedy_step() { greedy_step(all_); }
     const int32_t* chosen_token() const { return text_act_.token.data(); }
     int64_t chosen_token_to_host() {
         int32_t id = 0;
@@ -251,15 +254,15 @@ public:
         while (!active.empty()) {
             const auto s0 = clock::now();
             const int64_t A = int64_t(active.size());
+            // next_tokens = torch.argmax(next_token_scores, dim=-1): the first maximum, on the backend
             if (upload) {
                 tokens.clear();
                 for (int64_t s : active) tokens.push_back(next[size_t(s)]);
                 decoder.step(*backend_, active, tokens, self_kv_, cross_kv_, text_act_);
+                decoder.choose_greedy(*backend_, A, text_act_);
             } else {
-                decoder.step(*backend_, active, self_kv_, cross_kv_, text_act_);
+                greedy_step(active);
             }
-            // next_tokens = torch.argmax(next_token_scores, dim=-1): the first maximum, on the backend
-            decoder.choose_greedy(*backend_, A, text_act_);
             detail::to_host(*backend_, chosen.data(), text_act_.token.data(), A);
             const double step_ms = ms(s0, clock::now());
             upload = false;
@@ -295,6 +298,27 @@ public:
     TextModel decoder;    // Pix2StructForConditionalGeneration.decoder
 
 private:
+    // A decode step of `slots` fed the tokens on the backend, then their argmax — recorded and replayed
+    // when the backend can (B::graph), keyed by everything its launches depend on: the buffers, the
+    // sequences' rows, positions and encoder rows.
+    void greedy_step(std::span<const int64_t> slots) {
+        const std::vector<int64_t> length = self_kv_.length;  // run() may run twice (B::graph's contract)
+        auto run = [&] {
+            self_kv_.length = length;
+            decoder.step(*backend_, slots, self_kv_, cross_kv_, text_act_);
+            decoder.choose_greedy(*backend_, int64_t(slots.size()), text_act_);
+        };
+        if constexpr (requires(const std::vector<int64_t>& key) { backend_->graph(key, run); }) {
+            graph_key_.assign({self_kv_.id, self_kv_.sequences, cross_kv_.id, text_act_.id, int64_t(slots.size())});
+            for (int64_t s : slots)
+                graph_key_.insert(graph_key_.end(), {s, self_kv_.length[size_t(s)], cross_kv_.offsets[size_t(s)],
+                                                     cross_kv_.offsets[size_t(s) + 1]});
+            backend_->graph(graph_key_, run);
+        } else {
+            run();
+        }
+    }
+
     Config config_;
     B* backend_;
     VisionActivations<B> vision_act_;
@@ -307,6 +331,7 @@ private:
     std::vector<Scalar> logits_scalar_;  // [V] staging when Scalar is not float
     std::vector<int64_t> row_index_, segments_;
     std::vector<int64_t> all_;           // 0 .. sequences - 1: the rows of step() and step_chosen()
+    std::vector<int64_t> graph_key_;
 };
 
 }  // namespace pix2struct

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "pix2struct/backend/backend.hpp"
+
 namespace pix2struct {
 
 // Per layer, K and V buffers of `capacity` rows of I values each; reallocated only to grow.
@@ -21,6 +23,7 @@ struct KVBuffers {
     using Buffer = typename Backend::Buffer;
     std::vector<Buffer> keys, values;  // [layers] × [capacity, I]
     int64_t capacity = 0;
+    int64_t id = 0;  // detail::next_buffers_id() of the current allocation
 
     void reserve(Backend& backend, int layers, int64_t rows, int64_t I) {
         if (rows <= capacity && int(keys.size()) == layers) return;
@@ -31,6 +34,7 @@ struct KVBuffers {
             values.push_back(backend.alloc(size_t(rows * I)));
         }
         capacity = rows;
+        id = detail::next_buffers_id();
     }
 };
 

@@ -40,6 +40,7 @@ struct TextActivations {
     typename Backend::FloatBuffer bias;  // [rows, heads · positions]: each row's relative position bias
     typename Backend::IdBuffer token;    // [rows] the tokens a step feeds: written by the host or by argmax
     int64_t rows = 0, positions = 0;
+    int64_t id = 0;  // detail::next_buffers_id() of the current allocation
     std::vector<DecodeRow> step_rows;  // the rows of the current step (host)
     std::vector<int32_t> host_tokens;  // staging of the tokens the host feeds
 
@@ -61,6 +62,7 @@ struct TextActivations {
             rows = std::max(rows, max_rows);
             positions = std::max(positions, max_positions);
             bias = backend.alloc_float(size_t(rows * c.num_heads * positions));
+            id = detail::next_buffers_id();
         }
     }
     AttentionScratch<scalar_t<Backend>> attention() { return {q.data(), k.data(), v.data(), out.data()}; }
