@@ -1,18 +1,28 @@
-// examples/vqa/cuda_backend.cu — pix2struct-vqa --device cuda: the pipeline on CudaBackend (fp32, synchronous:
-// ForConditionalGeneration::generate reads the logits' argmax on the host between primitives).
+// examples/vqa/cuda_backend.cu — pix2struct-vqa --device cuda: the pipeline on CudaBackend (fp32) or
+// CudaBackendBf16 (--dtype bf16), synchronous (ForConditionalGeneration::generate reads each step's chosen
+// tokens on the host).
 #include "examples/vqa/cuda_backend.hpp"
 
 #include "pix2struct/backend/cuda.hpp"
 
 namespace vqa {
 
-std::unique_ptr<pix2struct::PipelineBase> load_cuda_pipeline(const std::filesystem::path& dir,
-                                                             const pix2struct::PipelineOptions& options,
-                                                             std::string& device_name) {
-    using GpuPipeline = pix2struct::BasicPipeline<pix2struct::CudaBackend>;
+namespace {
+template <class Backend>
+std::unique_ptr<pix2struct::PipelineBase> load(const std::filesystem::path& dir, const pix2struct::PipelineOptions& options,
+                                               std::string& device_name) {
+    using GpuPipeline = pix2struct::BasicPipeline<Backend>;
     auto pipe = std::make_unique<GpuPipeline>(GpuPipeline::load(dir, options));
     device_name = pipe->backend().device_name();
     return pipe;
+}
+}  // namespace
+
+std::unique_ptr<pix2struct::PipelineBase> load_cuda_pipeline(const std::filesystem::path& dir,
+                                                             const pix2struct::PipelineOptions& options, bool bf16,
+                                                             std::string& device_name) {
+    return bf16 ? load<pix2struct::CudaBackendBf16>(dir, options, device_name)
+                : load<pix2struct::CudaBackend>(dir, options, device_name);
 }
 
 }  // namespace vqa

@@ -10,11 +10,13 @@
 // Several --image options make a batch (one encoder pass, shared decode steps): each answer is printed on
 // its own line, in order, once all are done (or one JSON object per line with --json); --question is
 // given once for all images or once per image.
-// --device cuda runs the model on CudaBackend (fp32; cuda_backend.cu, compiled when the build has CUDA:
-// PIX2STRUCT_VQA_CUDA); preprocessing and tokenizing stay on the CPU. --dtype bf16 is not implemented yet.
+// --device cuda runs the model on the GPU (cuda_backend.cu, compiled when the build has CUDA:
+// PIX2STRUCT_VQA_CUDA): CudaBackend (--dtype f32, exact fp32) or CudaBackendBf16 (--dtype bf16: bf16
+// weights and activations, fp32 accumulation, as HF with torch_dtype=bfloat16); preprocessing and
+// tokenizing stay on the CPU. On the CPU the model runs in fp32 (--dtype bf16 is refused there).
 // Prints the answer as it is generated (or one JSON object with --json). Exit status 1 with a one-line
 // error for a missing or incomplete model folder, an unreadable image, a missing question on a VQA model,
-// --device cuda without a usable GPU (or in a build without CUDA), --dtype bf16.
+// --device cuda without a usable GPU (or in a build without CUDA), --dtype bf16 on the CPU.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -46,7 +48,7 @@ int main(int argc, char** argv) {
     app.add_option("--device", device, "Where the model runs: cpu, or cuda (an NVIDIA GPU, sm_80+; needs a build with CUDA)")
         ->check(CLI::IsMember({"cpu", "cuda"}))
         ->capture_default_str();
-    app.add_option("--dtype", dtype, "Activation and weight type of the model: f32 (bf16: not implemented yet)")
+    app.add_option("--dtype", dtype, "Activation and weight type of the model: f32, or bf16 (--device cuda only)")
         ->check(CLI::IsMember({"f32", "bf16"}))
         ->capture_default_str();
     app.add_option("--threads", threads, "CPU threads for --device cpu (0: all)")->check(CLI::NonNegativeNumber);
@@ -63,8 +65,8 @@ int main(int argc, char** argv) {
     try {
         using clock = std::chrono::steady_clock;
         const auto t_load = clock::now();
-        if (dtype == "bf16")
-            throw pix2struct::Error("--dtype bf16: not implemented yet (only the fp32 path exists); use --dtype f32");
+        if (dtype == "bf16" && device != "cuda")
+            throw pix2struct::Error("--dtype bf16 runs on the GPU only (--device cuda); the CPU path is fp32");
         if (questions.size() > 1 && questions.size() != image_paths.size())
             throw pix2struct::Error(std::to_string(questions.size()) + " --question for " +
                                     std::to_string(image_paths.size()) + " --image: give one per image, or one for all");
@@ -75,7 +77,7 @@ int main(int argc, char** argv) {
         std::string device_name = "CPU";
         if (device == "cuda") {
 #ifdef PIX2STRUCT_VQA_CUDA
-            owned = vqa::load_cuda_pipeline(model_dir, options, device_name);
+            owned = vqa::load_cuda_pipeline(model_dir, options, dtype == "bf16", device_name);
 #else
             throw pix2struct::Error("--device cuda: this pix2struct-vqa was built without CUDA "
                                     "(configure with -DPIX2STRUCT_CUDA=ON, or Meson with -Dcuda=enabled)");
@@ -88,10 +90,10 @@ int main(int argc, char** argv) {
         if (verbose) {
             const auto& c = pipe.config();
             std::fprintf(stderr, "model: %s (vision %d layers × %d, text %d layers × %d, vocab %d), %s, max_patches %d, "
-                         "on %s (fp32), loaded in %.0f ms\n", model_dir.c_str(), c.vision.num_hidden_layers,
+                         "on %s (%s), loaded in %.0f ms\n", model_dir.c_str(), c.vision.num_hidden_layers,
                          c.vision.hidden_size, c.text.num_layers, c.text.hidden_size, c.text.vocab_size,
                          pipe.is_vqa() ? "VQA" : "captioning", pipe.preprocess_options().max_patches,
-                         device_name.c_str(), load_ms);
+                         device_name.c_str(), dtype == "bf16" ? "bf16" : "fp32", load_ms);
         }
         if (!pipe.is_vqa() && !questions.empty() && verbose)
             std::fprintf(stderr, "note: captioning checkpoint (is_vqa false): the text starts the caption\n");

@@ -1,15 +1,17 @@
-// pix2struct/backend/cuda.hpp — the CUDA backend: CpuBackend's primitives on an NVIDIA GPU (sm_80+).
+// pix2struct/backend/cuda.hpp — the CUDA backends: CpuBackend's primitives on an NVIDIA GPU (sm_80+), with
+// fp32 activations (CudaBackend, exact fp32 arithmetic) or bf16 ones (CudaBackendBf16, as HF run with
+// torch_dtype=bfloat16: bf16 weights and activations, fp32 accumulation, statistics and softmax).
 //
 //   const pix2struct::Checkpoint ckpt = pix2struct::Checkpoint::load(dir);
 //   pix2struct::CudaBackend gpu(ckpt);        // uploads every weight once; throws pix2struct::Error when
 //                                             // there is no CUDA device or not enough free GPU memory
-//   pix2struct::ForConditionalGeneration<pix2struct::CudaBackend> model(ckpt, gpu);
+//   pix2struct::ForConditionalGeneration<pix2struct::CudaBackend> model(ckpt, gpu);     // or CudaBackendBf16
 //   pix2struct::GenerateResult r = model.generate(patches.flattened, patches.mask);
 //
 // The blocks of nn/ and model/ are the same templates the CPU runs; this header supplies the members of
 // the Backend concept (backend/backend.hpp) on device pointers, each one launch (or two) of kernels/*.cuh:
-//   linear      kernels::matmul<float, float>   bias and the residual add (Write::Accumulate) fused
-//   rms_norm    kernels::rms_norm<float, float>
+//   linear      kernels::matmul<T, T>   bias and the residual add (Write::Accumulate) fused
+//   rms_norm    kernels::rms_norm<T, T>
 //   gelu_gate   kernels::gelu_gate              add_rows  kernels::add
 //   attention   kernels::attention (d_kv = 64, many queries), kernels::attention_decode (one query: split-K
 //               over the cache), kernels::attention_any_dim (any other d_kv, e.g. the tiny test models)
@@ -21,8 +23,10 @@
 //
 // Weights. Every Weight of the checkpoint is uploaded at construction into one device allocation, as fp32
 // (the float view, or the stored tensor converted when the checkpoint was loaded without float views);
-// tensors stored as BF16 also keep their bytes in a second allocation (device_weight_bf16(), for the bf16
-// path; the fp32 path never reads them). cudaMemGetInfo is checked first: the weights plus
+// tensors stored as BF16 also keep their bytes in a second allocation (device_weight_bf16(); the fp32 path
+// never reads them). The bf16 path multiplies by those bf16 copies (a BF16 file's bytes unchanged; other
+// files' weights rounded to bf16, to nearest even, at upload) and reads the fp32 copies for what the
+// kernels take in fp32: norm weights, biases, embedding tables, the relative position table. cudaMemGetInfo is checked first: the weights plus
 // CudaOptions::headroom_bytes for activations must fit in the free memory. A Weight that is not part of
 // the checkpoint given at construction is an error (its address could alias a freed checkpoint's).
 //
@@ -38,8 +42,11 @@
 // reads or writes a buffer that queued work touches (bench/gpu/bench_e2e_gpu.cu does this around its
 // decode loop; ForConditionalGeneration::generate does not, so use it only with the synchronous mode).
 //
-// Arithmetic: fp32 inputs, fp32 accumulation, exact FMA (no TF32 unless CudaOptions::fp32_mode says so),
-// fp32 softmax — the same math as CpuBackend up to summation order.
+// Arithmetic (CudaBackend): fp32 inputs, fp32 accumulation, exact FMA (no TF32 unless
+// CudaOptions::fp32_mode says so), fp32 softmax — the same math as CpuBackend up to summation order.
+// CudaBackendBf16: bf16 inputs on tensor cores, fp32 accumulation, each output (with its fused bias or
+// residual) rounded to bf16 once; the reference rounds a linear's output and then its residual sum, so
+// results differ from it by bf16 rounding steps, not by a different computation.
 #pragma once
 
 #ifndef __CUDACC__
@@ -53,6 +60,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -141,16 +149,19 @@ inline double mib(size_t bytes) { return double(bytes) / double(1 << 20); }
 
 }  // namespace detail
 
-class CudaBackend {
+// T: the activation type, float (CudaBackend) or kernels::bf16 (CudaBackendBf16).
+template <class T>
+class BasicCudaBackend {
 public:
-    using Scalar = float;                        // the fp32 path: activations are fp32 (a bf16 path is planned)
-    using Buffer = detail::ManagedFloats;        // n Scalars
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, kernels::bf16>, "activations are float or bf16");
+    using Scalar = T;
+    using Buffer = detail::ManagedArray<T>;      // n Scalars
     using FloatBuffer = detail::ManagedFloats;   // n floats (masks, position bias)
     using IdBuffer = detail::ManagedArray<int32_t>;  // n token ids
 
     // Picks the device, checks free memory and uploads every weight of `checkpoint` (which must outlive
     // the backend: weights are found by their address).
-    explicit CudaBackend(const Checkpoint& checkpoint, const CudaOptions& options = {})
+    explicit BasicCudaBackend(const Checkpoint& checkpoint, const CudaOptions& options = {})
         : options_(options) {
         try {
             open_device();
@@ -160,9 +171,9 @@ public:
             throw;
         }
     }
-    CudaBackend(const CudaBackend&) = delete;
-    CudaBackend& operator=(const CudaBackend&) = delete;
-    ~CudaBackend() { release(); }
+    BasicCudaBackend(const BasicCudaBackend&) = delete;
+    BasicCudaBackend& operator=(const BasicCudaBackend&) = delete;
+    ~BasicCudaBackend() { release(); }
 
     // ---- the Backend concept (backend/backend.hpp) ----------------------------------------------
 
@@ -173,12 +184,12 @@ public:
     IdBuffer alloc_ids(size_t n) { return zeroed<IdBuffer>(n); }
 
     // Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]); W [N, K] as stored (torch nn.Linear).
-    void linear(const float* X, int64_t M, const Weight& W, float* Y, Write mode = Write::Overwrite,
+    void linear(const T* X, int64_t M, const Weight& W, T* Y, Write mode = Write::Overwrite,
                 const Weight* bias = nullptr) {
         if (replaying()) return;
-        kernels::MatmulArgs<float, float> a;
+        kernels::MatmulArgs<T, T> a;
         a.x = X;
-        a.w = device_weight(W);
+        a.w = matmul_weight(W);
         a.y = Y;
         a.M = M;
         a.N = W.rows();
@@ -195,31 +206,31 @@ public:
     }
 
     // Y[M, H] = w ⊙ X / sqrt(mean(X², row) + eps), statistics in fp32.
-    void rms_norm(const float* X, int64_t M, const Weight& w, float eps, float* Y) {
+    void rms_norm(const T* X, int64_t M, const Weight& w, float eps, T* Y) {
         if (replaying()) return;
         kernels::rms_norm(X, device_weight(w), Y, M, w.rows(), eps, stream_);
         done();
     }
 
     // A[n] = gelu_new(A) ⊙ B
-    void gelu_gate(float* A, const float* B, int64_t n) {
+    void gelu_gate(T* A, const T* B, int64_t n) {
         if (replaying()) return;
         kernels::gelu_gate(A, B, n, stream_);
         done();
     }
 
     // O = softmax(Q·Kᵀ + bias, masked keys → weight 0) · V per head, no 1/√D.
-    void attention(const AttentionArgs<float>& g) {
+    void attention(const AttentionArgs<T>& g) {
         if (replaying()) return;
-        kernels::AttentionArgs<float> a;
+        kernels::AttentionArgs<T> a;
         a.q = g.Q, a.k = g.K, a.v = g.V, a.o = g.O;
         a.B = 1, a.H = g.heads, a.Lq = int(g.Tq), a.Lk = int(g.Tk);
         a.q_row = g.ldq, a.k_row = g.ldk, a.v_row = g.ldv, a.o_row = g.ldo;
         a.key_mask = g.key_mask;
         a.bias = g.bias;  // [heads, Tq, Tk]: the kernels' default bias strides
         const bool fast = g.D == kernels::kHeadDim && kernels::aligned16(g.Q) && kernels::aligned16(g.K) &&
-                          kernels::aligned16(g.V) && kernels::aligned16(g.O) && g.ldq % 4 == 0 && g.ldk % 4 == 0 &&
-                          g.ldv % 4 == 0 && g.ldo % 4 == 0;
+                          kernels::aligned16(g.V) && kernels::aligned16(g.O) && g.ldq % kVec == 0 &&
+                          g.ldk % kVec == 0 && g.ldv % kVec == 0 && g.ldo % kVec == 0;
         if (!fast) {
             kernels::attention_any_dim(a, g.D, stream_);
         } else if (g.Tq == 1) {
@@ -236,7 +247,7 @@ public:
     }
 
     // Y[n, H] (=|+=) table[ids[i]]. `ids` are host memory (the blocks keep them in std::vector).
-    void embed(const Weight& table, const int64_t* ids, int64_t n, float* Y, Write mode = Write::Overwrite) {
+    void embed(const Weight& table, const int64_t* ids, int64_t n, T* Y, Write mode = Write::Overwrite) {
         if (replaying()) return;
         const int64_t V = table.rows(), H = table.cols();
         ids_host_.resize(size_t(n));
@@ -256,21 +267,21 @@ public:
 
     // Y[H] = table[*token], the id read on the device (argmax() wrote it): ids outside the table are
     // clamped by the kernel, not reported.
-    void embed_token(const Weight& table, const int32_t* token, float* Y) {
+    void embed_token(const Weight& table, const int32_t* token, T* Y) {
         if (replaying()) return;
         kernels::embedding_gather(device_weight(table), table.rows(), token, Y, 1, table.cols(), false, stream_);
         done();
     }
 
     // *out = the index of the first maximum of X[n] (NaN never wins), on the device.
-    void argmax(const float* X, int64_t n, int32_t* out) {
+    void argmax(const T* X, int64_t n, int32_t* out) {
         if (replaying()) return;
         kernels::argmax(X, 1, n, out, stream_);
         done();
     }
 
     // Y[n] += X[n]
-    void add_rows(float* Y, const float* X, int64_t n) {
+    void add_rows(T* Y, const T* X, int64_t n) {
         if (replaying()) return;
         kernels::add(Y, X, n, stream_);
         done();
@@ -290,20 +301,20 @@ public:
     // n elements host → buffer, buffer → host, buffer → buffer, ordered on stream() like the kernels (so
     // they are right in the asynchronous mode too, where the host must not touch managed memory that queued
     // work uses). download() waits for the stream: the host reads dst next.
-    template <class T>
-    void upload(T* dst, const T* src, int64_t n) {
+    template <class E>
+    void upload(E* dst, const E* src, int64_t n) {
         if (replaying()) return;
         transfer(dst, src, n);
         done();
     }
-    template <class T>
-    void download(T* dst, const T* src, int64_t n) {
+    template <class E>
+    void download(E* dst, const E* src, int64_t n) {
         if (mode_ != Mode::Eager) detail::fail("CUDA backend: download() inside a recorded graph");
         transfer(dst, src, n);
         synchronize();
     }
-    template <class T>
-    void copy(T* dst, const T* src, int64_t n) {
+    template <class E>
+    void copy(E* dst, const E* src, int64_t n) {
         if (replaying()) return;
         transfer(dst, src, n);
         done();
@@ -385,7 +396,7 @@ public:
 
     // Index of the first maximum of logits[V] (greedy decoding; NaN never wins), computed on the device:
     // the host receives 4 bytes instead of reading V managed floats. Waits for the stream.
-    int64_t argmax(const float* logits, int64_t V) {
+    int64_t argmax(const T* logits, int64_t V) {
         argmax_device_.reserve(sizeof(int32_t), stream_);
         argmax(logits, V, static_cast<int32_t*>(argmax_device_.data()));
         int32_t best = 0;
@@ -410,10 +421,15 @@ public:
     int device() const { return options_.device; }
     size_t weight_bytes() const { return f32_bytes_ + bf16_bytes_; }
 
-    // Device copies of a weight of the checkpoint: fp32, and the stored BF16 bytes (null unless the
-    // tensor is stored as BF16 and CudaOptions::keep_bf16).
+    // Device copies of a weight of the checkpoint: fp32, and bf16 — the stored bytes of a BF16 tensor
+    // (with CudaOptions::keep_bf16), or on the bf16 path every weight rounded to bf16 (null otherwise).
     const float* device_weight(const Weight& w) const { return find(w).f32; }
     const kernels::bf16* device_weight_bf16(const Weight& w) const { return find(w).bf16; }
+    // The copy linear() multiplies by: fp32, or bf16 on the bf16 path (every weight has one there).
+    const T* matmul_weight(const Weight& w) const {
+        if constexpr (std::is_same_v<T, float>) return device_weight(w);
+        else return device_weight_bf16(w);
+    }
 
 private:
     struct DeviceWeight {
@@ -441,9 +457,9 @@ private:
     }
 
     // cudaMemcpyDefault: the pointers say where they live (managed, device or pageable host memory).
-    template <class T>
-    void transfer(T* dst, const T* src, int64_t n) {
-        if (n > 0) PIX2STRUCT_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(n) * sizeof(T), cudaMemcpyDefault, stream_));
+    template <class E>
+    void transfer(E* dst, const E* src, int64_t n) {
+        if (n > 0) PIX2STRUCT_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(n) * sizeof(E), cudaMemcpyDefault, stream_));
     }
 
     template <class Buf>
@@ -498,9 +514,8 @@ private:
         std::vector<const Weight*> all;
         ckpt.for_each([&](const Weight& w) { all.push_back(&w); });
         auto padded = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
-        auto has_bf16 = [&](const Weight* w) {
-            return options_.keep_bf16 && w->source && w->source->dtype == DType::BF16;
-        };
+        auto stored_bf16 = [](const Weight* w) { return w->source && w->source->dtype == DType::BF16; };
+        auto has_bf16 = [&](const Weight* w) { return kBf16 || (options_.keep_bf16 && stored_bf16(w)); };
         size_t f32 = 0, b16 = 0;
         for (const Weight* w : all) {
             f32 += padded(size_t(w->size()) * sizeof(float));
@@ -519,6 +534,7 @@ private:
         bf16_bytes_ = b16;
 
         std::vector<float> staging;
+        std::vector<kernels::bf16> rounded;
         size_t f_off = 0, b_off = 0;
         for (const Weight* w : all) {
             const size_t n = size_t(w->size());
@@ -537,13 +553,22 @@ private:
             f_off += padded(n * sizeof(float));
             if (has_bf16(w)) {
                 auto* h = reinterpret_cast<kernels::bf16*>(static_cast<char*>(bf16_arena_) + b_off);
-                PIX2STRUCT_CUDA_CHECK(cudaMemcpy(h, w->source->bytes.data(), n * 2, cudaMemcpyHostToDevice));
+                const void* bytes = w->source ? w->source->bytes.data() : nullptr;
+                if (!stored_bf16(w)) {  // the bf16 path: round the fp32 values to nearest even, as torch's .to()
+                    rounded.resize(n);
+                    for (size_t i = 0; i < n; ++i) rounded[i] = __float2bfloat16_rn(src[i]);
+                    bytes = rounded.data();
+                }
+                PIX2STRUCT_CUDA_CHECK(cudaMemcpy(h, bytes, n * 2, cudaMemcpyHostToDevice));
                 d.bf16 = h;
                 b_off += padded(n * 2);
             }
             weights_.emplace(w, d);
         }
     }
+
+    static constexpr bool kBf16 = std::is_same_v<T, kernels::bf16>;
+    static constexpr int64_t kVec = 16 / int64_t(sizeof(T));  // elements per 16-byte load
 
     CudaOptions options_;
     std::string device_name_;
@@ -561,6 +586,10 @@ private:
     std::string graph_error_;
 };
 
+using CudaBackend = BasicCudaBackend<float>;              // fp32 activations, exact fp32 arithmetic
+using CudaBackendBf16 = BasicCudaBackend<kernels::bf16>;  // bf16 activations and weights, fp32 accumulation
+
 static_assert(Backend<CudaBackend>, "CudaBackend must provide every primitive of the Backend concept");
+static_assert(Backend<CudaBackendBf16>, "CudaBackendBf16 must provide every primitive of the Backend concept");
 
 }  // namespace pix2struct
