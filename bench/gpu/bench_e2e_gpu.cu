@@ -1,4 +1,5 @@
-// bench/gpu/bench_e2e_gpu.cu — end to end on the GPU: the model's blocks on CudaBackend (fp32), per-stage medians.
+// bench/gpu/bench_e2e_gpu.cu — end to end on the GPU: the model's blocks on CudaBackend (fp32) or
+// CudaBackendBf16 (--dtype bf16), per-stage medians.
 //
 //   gpu_bench_e2e_gpu --model bench/out/base --patches bench/out/gpu/patches.safetensors --repeats 10 \
 //                     --tokens 20 [--json]
@@ -20,12 +21,13 @@
 //              CUDA graph would replay; its last token is checked against the decode stage's
 //   decode, CUDA graph            the same loop with greedy_step(): each step recorded once (repeat 0) as a
 //              CUDA graph and replayed (CudaOptions::graphs)
-//   decode, synchronous backend   the step with a fence after every primitive and the host reading the
-//              managed logits, as generate() runs it
+//   decode, synchronous backend   the step with a fence after every primitive, then the argmax on the
+//              device and its 4 bytes read back, as generate() runs it
 //   batch (--batch B > 1)   B copies of the input as one batch (generate_batch's path): encode_batch, the
 //              cross K/V of all B, and steps of B sequences with the tokens on the device, as CUDA graphs
-// Beside each time: TFLOP/s (encoder, cross K/V) or GB/s of fp32 weights + cross K/V read (decode), and two
-// yardsticks measured in the same run: cuBLAS fp32 SGEMM at an encoder product and a device-to-device copy.
+// Beside each time: TFLOP/s (encoder, cross K/V) or GB/s of weights + cross K/V read (decode; 4 or 2 bytes
+// each), and two yardsticks measured in the same run: cuBLAS GEMM of the same dtype at an encoder product
+// and a device-to-device copy.
 #include <CLI/CLI.hpp>
 #include <cublas_v2.h>
 
@@ -58,26 +60,29 @@ double median(std::vector<double> v) {
     return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-// cuBLAS fp32 (no TF32) C[M, F] = X[M, H] · W[F, H]ᵀ, best of 5 after a warm-up: TFLOP/s.
-double sgemm_tflops(int64_t M, int64_t H, int64_t F, cudaStream_t stream) {
-    float *x = nullptr, *w = nullptr, *c = nullptr;
-    PIX2STRUCT_CUDA_CHECK(cudaMalloc(&x, size_t(M * H) * 4));
-    PIX2STRUCT_CUDA_CHECK(cudaMalloc(&w, size_t(F * H) * 4));
-    PIX2STRUCT_CUDA_CHECK(cudaMalloc(&c, size_t(M * F) * 4));
-    PIX2STRUCT_CUDA_CHECK(cudaMemsetAsync(x, 0, size_t(M * H) * 4, stream));
-    PIX2STRUCT_CUDA_CHECK(cudaMemsetAsync(w, 0, size_t(F * H) * 4, stream));
+// cuBLAS C[M, F] = X[M, H] · W[F, H]ᵀ, best of 5 after a warm-up: TFLOP/s. fp32 without TF32 (as our exact
+// path), or bf16 in and out with fp32 accumulation (as our bf16 path).
+double gemm_tflops(int64_t M, int64_t H, int64_t F, bool bf16, cudaStream_t stream) {
+    const size_t e = bf16 ? 2 : 4;
+    void *x = nullptr, *w = nullptr, *c = nullptr;
+    PIX2STRUCT_CUDA_CHECK(cudaMalloc(&x, size_t(M * H) * e));
+    PIX2STRUCT_CUDA_CHECK(cudaMalloc(&w, size_t(F * H) * e));
+    PIX2STRUCT_CUDA_CHECK(cudaMalloc(&c, size_t(M * F) * e));
+    PIX2STRUCT_CUDA_CHECK(cudaMemsetAsync(x, 0, size_t(M * H) * e, stream));
+    PIX2STRUCT_CUDA_CHECK(cudaMemsetAsync(w, 0, size_t(F * H) * e, stream));
     cublasHandle_t h;
     CUBLAS_CHECK(cublasCreate(&h));
     CUBLAS_CHECK(cublasSetStream(h, stream));
-    CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH));  // true fp32, as our exact path
+    const cudaDataType_t type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cublasComputeType_t compute = bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC;
     const float one = 1, zero = 0;
     double best = 1e30;
     for (int i = 0; i < 6; ++i) {
         PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream));
         const auto t = clock_type::now();
         // column-major: Cᵀ [F, M] = W [F, H] · Xᵀ [H, M]
-        CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, int(F), int(M), int(H), &one, w, int(H), x, int(H), &zero,
-                                 c, int(F)));
+        CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(F), int(M), int(H), &one, w, type, int(H), x, type,
+                                  int(H), &zero, c, type, int(F), compute, CUBLAS_GEMM_DEFAULT));
         PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream));
         if (i) best = std::min(best, ms_since(t));
     }
@@ -110,23 +115,19 @@ double copy_gbs(cudaStream_t stream) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    CLI::App app{"End-to-end GPU benchmark (CudaBackend, fp32): encoder, cross K/V, per-token decode (medians)."};
-    std::string model_dir = "bench/out/base", patches_path;
+struct Args {
+    std::string model_dir = "bench/out/base", patches_path, dtype = "f32";
     int repeats = 10, tokens = 20, real = 2009, device = 0, batch = 1;
     bool json = false;
-    app.add_option("--model", model_dir, "Model folder (HF layout)")->capture_default_str();
-    app.add_option("--patches", patches_path, "safetensors with flattened_patches [P, 770] and attention_mask [P]");
-    app.add_option("--real", real, "Without --patches: random real patches (padded to max_patches)")->capture_default_str();
-    app.add_option("--repeats", repeats, "Repeats (medians reported)")->capture_default_str();
-    app.add_option("--tokens", tokens, "Decode steps per repeat")->capture_default_str();
-    app.add_option("--device", device, "CUDA device")->capture_default_str();
-    app.add_option("--batch", batch, "Also time a batch of this many copies of the input (1: no)")
-        ->check(CLI::PositiveNumber)
-        ->capture_default_str();
-    app.add_flag("--json", json, "Print one JSON object");
-    CLI11_PARSE(app, argc, argv);
+};
 
+// Everything below for one backend: CudaBackend (--dtype f32) or CudaBackendBf16 (--dtype bf16).
+template <class Backend>
+int run(const Args& args) {
+    const std::string &model_dir = args.model_dir, &patches_path = args.patches_path;
+    const int repeats = args.repeats, tokens = args.tokens, real = args.real, device = args.device, batch = args.batch;
+    const bool json = args.json;
+    constexpr bool kBf16 = std::is_same_v<typename Backend::Scalar, pix2struct::kernels::bf16>;
     try {
         auto t = clock_type::now();
         const pix2struct::Checkpoint ckpt = pix2struct::Checkpoint::load(model_dir);
@@ -135,9 +136,9 @@ int main(int argc, char** argv) {
         options.device = device;
         options.synchronous = false;
         t = clock_type::now();
-        pix2struct::CudaBackend gpu(ckpt, options);
+        Backend gpu(ckpt, options);
         const double upload_ms = ms_since(t);
-        pix2struct::ForConditionalGeneration<pix2struct::CudaBackend> model(ckpt, gpu);
+        pix2struct::ForConditionalGeneration<Backend> model(ckpt, gpu);
         const pix2struct::Config& cfg = ckpt.config();
         const int64_t W = cfg.vision.patch_embed_hidden_size + 2;
 
@@ -237,8 +238,9 @@ int main(int argc, char** argv) {
             int64_t token = cfg.text.decoder_start_token_id;
             for (int s = 0; s < tokens; ++s) {
                 t = clock_type::now();
-                const float* logits = model.step(token);
-                token = std::max_element(logits, logits + V) - logits;
+                model.step(token);
+                model.choose_greedy();
+                token = model.chosen_token_to_host();
                 if (r > 0) t_tok_sync.push_back(ms_since(t));
             }
         }
@@ -277,29 +279,30 @@ int main(int argc, char** argv) {
         const double Ht = cfg.text.hidden_size, It = cfg.text.inner_dim(), Ft = cfg.text.d_ff, Lt = cfg.text.num_layers;
         const double kv_flop = Lt * 2 * 2 * n * Ht * It;
         const double dec_params = Lt * (8 * Ht * It + 3 * Ht * Ft) + double(V) * Ht;
-        const double dec_bytes = 4 * dec_params + 4 * Lt * 2 * n * It;  // fp32 weights + the cross K/V cache
+        const double e = kBf16 ? 2 : 4;                                  // bytes per weight and activation
+        const double dec_bytes = e * dec_params + e * Lt * 2 * n * It;  // weights + the cross K/V cache
 
-        const double sgemm = sgemm_tflops(std::max<int64_t>(N, 256), int64_t(H), int64_t(F), gpu.stream());
+        const double gemm = gemm_tflops(std::max<int64_t>(N, 256), int64_t(H), int64_t(F), kBf16, gpu.stream());
         const double copy = copy_gbs(gpu.stream());
         const double enc = median(t_enc), kv = median(t_kv), tok = median(t_tok), tok_sync = median(t_tok_sync);
         const double tok_device = t_tok_device.empty() ? 0.0 : median(t_tok_device);
         if (json) {
-            nlohmann::json j{{"model", model_dir}, {"device", gpu.device_name()}, {"real_patches", N},
+            nlohmann::json j{{"model", model_dir}, {"device", gpu.device_name()}, {"dtype", kBf16 ? "bf16" : "f32"}, {"real_patches", N},
                              {"max_patches", int64_t(mask.size())}, {"repeats", repeats}, {"tokens", tokens},
                              {"load_ms", load_ms}, {"upload_ms", upload_ms}, {"encoder_ms", enc}, {"cross_kv_ms", kv},
                              {"token_ms", tok}, {"token_device_ms", tok_device}, {"token_sync_ms", tok_sync},
                              {"token_graph_ms", t_tok_graph.empty() ? 0.0 : median(t_tok_graph)},
                              {"graph_error", graph_error},
                              {"encoder_tflops", enc_flop / (enc * 1e9)}, {"cross_kv_tflops", kv_flop / (kv * 1e9)},
-                             {"decode_gbs", dec_bytes / (tok * 1e6)}, {"yardstick_sgemm_tflops", sgemm},
+                             {"decode_gbs", dec_bytes / (tok * 1e6)}, {"yardstick_gemm_tflops", gemm},
                              {"yardstick_copy_gbs", copy}, {"first_ids", first_ids}};
             if (!b_step.empty())
                 j["batch"] = {{"size", batch}, {"encoder_ms", median(b_enc)}, {"cross_kv_ms", median(b_kv)},
                               {"step_ms", median(b_step)}};
             std::cout << j.dump() << "\n";
         } else {
-            std::printf("model %s on %s (fp32, CudaBackend), %lld real patches of %zu, %d repeats x %d tokens (medians)\n",
-                        model_dir.c_str(), gpu.device_name().c_str(), (long long)N, mask.size(), repeats, tokens);
+            std::printf("model %s on %s (%s), %lld real patches of %zu, %d repeats x %d tokens (medians)\n",
+                        model_dir.c_str(), gpu.device_name().c_str(), kBf16 ? "bf16, CudaBackendBf16" : "fp32, CudaBackend", (long long)N, mask.size(), repeats, tokens);
             std::printf("  load %.0f ms, upload %.0f ms (%.0f MiB of weights)\n", load_ms, upload_ms,
                         pix2struct::detail::mib(gpu.weight_bytes()));
             std::printf("  encoder     %9.2f ms   %6.2f TFLOP/s (%.1f GFLOP)\n", enc, enc_flop / (enc * 1e9), enc_flop / 1e9);
@@ -310,8 +313,8 @@ int main(int argc, char** argv) {
             std::printf("  decode, CUDA graph per step %9.3f ms/token%s\n", t_tok_graph.empty() ? 0.0 : median(t_tok_graph),
                         graph_error.empty() ? "" : " (graphs failed: eager)");
             std::printf("  decode, synchronous backend %9.3f ms/token\n", tok_sync);
-            std::printf("  yardsticks: cuBLAS fp32 SGEMM %.2f TFLOP/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ), D2D copy %.0f GB/s\n",
-                        sgemm, (long long)std::max<int64_t>(N, 256), H, F, H, copy);
+            std::printf("  yardsticks: cuBLAS %s GEMM %.2f TFLOP/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ), D2D copy %.0f GB/s\n",
+                        kBf16 ? "bf16" : "fp32", gemm, (long long)std::max<int64_t>(N, 256), H, F, H, copy);
             if (!b_step.empty())
                 std::printf("  batch of %d: encoder %.2f ms, cross K/V %.2f ms, decode %.3f ms/step (token on the device; "
                             "%.3f ms/token)\n", batch, median(b_enc), median(b_kv), median(b_step), median(b_step) / batch);
@@ -321,4 +324,25 @@ int main(int argc, char** argv) {
         return 1;
     }
     return 0;
+}
+
+int main(int argc, char** argv) {
+    CLI::App app{"End-to-end GPU benchmark (CudaBackend fp32 or CudaBackendBf16): encoder, cross K/V, per-token decode "
+                 "(medians)."};
+    Args a;
+    app.add_option("--model", a.model_dir, "Model folder (HF layout)")->capture_default_str();
+    app.add_option("--patches", a.patches_path, "safetensors with flattened_patches [P, 770] and attention_mask [P]");
+    app.add_option("--real", a.real, "Without --patches: random real patches (padded to max_patches)")->capture_default_str();
+    app.add_option("--repeats", a.repeats, "Repeats (medians reported)")->capture_default_str();
+    app.add_option("--tokens", a.tokens, "Decode steps per repeat")->capture_default_str();
+    app.add_option("--device", a.device, "CUDA device")->capture_default_str();
+    app.add_option("--dtype", a.dtype, "Activations: f32 (CudaBackend) or bf16 (CudaBackendBf16)")
+        ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
+    app.add_option("--batch", a.batch, "Also time a batch of this many copies of the input (1: no)")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_flag("--json", a.json, "Print one JSON object");
+    CLI11_PARSE(app, argc, argv);
+    return a.dtype == "bf16" ? run<pix2struct::CudaBackendBf16>(a) : run<pix2struct::CudaBackend>(a);
 }

@@ -19,7 +19,8 @@ Stages, medians over repeats, torch.cuda.synchronize() around each timed call:
 --batch B (> 1) adds the same patches B times as one batch: HF's encoder and generate on [B, P, ·], ours
 gpu_bench_e2e_gpu --batch B (one encoder pass over B·N rows, steps of B sequences, tokens on the device).
 HF runs eager attention (Pix2Struct has no SDPA path) in float32 (the same arithmetic as ours; TF32 off) and
-in bfloat16 (the checkpoint's dtype). Our figures are fp32: the bf16 column shows what a bf16 path must beat.
+in bfloat16 (the checkpoint's dtype); ours runs gpu_bench_e2e_gpu --dtype f32 (CudaBackend) and --dtype bf16
+(CudaBackendBf16), each beside HF in the same dtype.
 """
 import argparse
 import json
@@ -131,49 +132,56 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     torch.set_grad_enabled(False)
 
-    ours = json.loads(subprocess.run([args.bench, "--model", args.model, "--patches", args.patches, "--repeats",
-                                      str(args.repeats), "--tokens", str(args.tokens), "--batch", str(args.batch), "--json"],
-                                     check=True, capture_output=True, text=True).stdout)
+    def run_ours(dtype):
+        cmd = [args.bench, "--model", args.model, "--patches", args.patches, "--repeats", str(args.repeats),
+               "--tokens", str(args.tokens), "--batch", str(args.batch), "--dtype", dtype, "--json"]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
+    ours = {"fp32": run_ours("f32"), "bf16": run_ours("bf16")}
     p = load_file(args.patches)
     fp, mask = p["flattened_patches"][None], p["attention_mask"][None]
     hf = {"fp32": hf_times(args, torch.float32, fp, mask), "bf16": hf_times(args, torch.bfloat16, fp, mask)}
 
     T = args.tokens
-    ours_dec = ours["cross_kv_ms"] + T * ours["token_ms"]
-    rows = [("encoder", hf["fp32"]["encoder_ms"], hf["bf16"]["encoder_ms"], ours["encoder_ms"]),
-            (f"decode {T} tokens (incl. cross K/V)", hf["fp32"]["decode_ms"], hf["bf16"]["decode_ms"], ours_dec),
-            ("per token", hf["fp32"]["decode_ms"] / T, hf["bf16"]["decode_ms"] / T, ours["token_ms"]),
-            ("end to end (encoder + decode)", hf["fp32"]["encoder_ms"] + hf["fp32"]["decode_ms"],
-             hf["bf16"]["encoder_ms"] + hf["bf16"]["decode_ms"], ours["encoder_ms"] + ours_dec)]
-    if ours.get("token_graph_ms", 0) > 0:  # the decode step replayed as a CUDA graph (gpu_bench_e2e_gpu)
-        g_dec = ours["cross_kv_ms"] + T * ours["token_graph_ms"]
-        rows += [("per token, ours as CUDA graphs", hf["fp32"]["decode_ms"] / T, hf["bf16"]["decode_ms"] / T,
-                  ours["token_graph_ms"]),
-                 ("end to end, ours with CUDA graphs", hf["fp32"]["encoder_ms"] + hf["fp32"]["decode_ms"],
-                  hf["bf16"]["encoder_ms"] + hf["bf16"]["decode_ms"], ours["encoder_ms"] + g_dec)]
-    if "batch" in ours:
-        B, ob, h32, h16 = args.batch, ours["batch"], hf["fp32"]["batch"], hf["bf16"]["batch"]
-        ob_dec = ob["cross_kv_ms"] + T * ob["step_ms"]
-        rows += [(f"batch {B}: encoder", h32["encoder_ms"], h16["encoder_ms"], ob["encoder_ms"]),
-                 (f"batch {B}: decode {T} tokens each", h32["decode_ms"], h16["decode_ms"], ob_dec),
-                 (f"batch {B}: end to end", h32["encoder_ms"] + h32["decode_ms"], h16["encoder_ms"] + h16["decode_ms"],
-                  ob["encoder_ms"] + ob_dec)]
-    print(f"{torch.cuda.get_device_name()}: model {args.model}, {ours['real_patches']} real patches of "
-          f"{ours['max_patches']}, {T} tokens, medians of {args.repeats} (ms); torch {torch.__version__}, "
+    o0 = ours["fp32"]
+    print(f"{torch.cuda.get_device_name()}: model {args.model}, {o0['real_patches']} real patches of "
+          f"{o0['max_patches']}, {T} tokens, medians of {args.repeats} (ms); torch {torch.__version__}, "
           f"transformers {__import__('transformers').__version__}")
-    print(f"{'stage':36s} {'HF fp32':>9s} {'HF bf16':>9s} {'ours fp32':>10s} {'fp32/ours':>10s} {'bf16/ours':>10s}")
-    for name, a, b, us in rows:
-        print(f"{name:36s} {a:9.2f} {b:9.2f} {us:10.2f} {a / us:10.2f} {b / us:10.2f}")
-    print(f"ours: encoder {ours['encoder_tflops']:.2f} TFLOP/s (cuBLAS fp32 SGEMM yardstick "
-          f"{ours['yardstick_sgemm_tflops']:.2f}), decode {ours['decode_gbs']:.0f} GB/s (D2D copy "
-          f"{ours['yardstick_copy_gbs']:.0f}), synchronous-backend decode {ours['token_sync_ms']:.3f} ms/token")
+    print(f"{'stage':36s} {'HF fp32':>9s} {'ours fp32':>10s} {'HF/ours':>8s}   {'HF bf16':>9s} {'ours bf16':>10s} "
+          f"{'HF/ours':>8s}")
+
+    def rows(h, o):
+        dec = o["cross_kv_ms"] + T * o["token_ms"]
+        out = [("encoder", h["encoder_ms"], o["encoder_ms"]),
+               (f"decode {T} tokens (incl. cross K/V)", h["decode_ms"], dec),
+               ("per token", h["decode_ms"] / T, o["token_ms"]),
+               ("end to end (encoder + decode)", h["encoder_ms"] + h["decode_ms"], o["encoder_ms"] + dec)]
+        if o.get("token_graph_ms", 0) > 0:  # the decode step replayed as a CUDA graph
+            g_dec = o["cross_kv_ms"] + T * o["token_graph_ms"]
+            out += [("per token, ours as CUDA graphs", h["decode_ms"] / T, o["token_graph_ms"]),
+                    ("end to end, ours with CUDA graphs", h["encoder_ms"] + h["decode_ms"], o["encoder_ms"] + g_dec)]
+        if "batch" in o and "batch" in h:
+            B, ob, hb = args.batch, o["batch"], h["batch"]
+            ob_dec = ob["cross_kv_ms"] + T * ob["step_ms"]
+            out += [(f"batch {B}: encoder", hb["encoder_ms"], ob["encoder_ms"]),
+                    (f"batch {B}: decode {T} tokens each", hb["decode_ms"], ob_dec),
+                    (f"batch {B}: end to end", hb["encoder_ms"] + hb["decode_ms"], ob["encoder_ms"] + ob_dec)]
+        return out
+
+    for (name, a, us), (_, b, us16) in zip(rows(hf["fp32"], ours["fp32"]), rows(hf["bf16"], ours["bf16"])):
+        print(f"{name:36s} {a:9.2f} {us:10.2f} {a / us:8.2f}   {b:9.2f} {us16:10.2f} {b / us16:8.2f}")
+    for dtype, o in ours.items():
+        print(f"ours {dtype}: encoder {o['encoder_tflops']:.2f} TFLOP/s (cuBLAS {dtype} GEMM yardstick "
+              f"{o['yardstick_gemm_tflops']:.2f}), decode {o['decode_gbs']:.0f} GB/s (D2D copy "
+              f"{o['yardstick_copy_gbs']:.0f}), synchronous-backend decode {o['token_sync_ms']:.3f} ms/token"
+              + (f"; CUDA graphs off: {o['graph_error']}" if o.get("graph_error") else ""))
 
     # HF's min_new_tokens forbids eos; ours runs on past it: compare the tokens before our first eos.
-    k = ours["first_ids"].index(1) if 1 in ours["first_ids"] else T
-    same = hf["fp32"]["ids"][:k] == ours["first_ids"][:k]
-    print(f"greedy ids, HF fp32 vs ours (first {k}, before eos): {'same' if same else 'DIFFERENT'} "
-          f"(random weights: near-ties may differ legitimately)")
+    for dtype, o in ours.items():
+        k = o["first_ids"].index(1) if 1 in o["first_ids"] else T
+        same = hf[dtype]["ids"][:k] == o["first_ids"][:k]
+        print(f"greedy ids, HF {dtype} vs ours {dtype} (first {k}, before eos): {'same' if same else 'DIFFERENT'} "
+              f"(random weights: near-ties may differ legitimately)")
     print(json.dumps({"hf": hf, "ours": ours}))
 
 

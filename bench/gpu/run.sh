@@ -84,7 +84,10 @@ if [[ -x $build/gpu_bench_e2e_gpu ]]; then
             tail -n 5 "$out/e2e.txt"
             extra=()
             [[ -f $patches ]] && extra=(--patches "$patches")
-            "$build/gpu_bench_e2e_gpu" --model "$model" "${extra[@]}" >>"$out/e2e.txt" 2>&1 || echo "gpu_bench_e2e_gpu failed"
+            for dtype in f32 bf16; do
+                "$build/gpu_bench_e2e_gpu" --model "$model" --dtype $dtype --batch 8 "${extra[@]}" >>"$out/e2e.txt" 2>&1 ||
+                    echo "gpu_bench_e2e_gpu --dtype $dtype failed"
+            done
         }
     else
         echo "end to end skipped: no checkpoint at $model (and no pix2struct-make_random_checkpoint in $build)"
