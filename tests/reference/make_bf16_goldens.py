@@ -28,11 +28,6 @@ import make_model_goldens as mg  # noqa: E402
 fp32_greedy, fp32_teacher_forced = mg.greedy, mg.teacher_forced
 
 
-def bf16_inputs(fp):
-    """The patches as the bf16 model sees them: rounded to bf16, then handed over as float32 numpy (exact)."""
-    return torch.from_numpy(np.ascontiguousarray(fp)).bfloat16().float().numpy()
-
-
 class Bf16Model:
     """Forwards to the bf16 model, casting flattened_patches to bfloat16 (HF does not cast them itself)."""
 
@@ -63,9 +58,10 @@ def main():
         t, meta = mg.write_goldens(name, Bf16Model(m), tok, 64, rng, mg.pipeline_cases(images), n_random=3,
                                    prompted_cases=[{"image": str(images[0]), "prompt": "The diagram shows"}])
         meta["activations"] = "bfloat16"
-        # the stored pipeline patches are the processor's fp32 output; the model saw them rounded to bf16
+        # the stored pipeline patches are the processor's fp32 output; the model saw them rounded to bf16,
+        # which is what is stored (as BF16: exact)
         for key in [k for k in t if k.startswith("pipe_patches_")]:
-            t[key] = torch.from_numpy(bf16_inputs(t[key].numpy()))
+            t[key] = t[key].bfloat16()
         mg.save_goldens(out_dir, name, t, meta)
 
 
