@@ -42,7 +42,8 @@ int main(int argc, char** argv) {
     app.add_option("--image", image_paths, "Image file (PNG, JPEG, BMP, GIF, …); repeat for a batch")->required();
     app.add_option("--question", questions,
                    "The question (required by VQA checkpoints); for captioning checkpoints, the start of the caption. "
-                   "Once for all images, or once per image");
+                   "Once for all images, or once per image")
+        ->allow_extra_args(false);  // one value per --question: an unquoted question is an error, not several
     app.add_option("--max-new-tokens", max_new_tokens, "Most tokens to generate (0: HF's default, 20)")
         ->check(CLI::NonNegativeNumber);
     app.add_option("--device", device, "Where the model runs: cpu, or cuda (an NVIDIA GPU, sm_80+; needs a build with CUDA)")
