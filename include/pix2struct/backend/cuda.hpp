@@ -316,7 +316,9 @@ public:
     template <class E>
     void copy(E* dst, const E* src, int64_t n) {
         if (replaying()) return;
-        transfer(dst, src, n);
+        // activations by a kernel (a graph can record it whatever the memory is), anything else by memcpy
+        if constexpr (std::is_same_v<E, float> || std::is_same_v<E, kernels::bf16>) kernels::convert(src, dst, n, stream_);
+        else transfer(dst, src, n);
         done();
     }
 
