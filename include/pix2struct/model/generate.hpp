@@ -302,9 +302,7 @@ private:
     // when the backend can (B::graph), keyed by everything its launches depend on: the buffers, the
     // sequences' rows, positions and encoder rows.
     void greedy_step(std::span<const int64_t> slots) {
-        const std::vector<int64_t> length = self_kv_.length;  // run() may run twice (B::graph's contract)
         auto run = [&] {
-            self_kv_.length = length;
             decoder.step(*backend_, slots, self_kv_, cross_kv_, text_act_);
             decoder.choose_greedy(*backend_, int64_t(slots.size()), text_act_);
         };
@@ -313,7 +311,11 @@ private:
             for (int64_t s : slots)
                 graph_key_.insert(graph_key_.end(), {s, self_kv_.length[size_t(s)], cross_kv_.offsets[size_t(s)],
                                                      cross_kv_.offsets[size_t(s) + 1]});
-            backend_->graph(graph_key_, run);
+            const std::vector<int64_t> length = self_kv_.length;  // B::graph may run its function twice
+            backend_->graph(graph_key_, [&] {
+                self_kv_.length = length;
+                run();
+            });
         } else {
             run();
         }
