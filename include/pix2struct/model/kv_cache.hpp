@@ -41,8 +41,6 @@ struct KVBuffers {
 template <class Backend>
 struct CrossKV : KVBuffers<Backend> {
     std::vector<int64_t> offsets;  // [sequences + 1]: sequence s's encoder rows are offsets[s] .. offsets[s + 1]
-
-    int64_t rows(int64_t s) const { return offsets[size_t(s + 1)] - offsets[size_t(s)]; }
 };
 
 template <class Backend>

@@ -14,7 +14,6 @@
 // cache (the causal mask of the reference hides later tokens), which is how tests check the logits.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -32,21 +31,21 @@ namespace pix2struct {
 
 // Activations of one decode step of up to `rows` sequences, allocated once per session. The logits are
 // the activation type (the lm_head output in the model's dtype, as in the reference); the relative
-// position bias is fp32 (added to fp32 scores).
+// position bias is fp32 (added to fp32 scores) and shared by the step's rows (they are at one position).
 template <class Backend>
 struct TextActivations {
     using Buffer = typename Backend::Buffer;
     Buffer hidden, normed, q, k, v, out, gelu, linear, logits;  // [rows, ·]
-    typename Backend::FloatBuffer bias;  // [rows, heads · positions]: each row's relative position bias
+    typename Backend::FloatBuffer bias;  // [heads, 1, positions]: the relative position bias of the step
     typename Backend::IdBuffer token;    // [rows] the tokens a step feeds: written by the host or by argmax
     int64_t rows = 0, positions = 0;
     int64_t id = 0;  // detail::next_buffers_id() of the current allocation
-    std::vector<DecodeRow> step_rows;  // the rows of the current step (host)
     std::vector<int32_t> host_tokens;  // staging of the tokens the host feeds
 
     void reserve(Backend& backend, const TextConfig& c, int64_t max_rows, int64_t max_positions) {
         const int64_t H = c.hidden_size, I = c.inner_dim(), F = c.d_ff;
         if (max_rows > rows) {
+            rows = max_rows;
             hidden = backend.alloc(size_t(max_rows * H));
             normed = backend.alloc(size_t(max_rows * H));
             q = backend.alloc(size_t(max_rows * I));
@@ -57,11 +56,11 @@ struct TextActivations {
             linear = backend.alloc(size_t(max_rows * F));
             logits = backend.alloc(size_t(max_rows * c.vocab_size));
             token = backend.alloc_ids(size_t(max_rows));
+            id = detail::next_buffers_id();
         }
-        if (max_rows > rows || max_positions > positions) {
-            rows = std::max(rows, max_rows);
-            positions = std::max(positions, max_positions);
-            bias = backend.alloc_float(size_t(rows * c.num_heads * positions));
+        if (max_positions > positions) {
+            positions = max_positions;
+            bias = backend.alloc_float(size_t(c.num_heads * positions));
             id = detail::next_buffers_id();
         }
     }
@@ -75,13 +74,12 @@ struct TextLayerSelfAttention {
     TextAttention attention;
 
     template <class Backend>
-    void forward(Backend& backend, scalar_t<Backend>* K_cache, scalar_t<Backend>* V_cache, int64_t sequences,
-                 TextActivations<Backend>& a) const {
-        const int64_t A = int64_t(a.step_rows.size());
+    void forward(Backend& backend, const DecodeStep& step, scalar_t<Backend>* K_cache, scalar_t<Backend>* V_cache,
+                 int64_t sequences, TextActivations<Backend>& a) const {
         // normed_hidden_states = self.layer_norm(hidden_states)
-        layer_norm.forward(backend, a.hidden.data(), A, a.normed.data());  // [A, H]
+        layer_norm.forward(backend, a.hidden.data(), int64_t(step.slots.size()), a.normed.data());  // [A, H]
         // hidden_states = hidden_states + self.dropout(attention_output[0])
-        attention.forward_self(backend, a.normed.data(), a.step_rows, K_cache, V_cache, sequences, a.attention(),
+        attention.forward_self(backend, a.normed.data(), step, K_cache, V_cache, sequences, a.attention(),
                                a.hidden.data());  // [A, H]
     }
 };
@@ -92,13 +90,11 @@ struct TextLayerCrossAttention {
     TextAttention attention;
 
     template <class Backend>
-    void forward(Backend& backend, const scalar_t<Backend>* K, const scalar_t<Backend>* V,
-                 std::span<const int64_t> offsets, TextActivations<Backend>& a) const {
-        const int64_t A = int64_t(a.step_rows.size());
-        layer_norm.forward(backend, a.hidden.data(), A, a.normed.data());  // [A, H]
+    void forward(Backend& backend, std::span<const int64_t> slots, const scalar_t<Backend>* K,
+                 const scalar_t<Backend>* V, std::span<const int64_t> offsets, TextActivations<Backend>& a) const {
+        layer_norm.forward(backend, a.hidden.data(), int64_t(slots.size()), a.normed.data());  // [A, H]
         // layer_output = hidden_states + self.dropout(attention_output[0])
-        attention.forward_cross(backend, a.normed.data(), a.step_rows, K, V, offsets, a.attention(),
-                                a.hidden.data());  // [A, H]
+        attention.forward_cross(backend, a.normed.data(), slots, K, V, offsets, a.attention(), a.hidden.data());  // [A, H]
     }
 };
 
@@ -109,13 +105,13 @@ struct TextBlock {
     TextLayerFF mlp;
 
     template <class Backend>
-    void forward(Backend& backend, int layer_index, SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv,
-                 TextActivations<Backend>& a) const {
+    void forward(Backend& backend, int layer_index, const DecodeStep& step, SelfKV<Backend>& self_kv,
+                 CrossKV<Backend>& cross_kv, TextActivations<Backend>& a) const {
         const size_t l = size_t(layer_index);
-        self_attention.forward(backend, self_kv.keys[l].data(), self_kv.values[l].data(), self_kv.sequences, a);
-        encoder_decoder_attention.forward(backend, cross_kv.keys[l].data(), cross_kv.values[l].data(), cross_kv.offsets,
-                                          a);
-        mlp.forward(backend, a.hidden.data(), int64_t(a.step_rows.size()), a.normed.data(), a.mlp());  // [A, H]
+        self_attention.forward(backend, step, self_kv.keys[l].data(), self_kv.values[l].data(), self_kv.sequences, a);
+        encoder_decoder_attention.forward(backend, step.slots, cross_kv.keys[l].data(), cross_kv.values[l].data(),
+                                          cross_kv.offsets, a);
+        mlp.forward(backend, a.hidden.data(), int64_t(step.slots.size()), a.normed.data(), a.mlp());  // [A, H]
     }
 };
 
@@ -159,35 +155,32 @@ struct TextModel {
     }
 
     // One step of the sequences `slots` (row r of the step is sequence slots[r]), each fed the token in
-    // a.token[r] (backend memory: written by the host, or by the previous step's choose_greedy) at its next
-    // position self_kv.length[slot]; appends to their self caches. Returns the logits [A, V], row r for
-    // slots[r] (a backend buffer: detail::to_host() them to read on the host).
+    // a.token[r] (backend memory: written by the host, or by the previous step's choose_greedy) at their
+    // common next position (self_kv.length); appends to their self caches. Returns the logits [A, V], row r
+    // for slots[r] (a backend buffer: detail::to_host() them to read on the host).
     template <class Backend>
     const scalar_t<Backend>* step(Backend& backend, std::span<const int64_t> slots, SelfKV<Backend>& self_kv,
                                   CrossKV<Backend>& cross_kv, TextActivations<Backend>& a) const {
-        const int64_t A = int64_t(slots.size()), H = config.hidden_size, heads = config.num_heads;
+        const int64_t A = int64_t(slots.size()), H = config.hidden_size;
         if (A == 0 || A > a.rows) detail::fail("decoder: a step of ", A, " sequences (room for ", a.rows, ")");
-        a.step_rows.clear();
-        float* bias = nullptr;
-        for (int64_t r = 0; r < A; ++r) {
-            const int64_t slot = slots[size_t(r)];
+        for (int64_t slot : slots)
             if (slot < 0 || slot >= int64_t(self_kv.length.size()) || slot + 1 >= int64_t(cross_kv.offsets.size()))
                 detail::fail("decoder: sequence ", slot, " was not begun");
-            const int64_t pos = self_kv.length[size_t(slot)];
-            if (pos >= self_kv.positions || pos >= a.positions)
-                detail::fail("decoder: position ", pos, " exceeds the cache (", self_kv.positions, ")");
-            // position_bias = compute_bias(...)[:, :, -seq_length:, :]  (layer 0's table, reused by every layer);
-            // rows at the same position share it
-            if (r == 0 || a.step_rows.back().pos != pos) {
-                bias = a.bias.data() + r * heads * a.positions;
-                relative_attention_bias.compute(backend, pos, bias);  // [heads, 1, pos + 1]
-            }
-            a.step_rows.push_back({slot, pos, bias});
-            // inputs_embeds = self.embed_tokens(input_ids)
-            backend.embed_token(*embed_tokens, a.token.data() + r, a.hidden.data() + r * H);  // [1, H]
-        }
-        for (size_t l = 0; l < layer.size(); ++l) layer[l].forward(backend, int(l), self_kv, cross_kv, a);
-        for (const DecodeRow& row : a.step_rows) self_kv.length[size_t(row.slot)] = row.pos + 1;
+        const int64_t pos = self_kv.length[size_t(slots[0])];
+        for (int64_t slot : slots)
+            if (self_kv.length[size_t(slot)] != pos)
+                detail::fail("decoder: the sequences of a step must be at one position: sequence ", slot, " is at ",
+                             self_kv.length[size_t(slot)], ", sequence ", slots[0], " at ", pos);
+        if (pos >= self_kv.positions || pos >= a.positions)
+            detail::fail("decoder: position ", pos, " exceeds the cache (", self_kv.positions, ")");
+        // inputs_embeds = self.embed_tokens(input_ids)
+        for (int64_t r = 0; r < A; ++r)
+            backend.embed_token(*embed_tokens, a.token.data() + r, a.hidden.data() + r * H);  // [1, H] each
+        // position_bias = compute_bias(...)[:, :, -seq_length:, :]  (layer 0's table, reused by every layer)
+        relative_attention_bias.compute(backend, pos, a.bias.data());  // [heads, 1, pos + 1]
+        const DecodeStep step{slots, pos, a.bias.data()};
+        for (size_t l = 0; l < layer.size(); ++l) layer[l].forward(backend, int(l), step, self_kv, cross_kv, a);
+        for (int64_t slot : slots) self_kv.length[size_t(slot)] = pos + 1;
         // hidden_states = self.final_layer_norm(hidden_states); logits = self.lm_head(hidden_states)
         final_layer_norm.forward(backend, a.hidden.data(), A, a.normed.data());  // [A, H]
         backend.linear(a.normed.data(), A, *lm_head, a.logits.data());           // [A, V]

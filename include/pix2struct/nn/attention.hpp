@@ -67,10 +67,12 @@ struct VisionAttention {
     }
 };
 
-// One row of a decode step: a token of sequence `slot` at position `pos`.
-struct DecodeRow {
-    int64_t slot = 0, pos = 0;
-    const float* bias = nullptr;  // [heads, 1, pos + 1]: its relative position bias (fp32, backend memory)
+// A decode step: one token for each of the sequences `slots` (row r of the step is sequence slots[r]), all
+// at position `pos` — the sequences of a batch start together and advance together.
+struct DecodeStep {
+    std::span<const int64_t> slots;
+    int64_t pos = 0;
+    const float* bias = nullptr;  // [heads, 1, pos + 1]: the relative position bias (fp32, backend memory)
 };
 
 // transformers: Pix2StructTextAttention — one decode step: one query row per sequence of the batch, against
@@ -94,51 +96,49 @@ struct TextAttention {
         backend.linear(kv, T, *value, V);  // [T, I]
     }
 
-    // Self-attention step. x: [A, H], one row per entry of `rows`. The caches are position-major
-    // [positions, sequences, I] (model/kv_cache.hpp): row r's K/V go to row pos·sequences + slot, and it
-    // attends to its sequence's rows 0..pos (stride sequences · I) with its bias; y += output. When the
-    // step's rows are consecutive sequences at one position (a whole batch, or one sequence) the K/V
-    // projections write into the caches directly; otherwise they go through s.k, s.v [A, I] and are
-    // copied row by row.
+    // Self-attention step. x: [A, H], one row per sequence of the step. The caches are position-major
+    // [positions, sequences, I] (model/kv_cache.hpp): row r's K/V go to row pos·sequences + slots[r], and it
+    // attends to its sequence's rows 0..pos (stride sequences · I) with the step's bias; y += output. When
+    // the step's sequences are consecutive (a whole batch, or one sequence) the K/V projections write into
+    // the caches directly; otherwise they go through s.k, s.v [A, I] and are copied row by row.
     template <class Backend, class S = scalar_t<Backend>>
-    void forward_self(Backend& backend, const S* x, std::span<const DecodeRow> rows, S* K_cache, S* V_cache,
+    void forward_self(Backend& backend, const S* x, const DecodeStep& step, S* K_cache, S* V_cache,
                       int64_t sequences, AttentionScratch<S> s, S* y) const {
-        const int64_t I = inner_dim(), A = int64_t(rows.size()), ld = sequences * I;
-        auto at = [&](const DecodeRow& row) { return row.pos * ld + row.slot * I; };
+        const int64_t I = inner_dim(), A = int64_t(step.slots.size()), ld = sequences * I;
+        S* K_pos = K_cache + step.pos * ld;  // position pos of every sequence
+        S* V_pos = V_cache + step.pos * ld;
         backend.linear(x, A, *query, s.q);  // [A, I]
-        bool contiguous = true;
-        for (int64_t r = 1; r < A; ++r)
-            contiguous = contiguous && rows[size_t(r)].pos == rows[0].pos && rows[size_t(r)].slot == rows[0].slot + r;
-        if (contiguous) {
-            backend.linear(x, A, *key, K_cache + at(rows[0]));    // [A, I] → cache rows
-            backend.linear(x, A, *value, V_cache + at(rows[0]));  // [A, I] → cache rows
+        bool consecutive = true;
+        for (int64_t r = 1; r < A; ++r) consecutive = consecutive && step.slots[size_t(r)] == step.slots[0] + r;
+        if (consecutive) {
+            backend.linear(x, A, *key, K_pos + step.slots[0] * I);    // [A, I] → cache rows
+            backend.linear(x, A, *value, V_pos + step.slots[0] * I);  // [A, I] → cache rows
         } else {
             backend.linear(x, A, *key, s.k);    // [A, I]
             backend.linear(x, A, *value, s.v);  // [A, I]
             for (int64_t r = 0; r < A; ++r) {
-                detail::within_backend(backend, K_cache + at(rows[size_t(r)]), s.k + r * I, I);
-                detail::within_backend(backend, V_cache + at(rows[size_t(r)]), s.v + r * I, I);
+                detail::within_backend(backend, K_pos + step.slots[size_t(r)] * I, s.k + r * I, I);
+                detail::within_backend(backend, V_pos + step.slots[size_t(r)] * I, s.v + r * I, I);
             }
         }
         // causal: the cache holds only positions ≤ pos, so no mask is needed
         for (int64_t r = 0; r < A; ++r) {
-            const DecodeRow& row = rows[size_t(r)];
-            backend.attention(AttentionArgs<S>{s.q + r * I, I, K_cache + row.slot * I, ld, V_cache + row.slot * I, ld,
-                                               s.out + r * I, I, 1, row.pos + 1, n_heads, key_value_proj_dim, nullptr,
-                                               row.bias});  // [1, I]
+            const int64_t o = step.slots[size_t(r)] * I;
+            backend.attention(AttentionArgs<S>{s.q + r * I, I, K_cache + o, ld, V_cache + o, ld, s.out + r * I, I, 1,
+                                               step.pos + 1, n_heads, key_value_proj_dim, nullptr, step.bias});  // [1, I]
         }
         backend.linear(s.out, A, *output, y, Write::Accumulate);  // [A, H]
     }
 
-    // Cross-attention step: row r attends to its sequence's encoder rows offsets[slot] .. offsets[slot + 1]
+    // Cross-attention step: row r attends to sequence slots[r]'s encoder rows offsets[slot] .. offsets[slot + 1]
     // of K, V [N, I] (the real patches; no position bias).
     template <class Backend, class S = scalar_t<Backend>>
-    void forward_cross(Backend& backend, const S* x, std::span<const DecodeRow> rows, const S* K, const S* V,
+    void forward_cross(Backend& backend, const S* x, std::span<const int64_t> slots, const S* K, const S* V,
                        std::span<const int64_t> offsets, AttentionScratch<S> s, S* y) const {
-        const int64_t I = inner_dim(), A = int64_t(rows.size());
+        const int64_t I = inner_dim(), A = int64_t(slots.size());
         backend.linear(x, A, *query, s.q);  // [A, I]
         for (int64_t r = 0; r < A; ++r) {
-            const size_t slot = size_t(rows[size_t(r)].slot);
+            const size_t slot = size_t(slots[size_t(r)]);
             const int64_t o = offsets[slot], T = offsets[slot + 1] - o;
             backend.attention(AttentionArgs<S>{s.q + r * I, I, K + o * I, I, V + o * I, I, s.out + r * I, I, 1, T,
                                                n_heads, key_value_proj_dim, nullptr, nullptr});  // [1, I]
