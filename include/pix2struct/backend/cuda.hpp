@@ -186,7 +186,6 @@ public:
     // Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]); W [N, K] as stored (torch nn.Linear).
     void linear(const T* X, int64_t M, const Weight& W, T* Y, Write mode = Write::Overwrite,
                 const Weight* bias = nullptr) {
-        if (replaying()) return;
         kernels::MatmulArgs<T, T> a;
         a.x = X;
         a.w = matmul_weight(W);
@@ -207,21 +206,18 @@ public:
 
     // Y[M, H] = w ⊙ X / sqrt(mean(X², row) + eps), statistics in fp32.
     void rms_norm(const T* X, int64_t M, const Weight& w, float eps, T* Y) {
-        if (replaying()) return;
         kernels::rms_norm(X, device_weight(w), Y, M, w.rows(), eps, stream_);
         done();
     }
 
     // A[n] = gelu_new(A) ⊙ B
     void gelu_gate(T* A, const T* B, int64_t n) {
-        if (replaying()) return;
         kernels::gelu_gate(A, B, n, stream_);
         done();
     }
 
     // O = softmax(Q·Kᵀ + bias, masked keys → weight 0) · V per head, no 1/√D.
     void attention(const AttentionArgs<T>& g) {
-        if (replaying()) return;
         kernels::AttentionArgs<T> a;
         a.q = g.Q, a.k = g.K, a.v = g.V, a.o = g.O;
         a.B = 1, a.H = g.heads, a.Lq = int(g.Tq), a.Lk = int(g.Tk);
@@ -248,7 +244,6 @@ public:
 
     // Y[n, H] (=|+=) table[ids[i]]. `ids` are host memory (the blocks keep them in std::vector).
     void embed(const Weight& table, const int64_t* ids, int64_t n, T* Y, Write mode = Write::Overwrite) {
-        if (replaying()) return;
         const int64_t V = table.rows(), H = table.cols();
         ids_host_.resize(size_t(n));
         for (int64_t i = 0; i < n; ++i) {
@@ -268,21 +263,18 @@ public:
     // Y[H] = table[*token], the id read on the device (argmax() wrote it): ids outside the table are
     // clamped by the kernel, not reported.
     void embed_token(const Weight& table, const int32_t* token, T* Y) {
-        if (replaying()) return;
         kernels::embedding_gather(device_weight(table), table.rows(), token, Y, 1, table.cols(), false, stream_);
         done();
     }
 
     // *out = the index of the first maximum of X[n] (NaN never wins), on the device.
     void argmax(const T* X, int64_t n, int32_t* out) {
-        if (replaying()) return;
         kernels::argmax(X, 1, n, out, stream_);
         done();
     }
 
     // Y[n] += X[n]
     void add_rows(T* Y, const T* X, int64_t n) {
-        if (replaying()) return;
         kernels::add(Y, X, n, stream_);
         done();
     }
@@ -290,7 +282,6 @@ public:
     // out[heads, 1, q + 1]: the decoder's relative position bias of the query at position q, computed on
     // the device from the fp32 table [buckets, heads] (no host work in the decode step).
     void relative_position_bias(const Weight& table, int num_buckets, int max_distance, int64_t q, float* out) {
-        if (replaying()) return;
         kernels::relative_position_bias(device_weight(table), num_buckets, max_distance, int(table.cols()), 1,
                                         int(q + 1), int(q), out, stream_);
         done();
@@ -303,19 +294,17 @@ public:
     // work uses). download() waits for the stream: the host reads dst next.
     template <class E>
     void upload(E* dst, const E* src, int64_t n) {
-        if (replaying()) return;
         transfer(dst, src, n);
         done();
     }
     template <class E>
     void download(E* dst, const E* src, int64_t n) {
-        if (mode_ != Mode::Eager) detail::fail("CUDA backend: download() inside a recorded graph");
+        if (recording_) detail::fail("CUDA backend: download() inside a recorded graph");
         transfer(dst, src, n);
         synchronize();
     }
     template <class E>
     void copy(E* dst, const E* src, int64_t n) {
-        if (replaying()) return;
         // activations by a kernel (a graph can record it whatever the memory is), anything else by memcpy
         if constexpr (std::is_same_v<E, float> || std::is_same_v<E, kernels::bf16>) kernels::convert(src, dst, n, stream_);
         else transfer(dst, src, n);
@@ -324,40 +313,33 @@ public:
 
     // ---- CUDA graphs ------------------------------------------------------------------------------
 
-    // Runs f(), a sequence of this backend's primitives. With CudaOptions::graphs, the first call for a
-    // `key` records the launches f() makes into a CUDA graph (stream capture) and launches it; later calls
-    // with the same key run f() with every primitive skipping its launch (the host-side bookkeeping in f
-    // still runs) and launch the recorded graph: one launch instead of one per primitive. The key must
-    // name everything the launches depend on (sizes, positions, buffers: ForConditionalGeneration keys its
-    // decode step with its buffers' ids, rows and positions). f() must not move data from or to the host
-    // (capture forbids it), and must give the same result when run again (it is, after a failed
-    // recording: graphs are then switched off, graph_error() says why, and f() runs eagerly).
+    // Runs f(), a sequence of this backend's primitives, or replays it. With CudaOptions::graphs, the first
+    // call for a `key` records the launches f() makes into a CUDA graph (stream capture) and launches it;
+    // later calls with the same key launch the recorded graph WITHOUT running f: one launch instead of one
+    // per primitive, and no host work. Returns whether f ran; when it did not, the caller applies f's
+    // host-side effects itself. The key must name everything the launches depend on (sizes, positions,
+    // buffers: ForConditionalGeneration keys its decode step with its buffers' ids, rows and position).
+    // f() must not move data from or to the host (capture forbids it), and must give the same result when
+    // run again (it is, after a failed recording: graphs are then switched off, graph_error() says why, and
+    // f() runs eagerly).
     template <class F>
-    void graph(const std::vector<int64_t>& key, F&& f) {
+    bool graph(const std::vector<int64_t>& key, F&& f) {
         if (!options_.graphs) {
             f();
-            return;
+            return true;
         }
         if (const auto it = graphs_.find(key); it != graphs_.end()) {
-            mode_ = Mode::Replay;
-            try {
-                f();
-            } catch (...) {
-                mode_ = Mode::Eager;
-                throw;
-            }
-            mode_ = Mode::Eager;
             PIX2STRUCT_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
             done();
-            return;
+            return false;
         }
         if (graphs_.size() >= kMaxGraphs) clear_graphs();
         cudaGraph_t g = nullptr;
         try {
             PIX2STRUCT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-            mode_ = Mode::Record;
+            recording_ = true;
             f();
-            mode_ = Mode::Eager;
+            recording_ = false;
             PIX2STRUCT_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
             cudaGraphExec_t exec = nullptr;
             PIX2STRUCT_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
@@ -366,7 +348,7 @@ public:
             PIX2STRUCT_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
         } catch (const std::exception& e) {
             // End the capture if it is still open, drop what it made, and run f() as usual from now on.
-            mode_ = Mode::Eager;
+            recording_ = false;
             cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
             if (cudaStreamIsCapturing(stream_, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
                 cudaGraph_t partial = nullptr;
@@ -379,9 +361,9 @@ public:
             options_.graphs = false;
             clear_graphs();
             f();
-            return;
         }
         done();
+        return true;
     }
     void set_graphs(bool on) {
         options_.graphs = on;
@@ -449,13 +431,8 @@ private:
         stream_ = nullptr;
     }
 
-    // How primitives behave: launch (Eager; also while a graph records them) or skip (Replay: the graph
-    // launches them).
-    enum class Mode { Eager, Record, Replay };
-    bool replaying() const { return mode_ == Mode::Replay; }
-
     void done() {
-        if (options_.synchronous && mode_ == Mode::Eager) PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        if (options_.synchronous && !recording_) PIX2STRUCT_CUDA_CHECK(cudaStreamSynchronize(stream_));
     }
 
     // cudaMemcpyDefault: the pointers say where they live (managed, device or pageable host memory).
@@ -582,7 +559,7 @@ private:
     std::unordered_map<const Weight*, DeviceWeight> weights_;
     detail::DeviceBytes decode_workspace_, ids_device_, argmax_device_;
     std::vector<int32_t> ids_host_;
-    Mode mode_ = Mode::Eager;
+    bool recording_ = false;  // inside graph()'s stream capture: no waits
     static constexpr size_t kMaxGraphs = 512;  // recorded graphs kept (all dropped when full)
     std::map<std::vector<int64_t>, cudaGraphExec_t> graphs_;
     std::string graph_error_;

@@ -300,25 +300,28 @@ public:
 private:
     // A decode step of `slots` fed the tokens on the backend, then their argmax — recorded and replayed
     // when the backend can (B::graph), keyed by everything its launches depend on: the buffers, the
-    // sequences' rows, positions and encoder rows.
+    // sequences' rows and encoder rows, the position.
     void greedy_step(std::span<const int64_t> slots) {
         auto run = [&] {
             decoder.step(*backend_, slots, self_kv_, cross_kv_, text_act_);
             decoder.choose_greedy(*backend_, int64_t(slots.size()), text_act_);
         };
         if constexpr (requires(const std::vector<int64_t>& key) { backend_->graph(key, run); }) {
-            graph_key_.assign({self_kv_.id, self_kv_.sequences, cross_kv_.id, text_act_.id, int64_t(slots.size())});
-            for (int64_t s : slots)
-                graph_key_.insert(graph_key_.end(), {s, self_kv_.length[size_t(s)], cross_kv_.offsets[size_t(s)],
-                                                     cross_kv_.offsets[size_t(s) + 1]});
-            const std::vector<int64_t> length = self_kv_.length;  // B::graph may run its function twice
-            backend_->graph(graph_key_, [&] {
-                self_kv_.length = length;
-                run();
-            });
-        } else {
-            run();
+            if (!slots.empty()) {
+                graph_key_.assign({self_kv_.id, self_kv_.sequences, cross_kv_.id, text_act_.id,
+                                   self_kv_.length[size_t(slots[0])]});
+                for (int64_t s : slots)
+                    graph_key_.insert(graph_key_.end(), {s, cross_kv_.offsets[size_t(s)], cross_kv_.offsets[size_t(s) + 1]});
+                const std::vector<int64_t> length = self_kv_.length;  // B::graph may run its function twice
+                const bool ran = backend_->graph(graph_key_, [&] {
+                    self_kv_.length = length;
+                    run();
+                });
+                if (!ran) decoder.advance(slots, self_kv_);  // a replayed step: its host side
+                return;
+            }
         }
+        run();
     }
 
     Config config_;

@@ -180,11 +180,18 @@ struct TextModel {
         relative_attention_bias.compute(backend, pos, a.bias.data());  // [heads, 1, pos + 1]
         const DecodeStep step{slots, pos, a.bias.data()};
         for (size_t l = 0; l < layer.size(); ++l) layer[l].forward(backend, int(l), step, self_kv, cross_kv, a);
-        for (int64_t slot : slots) self_kv.length[size_t(slot)] = pos + 1;
+        advance(slots, self_kv);
         // hidden_states = self.final_layer_norm(hidden_states); logits = self.lm_head(hidden_states)
         final_layer_norm.forward(backend, a.hidden.data(), A, a.normed.data());  // [A, H]
         backend.linear(a.normed.data(), A, *lm_head, a.logits.data());           // [A, V]
         return a.logits.data();
+    }
+
+    // A step's host-side effect: its sequences' next position (step() does it; a backend that replays a
+    // recorded step without running step() leaves it to the caller).
+    template <class Backend>
+    void advance(std::span<const int64_t> slots, SelfKV<Backend>& self_kv) const {
+        for (int64_t slot : slots) ++self_kv.length[size_t(slot)];
     }
 
     // The same step with the tokens given by the host (one per slot).
