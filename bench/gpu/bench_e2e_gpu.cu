@@ -38,6 +38,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -190,46 +191,36 @@ int run(const Args& args) {
                 if (r == 0) first_ids.push_back(token);
             }
         }
-        // The token kept on the device: no host work and no fence between steps.
-        std::vector<double> t_tok_device;
-        int64_t device_last = -1;
-        for (int r = 0; r < repeats + 1 && tokens > 1; ++r) {
-            model.begin(tokens + 1);
-            model.step(cfg.text.decoder_start_token_id);
-            model.choose_greedy();
-            gpu.synchronize();
-            t = clock_type::now();
-            for (int s = 1; s < tokens; ++s) {
-                model.step_chosen();
+        // Steps 2..tokens of the sequences begun with `start`, the tokens kept on the device (greedy_step: no
+        // host work, one fence at the end), over repeats + 1 runs (run 0 warms up, or records the graphs):
+        // ms per step into `per_step`; returns the first sequence's last token.
+        auto device_loop = [&](std::span<const int64_t> start, std::vector<double>& per_step) -> int64_t {
+            for (int r = 0; r < repeats + 1; ++r) {
+                model.begin(tokens + 1);
+                model.step(start);
                 model.choose_greedy();
+                gpu.synchronize();
+                t = clock_type::now();
+                for (int s = 1; s < tokens; ++s) model.greedy_step();
+                gpu.synchronize();
+                if (r > 0) per_step.push_back(ms_since(t) / double(tokens - 1));
             }
-            gpu.synchronize();
-            if (r > 0) t_tok_device.push_back(ms_since(t) / double(tokens - 1));
-            device_last = model.chosen_token_to_host();
-        }
-        // The same loop with each step recorded once as a CUDA graph (repeat 0 records) and replayed.
-        std::vector<double> t_tok_graph;
-        int64_t graph_last = -1;
-        gpu.set_graphs(true);
-        for (int r = 0; r < repeats + 1 && tokens > 1; ++r) {
-            model.begin(tokens + 1);
-            model.step(cfg.text.decoder_start_token_id);
-            model.choose_greedy();
-            gpu.synchronize();
-            t = clock_type::now();
-            for (int s = 1; s < tokens; ++s) model.greedy_step();
-            gpu.synchronize();
-            if (r > 0) t_tok_graph.push_back(ms_since(t) / double(tokens - 1));
-            graph_last = model.chosen_token_to_host();
+            return model.chosen_token_to_host();
+        };
+        const int64_t start_id = cfg.text.decoder_start_token_id;
+        std::vector<double> t_tok_device, t_tok_graph;
+        int64_t device_last = -1, graph_last = -1;
+        if (tokens > 1) {
+            device_last = device_loop({&start_id, 1}, t_tok_device);  // eager launches
+            gpu.set_graphs(true);
+            graph_last = device_loop({&start_id, 1}, t_tok_graph);  // each step recorded once, then replayed
         }
         const std::string graph_error = gpu.graph_error();
         if (!graph_error.empty()) std::fprintf(stderr, "bench_e2e_gpu: CUDA graphs switched off: %s\n", graph_error.c_str());
-        if (tokens > 1 && graph_last != first_ids.back())
-            std::fprintf(stderr, "bench_e2e_gpu: warning: the graph loop ended at token %lld, the decode stage at %lld\n",
-                         (long long)graph_last, (long long)first_ids.back());
-        if (tokens > 1 && device_last != first_ids.back())
-            std::fprintf(stderr, "bench_e2e_gpu: warning: the device-token loop ended at token %lld, the decode stage at %lld\n",
-                         (long long)device_last, (long long)first_ids.back());
+        for (const auto& [loop, last] : {std::pair{"device-token", device_last}, std::pair{"graph", graph_last}})
+            if (tokens > 1 && last != first_ids.back())
+                std::fprintf(stderr, "bench_e2e_gpu: warning: the %s loop ended at token %lld, the decode stage at %lld\n",
+                             loop, (long long)last, (long long)first_ids.back());
         // The synchronous backend (a fence after every primitive), as generate() runs it by default.
         gpu.set_graphs(false);
         gpu.set_synchronous(true);
@@ -251,7 +242,6 @@ int run(const Args& args) {
         std::vector<double> b_enc, b_kv, b_step;
         if (batch > 1 && tokens > 1) {
             const std::vector<pix2struct::PatchInput> images(size_t(batch), pix2struct::PatchInput{flattened, mask});
-            const std::vector<int64_t> start(size_t(batch), cfg.text.decoder_start_token_id);
             for (int r = 0; r < repeats + 1; ++r) {
                 t = clock_type::now();
                 model.encode_batch(images);
@@ -261,15 +251,8 @@ int run(const Args& args) {
                 model.compute_cross_kv();
                 gpu.synchronize();
                 if (r > 0) b_kv.push_back(ms_since(t));
-                model.begin(tokens + 1);
-                model.step(start);
-                model.choose_greedy();
-                gpu.synchronize();
-                t = clock_type::now();
-                for (int s = 1; s < tokens; ++s) model.greedy_step();  // CUDA graphs (still on)
-                gpu.synchronize();
-                if (r > 0) b_step.push_back(ms_since(t) / double(tokens - 1));
             }
+            device_loop(std::vector<int64_t>(size_t(batch), start_id), b_step);
         }
 
         // Work per stage (as bench/bench_e2e.cpp counts it).
