@@ -93,13 +93,15 @@ TEST_CASE("flattened patches match the processor") {
             MESSAGE(label, ": composed ", ours.width, "x", ours.height, " mean |diff| ",
                     goldens::mean_abs_diff(ours, ref), " max ", goldens::max_abs_diff(ours, ref));
         }
-        const bool jpeg = file.ends_with(".jpg");
-        const std::string why = composed_identical ? (jpeg ? " (JPEG decoder differs)" : " (same pixels in)")
-                                                   : " (header pixels differ)";
-        MESSAGE(label, ": ", p.rows, "x", p.cols, " patches, max |diff| ", max_diff, why);
-        if (composed_identical && !jpeg) CHECK(max_diff <= 1e-4);
-        else if (jpeg) CHECK(max_diff <= 0.05);
-        else CHECK(max_diff <= 0.02);  // header anti-aliasing differs slightly (measured max 0.006, standardized)
+        MESSAGE(label, ": ", p.rows, "x", p.cols, " patches, max |diff| ", max_diff,
+                composed_identical ? " (same pixels in)" : " (header pixels differ)");
+#ifdef PIX2STRUCT_WITH_FREETYPE
+        CHECK(max_diff <= 1e-5);  // same pixels in (FreeType headers): only float rounding of the standardisation
+#else
+        // stb_truetype headers differ by a few levels on anti-aliased edges (test_header measures it).
+        if (composed_identical) CHECK(max_diff <= 1e-5);
+        else CHECK(max_diff <= 0.02);  // measured max 0.006
+#endif
     }
 }
 

@@ -14,7 +14,8 @@
 //                                     {.on_text = [](std::string_view s) { std::cout << s << std::flush; return true; }});
 //     std::cout << a.text << "\n";            // also a.ids, a.times
 //
-// Link: the CMake target pix2struct::pix2struct (Eigen, nlohmann_json, sentencepiece, stb, Threads).
+// Link: the CMake target pix2struct::pix2struct (Eigen, nlohmann_json, sentencepiece, stb, libjpeg-turbo,
+// libpng, giflib, libwebp, FreeType when found, Threads).
 //
 // ENTRY POINTS (all throw pix2struct::Error, a std::runtime_error whose message names the input and the
 // problem: missing/incomplete model folder, mis-shaped tensor, unreadable image, missing question…)
@@ -33,7 +34,7 @@
 //
 // LAYOUT (one header per concept; model code reads leaf to root, one struct per reference module)
 //   config.hpp safetensors.hpp weights.hpp tokenizer.hpp pipeline.hpp (basic_pipeline.hpp: any backend)
-//   image/    load, resample, header, patches          (Pix2StructImageProcessor)
+//   image/    image, load (codecs/: jpeg png gif webp bmp), resample, header, patches  (Pix2StructImageProcessor)
 //   nn/       rms_norm, mlp, attention, relative_position (Pix2StructLayerNorm, …Mlp, …Attention)
 //   model/    vision_encoder, text_decoder, kv_cache, generate
 //   backend/  backend (the primitives a backend supplies), cpu (Eigen)

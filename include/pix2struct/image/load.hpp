@@ -8,72 +8,58 @@
 // `image_transforms.convert_to_rgb`, which in transformers 4.57.6 is
 //     if image.mode == "RGB": return image
 //     return image.convert("RGB")
-// i.e. Pillow's mode conversion, *not* an alpha composite (the alpha channel is dropped, as Pillow's
-// RGBA->RGB and LA->RGB converters do). Per source layout, Pillow gives:
-//   RGB, palette (P, its transparency ignored), 16-bit RGB/RGBA/LA (Pillow keeps the high byte)
-//                       -> the 8-bit colour as decoded;
-//   RGBA / LA           -> colour (grey replicated), alpha dropped;
-//   L (1, 2, 4, 8 bit)  -> grey replicated to R, G and B;
-//   16-bit grey (I;16)  -> min(v, 255) replicated (Pillow's I;16 -> L conversion clips, it does not scale).
-// EXIF orientation is not applied (Pillow's `open` does not rotate either).
-// Decoding uses stb_image (PNG, JPEG, BMP, GIF, TGA, PSD, HDR-less); stb's JPEG decoder is not libjpeg-turbo
-// and may differ from Pillow by a level or so on some pixels (tests/test_image_load.cpp measures it).
+// i.e. Pillow's mode conversion, *not* an alpha composite: alpha is dropped, palettes are looked up, grey
+// is replicated. EXIF orientation is not applied (Pillow's `open` does not rotate either).
+// The format is told by the file's first bytes, as Pillow tells it, and each is decoded by a library made
+// for untrusted input, set up as Pillow sets it up (each codec's header says how):
+//   JPEG  libjpeg-turbo   codecs/jpeg.hpp      PNG   libpng          codecs/png.hpp
+//   GIF   giflib          codecs/gif.hpp       WebP  libwebp         codecs/webp.hpp
+//   BMP   stb_image       codecs/bmp.hpp
+// Other formats Pillow opens (TIFF, ICO, PPM, ...) are an Error naming the file and the format.
 #pragma once
 
 #include <algorithm>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
-#include <vector>
 
-#include <stb_image.h>
 #include <stb_image_write.h>
 
 #include "pix2struct/error.hpp"
+#include "pix2struct/image/codecs/bmp.hpp"
+#include "pix2struct/image/codecs/gif.hpp"
+#include "pix2struct/image/codecs/jpeg.hpp"
+#include "pix2struct/image/codecs/png.hpp"
+#include "pix2struct/image/codecs/webp.hpp"
+#include "pix2struct/image/image.hpp"
 
 namespace pix2struct {
 
-// An 8-bit RGB image, rows top to bottom, pixels interleaved: rgb[(y * width + x) * 3 + c].
-struct Image {
-    int width = 0, height = 0;
-    std::vector<uint8_t> rgb;  // [height][width][3]
-
-    bool empty() const { return width == 0 || height == 0; }
-    const uint8_t* pixel(int x, int y) const { return rgb.data() + (size_t(y) * width + x) * 3; }
-};
-
-// Decoded-size guard: files declaring more pixels than this are rejected before any decoding.
-struct ImageLimits {
-    int64_t max_pixels = 100'000'000;
-};
-
 namespace detail {
 
-struct StbFree {
-    void operator()(void* p) const { stbi_image_free(p); }
-};
-
-// A whole file's bytes; `what` names it in the errors ("the image file", "the header font").
-inline std::vector<std::byte> read_whole_file(const std::filesystem::path& path, std::string_view what) {
-    std::ifstream in(path, std::ios::binary | std::ios::ate);
-    if (!in) fail(path.string(), ": cannot open ", what);
-    const std::streamoff size = in.tellg();
-    if (size < 0) fail(path.string(), ": cannot read ", what);
-    std::vector<std::byte> data(static_cast<size_t>(size));
-    in.seekg(0);
-    if (size > 0 && !in.read(reinterpret_cast<char*>(data.data()), size)) fail(path.string(), ": cannot read ", what);
-    return data;
-}
-
-inline std::string stb_reason() {
-    const char* why = stbi_failure_reason();
-    return why ? std::string(why) : std::string("unknown reason");
+// The name of a format Pillow would open but we do not read, from the file's first bytes ("" if none).
+inline std::string_view unsupported_format(const uint8_t* b, size_t n) {
+    auto starts = [&](std::string_view magic) { return n >= magic.size() && std::memcmp(b, magic.data(), magic.size()) == 0; };
+    using namespace std::string_view_literals;
+    if (starts("II*\0"sv) || starts("MM\0*"sv)) return "TIFF";
+    if (starts("\0\0\1\0"sv)) return "ICO";
+    if (starts("\0\0\2\0"sv)) return "CUR";
+    if (starts("8BPS"sv)) return "PSD";
+    if (starts("qoif"sv)) return "QOI";
+    if (starts("DDS "sv)) return "DDS";
+    if (starts("icns"sv)) return "ICNS";
+    if (starts("\0\0\0\x0CjP  "sv) || starts("\xFF\x4F\xFF\x51"sv)) return "JPEG 2000";
+    if (n >= 12 && std::memcmp(b + 4, "ftyp", 4) == 0) return "HEIF/AVIF";
+    if (n >= 2 && b[0] == 'P' && b[1] >= '1' && b[1] <= '7') return "PNM (PPM/PGM/PBM)";
+    if (starts("%PDF"sv)) return "PDF";
+    if (starts("%!PS"sv)) return "PostScript";
+    return {};
 }
 
 }  // namespace detail
@@ -81,60 +67,30 @@ inline std::string stb_reason() {
 inline Image load_image_from_memory(std::span<const std::byte> data, std::string_view name,
                                     const ImageLimits& limits = {}) {
     if (data.empty()) detail::fail(name, ": the file is empty, not an image");
-    if (data.size() > size_t(INT32_MAX)) detail::fail(name, ": the file is larger than 2 GiB");
-    const auto* bytes = reinterpret_cast<const stbi_uc*>(data.data());
-    const int size = static_cast<int>(data.size());
-
-    // A PNG's declared size is read directly: stb refuses very large PNGs with a vague "unknown image
-    // type", and the limit below should be the error the user sees.
-    static constexpr unsigned char kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-    if (size >= 24 && std::equal(kPng, kPng + 8, bytes) && std::equal(bytes + 12, bytes + 16, "IHDR")) {
-        auto be32 = [&](int at) { return int64_t(bytes[at]) << 24 | int64_t(bytes[at + 1]) << 16 | bytes[at + 2] << 8 | bytes[at + 3]; };
-        const int64_t w = be32(16), h = be32(20);
-        if (w * h > limits.max_pixels)
-            detail::fail(name, ": the image is ", w, "x", h, " = ", w * h, " pixels, more than the limit of ",
-                         limits.max_pixels, " (ImageLimits::max_pixels)");
-    }
-
-    // Header first: reject unknown formats and oversized images before allocating anything.
-    int width = 0, height = 0, channels = 0;
-    if (!stbi_info_from_memory(bytes, size, &width, &height, &channels))
-        detail::fail(name, ": not a readable image (", detail::stb_reason(), ")");
-    if (width <= 0 || height <= 0) detail::fail(name, ": the image has no pixels (", width, "x", height, ")");
-    if (int64_t(width) * height > limits.max_pixels)
-        detail::fail(name, ": the image is ", width, "x", height, " = ", int64_t(width) * height,
-                     " pixels, more than the limit of ", limits.max_pixels, " (ImageLimits::max_pixels)");
-
-    Image out;
-    out.width = width;
-    out.height = height;
-    out.rgb.resize(size_t(width) * height * 3);
-    const size_t n = size_t(width) * height;
-
-    if (stbi_is_16_bit_from_memory(bytes, size) && channels == 1) {
-        // 16-bit grey opens as Pillow mode I;16; convert("RGB") goes through L, clipping at 255.
-        int w = 0, h = 0, c = 0;
-        std::unique_ptr<stbi_us, detail::StbFree> px(stbi_load_16_from_memory(bytes, size, &w, &h, &c, 1));
-        if (!px) detail::fail(name, ": cannot decode the image (", detail::stb_reason(), ")");
-        for (size_t i = 0; i < n; ++i) {
-            const uint8_t v = px.get()[i] > 255 ? 255 : uint8_t(px.get()[i]);
-            out.rgb[i * 3 + 0] = out.rgb[i * 3 + 1] = out.rgb[i * 3 + 2] = v;
-        }
-        return out;
-    }
-
-    // Everything else: stb's 8-bit decode (16-bit samples reduced to the high byte, like Pillow's
-    // ";16B" raw modes); asking for 3 channels replicates grey and drops alpha, as Pillow's convert does.
-    int w = 0, h = 0, c = 0;
-    std::unique_ptr<stbi_uc, detail::StbFree> px(stbi_load_from_memory(bytes, size, &w, &h, &c, 3));
-    if (!px) detail::fail(name, ": cannot decode the image (", detail::stb_reason(), ")");
-    if (w != width || h != height) detail::fail(name, ": the decoded size differs from the header's");
-    std::copy(px.get(), px.get() + n * 3, out.rgb.begin());
-    return out;
+    if (int64_t(data.size()) > limits.max_file_bytes || data.size() > size_t(INT32_MAX))
+        detail::fail(name, ": the file is ", data.size(), " bytes, more than the limit of ",
+                     std::min<int64_t>(limits.max_file_bytes, INT32_MAX), " (ImageLimits::max_file_bytes)");
+    const auto* b = reinterpret_cast<const uint8_t*>(data.data());
+    const size_t n = data.size();
+    auto starts = [&](const char* magic, size_t len, size_t at = 0) {
+        return n >= at + len && std::memcmp(b + at, magic, len) == 0;
+    };
+    if (starts("\xFF\xD8\xFF", 3)) return detail::jpeg::decode(data, name, limits);
+    if (starts("\x89PNG\r\n\x1A\n", 8)) return detail::png::decode(data, name, limits);
+    if (starts("GIF87a", 6) || starts("GIF89a", 6)) return detail::gif::decode(data, name, limits);
+    if (starts("RIFF", 4) && starts("WEBP", 4, 8)) return detail::webp::decode(data, name, limits);
+    if (starts("BM", 2)) return detail::bmp::decode(data, name, limits);
+    if (const std::string_view format = detail::unsupported_format(b, n); !format.empty())
+        detail::fail(name, ": ", format, " images are not supported (JPEG, PNG, GIF, WebP and BMP are)");
+    char head[3 * 8 + 1] = {};
+    for (size_t i = 0; i < std::min<size_t>(n, 8); ++i) std::snprintf(head + 3 * i, 4, "%02x ", b[i]);
+    detail::fail(name, ": not an image in a supported format (JPEG, PNG, GIF, WebP, BMP); it starts with ",
+                 std::string_view(head, 3 * std::min<size_t>(n, 8) - 1));
 }
 
 inline Image load_image(const std::filesystem::path& path, const ImageLimits& limits = {}) {
-    return load_image_from_memory(detail::read_whole_file(path, "the image file"), path.string(), limits);
+    return load_image_from_memory(detail::read_whole_file(path, "the image file", limits.max_file_bytes), path.string(),
+                                  limits);
 }
 
 // Writes an RGB PNG (e.g. the composed header + image, to look at what the model sees).
