@@ -92,7 +92,16 @@ TEST_CASE("bad configs are rejected naming the file and key") {
     CHECK_THROWS_WITH_AS(Config::from_json(json{{"text_config", {{"num_layers", "12"}}}}, "c.json"),
                          doctest::Contains("c.json: text_config: 'num_layers' must be an integer"), Error);
     CHECK_THROWS_WITH_AS(Config::from_json(json{{"vision_config", {{"hidden_size", 0}}}}, "c.json"),
-                         doctest::Contains("'vision_config.hidden_size' must be positive"), Error);
+                         doctest::Contains("'vision_config.hidden_size' must be in [1, 65536], got 0"), Error);
+    // Values that size or index something are bounded (issue: fuzzed configs).
+    CHECK_THROWS_WITH_AS(Config::from_json(json{{"text_config", {{"relative_attention_num_buckets", 4},
+                                                                 {"relative_attention_max_distance", 1}}}}, "c.json"),
+                         doctest::Contains("relative_attention_max_distance (past relative_attention_num_buckets / 2)' must be in [3,"),
+                         Error);
+    CHECK_THROWS_WITH_AS(Config::from_json(json{{"text_config", {{"num_layers", 1000000}}}}, "c.json"),
+                         doctest::Contains("'text_config.num_layers' must be in [1, 256]"), Error);
+    CHECK_THROWS_WITH_AS(Config::from_json(json{{"vision_config", {{"num_attention_heads", 1024}, {"d_kv", 4096}}}}, "c.json"),
+                         doctest::Contains("num_attention_heads x d_kv"), Error);
     CHECK_THROWS_WITH_AS(Config::from_json(json{{"vision_config", {{"hidden_size", 1024}}}}, "c.json"),
                          doctest::Contains("cross-attention needs them equal"), Error);
     CHECK_THROWS_WITH_AS(Config::from_json(json{{"text_config", {{"dense_act_fn", "relu"}}}}, "c.json"),
@@ -102,7 +111,7 @@ TEST_CASE("bad configs are rejected naming the file and key") {
     CHECK_THROWS_WITH_AS(PreprocessorConfig::from_json(json{{"patch_size", 16}}, "p.json"),
                          doctest::Contains("p.json: 'patch_size' must be an object"), Error);
     CHECK_THROWS_WITH_AS(PreprocessorConfig::from_json(json{{"max_patches", -1}}, "p.json"),
-                         doctest::Contains("'max_patches' must be positive"), Error);
+                         doctest::Contains("'max_patches' must be in [1, 65536], got -1"), Error);
     CHECK_THROWS_WITH_AS(Config::load("/nonexistent/config.json"), doctest::Contains("/nonexistent/config.json: cannot open"),
                          Error);
     const fs::path bad = fs::temp_directory_path() / "pix2struct-bad-config.json";

@@ -84,8 +84,10 @@ void read_key(const nlohmann::json& obj, const char* key, T& out, const std::str
     out = it->get<T>();
 }
 
-inline void require_positive(int value, const char* key, const std::string& where) {
-    if (value <= 0) fail(where, ": '", key, "' must be positive, got ", value);
+// Every value that sizes or indexes something is bounded, so that no product of them overflows and a
+// mistaken config is one short error instead of gigabytes of allocation.
+inline void require_in(int value, int lo, int hi, const char* key, const std::string& where) {
+    if (value < lo || value > hi) fail(where, ": '", key, "' must be in [", lo, ", ", hi, "], got ", value);
 }
 
 }  // namespace detail
@@ -173,23 +175,28 @@ struct Config {
 
     // The checks the model code relies on; `where` names the source in the message.
     void validate(const std::string& where) const {
-        using detail::require_positive;
-        require_positive(vision.hidden_size, "vision_config.hidden_size", where);
-        require_positive(vision.patch_embed_hidden_size, "vision_config.patch_embed_hidden_size", where);
-        require_positive(vision.d_ff, "vision_config.d_ff", where);
-        require_positive(vision.d_kv, "vision_config.d_kv", where);
-        require_positive(vision.num_hidden_layers, "vision_config.num_hidden_layers", where);
-        require_positive(vision.num_attention_heads, "vision_config.num_attention_heads", where);
-        require_positive(vision.seq_len, "vision_config.seq_len", where);
-        require_positive(text.vocab_size, "text_config.vocab_size", where);
-        require_positive(text.hidden_size, "text_config.hidden_size", where);
-        require_positive(text.d_ff, "text_config.d_ff", where);
-        require_positive(text.d_kv, "text_config.d_kv", where);
-        require_positive(text.num_layers, "text_config.num_layers", where);
-        require_positive(text.num_heads, "text_config.num_heads", where);
-        require_positive(text.relative_attention_num_buckets, "text_config.relative_attention_num_buckets", where);
-        require_positive(text.relative_attention_max_distance, "text_config.relative_attention_max_distance", where);
-        require_positive(max_length, "max_length", where);
+        using detail::require_in;
+        require_in(vision.hidden_size, 1, 1 << 16, "vision_config.hidden_size", where);
+        require_in(vision.patch_embed_hidden_size, 1, 1 << 16, "vision_config.patch_embed_hidden_size", where);
+        require_in(vision.d_ff, 1, 1 << 18, "vision_config.d_ff", where);
+        require_in(vision.d_kv, 1, 1 << 12, "vision_config.d_kv", where);
+        require_in(vision.num_hidden_layers, 1, 256, "vision_config.num_hidden_layers", where);
+        require_in(vision.num_attention_heads, 1, 1 << 10, "vision_config.num_attention_heads", where);
+        require_in(vision.num_attention_heads * vision.d_kv, 1, 1 << 16, "vision_config.num_attention_heads x d_kv", where);
+        require_in(vision.seq_len, 1, 1 << 16, "vision_config.seq_len", where);
+        require_in(text.vocab_size, 1, 1 << 22, "text_config.vocab_size", where);
+        require_in(text.hidden_size, 1, 1 << 16, "text_config.hidden_size", where);
+        require_in(text.d_ff, 1, 1 << 18, "text_config.d_ff", where);
+        require_in(text.d_kv, 1, 1 << 12, "text_config.d_kv", where);
+        require_in(text.num_layers, 1, 256, "text_config.num_layers", where);
+        require_in(text.num_heads, 1, 1 << 10, "text_config.num_heads", where);
+        require_in(text.num_heads * text.d_kv, 1, 1 << 16, "text_config.num_heads x d_kv", where);
+        // The decoder's buckets: n < buckets/2 exact, then log-spaced up to max_distance, which must lie past
+        // buckets/2 (else the log term is <= 0 and the bucket index negative).
+        require_in(text.relative_attention_num_buckets, 2, 1 << 12, "text_config.relative_attention_num_buckets", where);
+        require_in(text.relative_attention_max_distance, text.relative_attention_num_buckets / 2 + 1, 1 << 20,
+                   "text_config.relative_attention_max_distance (past relative_attention_num_buckets / 2)", where);
+        require_in(max_length, 1, 1 << 16, "max_length", where);
         // Cross-attention projects encoder states with text-sized weights.
         if (vision.hidden_size != text.hidden_size)
             detail::fail(where, ": vision_config.hidden_size ", vision.hidden_size, " differs from text_config.hidden_size ",
@@ -259,9 +266,9 @@ struct PreprocessorConfig {
             read_key(*it, "height", p.patch_height, where + ": patch_size");
             read_key(*it, "width", p.patch_width, where + ": patch_size");
         }
-        detail::require_positive(p.max_patches, "max_patches", where);
-        detail::require_positive(p.patch_height, "patch_size.height", where);
-        detail::require_positive(p.patch_width, "patch_size.width", where);
+        detail::require_in(p.max_patches, 1, 1 << 16, "max_patches", where);
+        detail::require_in(p.patch_height, 1, 256, "patch_size.height", where);
+        detail::require_in(p.patch_width, 1, 256, "patch_size.width", where);
         return p;
     }
 

@@ -29,11 +29,11 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <unordered_set>
 #include <vector>
 
 #include "pix2struct/error.hpp"
@@ -146,6 +146,30 @@ private:
 
 namespace detail {
 
+// A SAX handler that notes the first duplicate key of the top-level object (linear time).
+struct TopLevelKeys {
+    using json = nlohmann::json;
+    int depth = 0;
+    std::unordered_set<std::string> seen;
+    std::string duplicate;
+    bool null() { return true; }
+    bool boolean(bool) { return true; }
+    bool number_integer(json::number_integer_t) { return true; }
+    bool number_unsigned(json::number_unsigned_t) { return true; }
+    bool number_float(json::number_float_t, const json::string_t&) { return true; }
+    bool string(json::string_t&) { return true; }
+    bool binary(json::binary_t&) { return true; }
+    bool start_object(std::size_t) { return ++depth, true; }
+    bool end_object() { return --depth, true; }
+    bool start_array(std::size_t) { return ++depth, true; }
+    bool end_array() { return --depth, true; }
+    bool key(json::string_t& k) {
+        if (depth == 1 && duplicate.empty() && !seen.insert(k).second) duplicate = k;
+        return true;
+    }
+    bool parse_error(std::size_t, const std::string&, const json::exception& e) { throw e; }
+};
+
 // A read-only memory mapping of a whole file, closed on destruction.
 class MappedFile {
 public:
@@ -197,6 +221,18 @@ public:
         SafetensorsFile f;
         f.path_ = path;
         f.map_ = std::make_unique<detail::MappedFile>(path);
+        f.bytes_ = f.map_->bytes();
+        f.parse();
+        return f;
+    }
+
+    // The same from bytes in memory (a file read whole, a network buffer, a fuzzer's input); `name` stands
+    // for the path in error messages. The tensors point into `bytes`, which the object keeps.
+    static SafetensorsFile from_memory(std::vector<std::byte> bytes, const std::filesystem::path& name) {
+        SafetensorsFile f;
+        f.path_ = name;
+        f.owned_ = std::make_unique<std::vector<std::byte>>(std::move(bytes));
+        f.bytes_ = *f.owned_;
         f.parse();
         return f;
     }
@@ -218,7 +254,7 @@ private:
     [[noreturn]] void bad(const auto&... parts) const { detail::fail(path_.string(), ": ", parts...); }
 
     void parse() {
-        const std::span<const std::byte> file = map_->bytes();
+        const std::span<const std::byte> file = bytes_;
         if (file.size() < 8) bad("file is ", file.size(), " bytes, too short for the 8-byte header length");
         uint64_t n = 0;
         for (int i = 7; i >= 0; --i) n = (n << 8) | uint64_t(file[size_t(i)]);
@@ -228,19 +264,16 @@ private:
         const auto* text = reinterpret_cast<const char*>(file.data() + 8);
         const std::span<const std::byte> data = file.subspan(8 + size_t(n));
 
-        // Parse, rejecting duplicate top-level names (nlohmann keeps the last one silently).
-        std::set<std::string> seen;
-        std::string duplicate;
-        auto on_event = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
-            if (depth == 1 && ev == nlohmann::json::parse_event_t::key && duplicate.empty()) {
-                auto key = parsed.get<std::string>();
-                if (!seen.insert(key).second) duplicate = key;
-            }
-            return true;
-        };
+        // Parse, rejecting duplicate top-level names (nlohmann keeps the last one silently). The names are
+        // checked in a separate SAX pass: a parse callback would make nlohmann rescan the top-level object
+        // after every entry (quadratic in the number of tensors).
         nlohmann::json header;
+        std::string duplicate;
         try {
-            header = nlohmann::json::parse(text, text + n, on_event);
+            detail::TopLevelKeys keys;
+            nlohmann::json::sax_parse(text, text + n, &keys);
+            duplicate = keys.duplicate;
+            header = nlohmann::json::parse(text, text + n);
         } catch (const nlohmann::json::exception& e) {
             bad("header is not valid JSON (", e.what(), ")");
         }
@@ -249,7 +282,9 @@ private:
 
         struct Range { uint64_t begin, end; size_t index; };
         std::vector<Range> ranges;
-        for (auto& [name, entry] : header.items()) {
+        for (auto& item : header.items()) {
+            const std::string& name = item.key();  // not a structured binding: lambdas below capture it
+            auto& entry = item.value();
             if (name == "__metadata__") {
                 if (!entry.is_object()) bad("__metadata__ is not an object");
                 for (auto& [k, v] : entry.items()) {
@@ -316,7 +351,9 @@ private:
     }
 
     std::filesystem::path path_;
-    std::unique_ptr<detail::MappedFile> map_;
+    std::unique_ptr<detail::MappedFile> map_;             // open(): the mapped file
+    std::unique_ptr<std::vector<std::byte>> owned_;       // from_memory(): the bytes
+    std::span<const std::byte> bytes_;                    // either
     std::vector<TensorView> tensors_;
     std::map<std::string, size_t, std::less<>> index_;
     std::map<std::string, std::string> metadata_;

@@ -9,6 +9,7 @@
 // F32 tensors are used in place (zero-copy from the mapping); F16/BF16 are converted to float once.
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstring>
 #include <type_traits>
@@ -232,7 +233,9 @@ private:
         if (!b.problems.empty()) {
             std::string msg = file_->path().string() + ": checkpoint does not match its config (" +
                               std::to_string(b.problems.size()) + " problem" + (b.problems.size() > 1 ? "s" : "") + "):";
-            for (const std::string& p : b.problems) msg += "\n  " + p;
+            constexpr size_t kShown = 20;  // a config naming 10^5 layers must not print 10^6 lines
+            for (size_t i = 0; i < std::min(kShown, b.problems.size()); ++i) msg += "\n  " + b.problems[i];
+            if (b.problems.size() > kShown) msg += "\n  ... and " + std::to_string(b.problems.size() - kShown) + " more";
             throw Error(msg);
         }
     }

@@ -35,7 +35,8 @@ inline int relative_position_bucket(int64_t relative_position, bool bidirectiona
     const float log_max = float(std::log(double(max_distance) / double(max_exact)));
     const float scaled = log_ratio / log_max * float(num_buckets - max_exact);
     const int64_t large = max_exact + int64_t(scaled);  // .to(torch.long) truncates toward zero
-    return bucket + int(std::min<int64_t>(large, num_buckets - 1));
+    // Clamped below too: in range even for buckets/max_distance that Config::validate refuses.
+    return bucket + int(std::clamp<int64_t>(large, max_exact, num_buckets - 1));
 }
 
 // The decoder's bias of one query at position q against keys 0..q, on the host: out[h, 0, k] =
