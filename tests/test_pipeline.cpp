@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
+#include <vector>
 
 #include "pix2struct/pix2struct.hpp"
 
@@ -44,6 +46,38 @@ TEST_CASE("pipeline: VQA answers equal HF's, streamed pieces add up to the answe
         ++checked;
     }
     CHECK(checked >= 3);
+}
+
+TEST_CASE("pipeline: one Pipeline asked from several threads at once gives each HF's answer") {
+    const auto g = goldens();
+    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 2, .max_patches = 0, .font_path = {}});
+    std::vector<nlohmann::json> cases;
+    for (const auto& c : g["pipeline"])
+        if (c["is_vqa"].get<bool>()) cases.push_back(c);
+    REQUIRE(cases.size() >= 2);
+    constexpr int kThreads = 4, kRounds = 3;
+    std::vector<std::vector<int64_t>> got(kThreads * kRounds);
+    std::vector<std::string> errors(kThreads);
+    {
+        std::vector<std::jthread> threads;
+        for (int t = 0; t < kThreads; ++t)
+            threads.emplace_back([&, t] {
+                try {
+                    for (int r = 0; r < kRounds; ++r) {
+                        const auto& c = cases[size_t(t + r) % cases.size()];
+                        const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
+                        got[size_t(t * kRounds + r)] = pipe.ask(img, c["question"].get<std::string>()).ids;
+                    }
+                } catch (const std::exception& e) {
+                    errors[size_t(t)] = e.what();
+                }
+            });
+    }
+    for (int t = 0; t < kThreads; ++t) {
+        CHECK(errors[size_t(t)].empty());
+        for (int r = 0; r < kRounds; ++r)
+            CHECK(got[size_t(t * kRounds + r)] == without_start(cases[size_t(t + r) % cases.size()]["ids"]));
+    }
 }
 
 TEST_CASE("pipeline: BasicPipeline with a backend factory, used through PipelineBase, answers as HF") {
@@ -188,4 +222,17 @@ TEST_CASE("pipeline: errors name the model folder, the missing file, the missing
     Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1, .max_patches = 0, .font_path = {}});
     const Image img = load_image(kData / "images" / "diagram.png");
     CHECK_THROWS_WITH_AS(pipe.ask(img, ""), doctest::Contains("a question is required"), Error);
+    // More patches than the model has positions: refused at load, before any work.
+    CHECK_THROWS_WITH_AS(Pipeline::load(kData / "tiny", {.threads = 1, .max_patches = 1000000, .font_path = {}}),
+                         doctest::Contains("vision_config.seq_len"), Error);
+}
+
+TEST_CASE("pipeline: weights read into memory (mmap off) answer as mapped ones") {
+    const auto g = goldens();
+    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1, .max_patches = 0, .font_path = {}, .mmap = false});
+    for (const auto& c : g["pipeline"]) {
+        if (!c["is_vqa"].get<bool>()) continue;
+        const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
+        CHECK(pipe.ask(img, c["question"].get<std::string>()).ids == without_start(c["ids"]));
+    }
 }

@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
     std::string model_dir, font, save_input, dump_inputs, device = "cpu", dtype = "f32";
     std::vector<std::string> image_paths, questions;
     int max_new_tokens = 0, threads = 0, max_patches = 0;
-    bool json = false, verbose = false;
+    bool json = false, verbose = false, no_mmap = false;
     app.add_option("--model", model_dir,
                    "Model folder: config.json, preprocessor_config.json, model.safetensors, spiece.model")
         ->required();
@@ -52,13 +52,15 @@ int main(int argc, char** argv) {
     app.add_option("--dtype", dtype, "Activation and weight type of the model: f32, or bf16 (--device cuda only)")
         ->check(CLI::IsMember({"f32", "bf16"}))
         ->capture_default_str();
-    app.add_option("--threads", threads, "CPU threads for --device cpu (0: all)")->check(CLI::NonNegativeNumber);
+    app.add_option("--threads", threads, "CPU threads for --device cpu (0: all)")->check(CLI::Range(0, 1024));
     app.add_option("--max-patches", max_patches, "Patches budget (0: the checkpoint's preprocessor_config.json)")
         ->check(CLI::NonNegativeNumber);
     app.add_option("--font", font, "TrueType font for the question header (default: Liberation Sans)");
     app.add_option("--save-input", save_input, "Save the image the model sees (question header + image) as PNG");
     app.add_option("--dump-inputs", dump_inputs,
                    "Write the model inputs (flattened_patches, attention_mask) to a .safetensors file");
+    app.add_flag("--no-mmap", no_mmap,
+                 "Read model.safetensors into memory instead of mapping it (immune to the file changing while loaded)");
     app.add_flag("--json", json, "Print one JSON object: answer, token ids, per-stage timings");
     app.add_flag("--verbose", verbose, "Print the model shape, patch grid and timings to stderr");
     CLI11_PARSE(app, argc, argv);
@@ -73,7 +75,8 @@ int main(int argc, char** argv) {
                                     std::to_string(image_paths.size()) + " --image: give one per image, or one for all");
         if (image_paths.size() > 1 && (!save_input.empty() || !dump_inputs.empty()))
             throw pix2struct::Error("--save-input and --dump-inputs take a single --image");
-        const pix2struct::PipelineOptions options{.threads = threads, .max_patches = max_patches, .font_path = font};
+        const pix2struct::PipelineOptions options{
+            .threads = threads, .max_patches = max_patches, .font_path = font, .mmap = !no_mmap};
         std::unique_ptr<pix2struct::PipelineBase> owned;
         std::string device_name = "CPU";
         if (device == "cuda") {

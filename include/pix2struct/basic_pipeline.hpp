@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -37,6 +38,7 @@ struct PipelineOptions {
     int threads = 0;          // CPU backend threads (0: all hardware threads)
     int max_patches = 0;      // 0: the checkpoint's preprocessor_config.json (2048 for the published ones)
     std::string font_path;    // empty: the default (Liberation Sans, metric-compatible with the reference's Arial)
+    bool mmap = true;         // false: read model.safetensors into memory (LoadOptions::mmap)
 };
 
 struct AskOptions {
@@ -151,13 +153,17 @@ public:
 protected:
     // Loads config.json, preprocessor_config.json, model.safetensors and spiece.model from `dir`.
     PipelineBase(const std::filesystem::path& dir, const PipelineOptions& options)
-        : checkpoint_(std::make_unique<Checkpoint>(Checkpoint::load(dir))), tokenizer_(Tokenizer::load(dir)) {
+        : checkpoint_(std::make_unique<Checkpoint>(Checkpoint::load(dir, {.mmap = options.mmap}))),
+          tokenizer_(Tokenizer::load(dir)) {
         const PreprocessorConfig& pc = checkpoint_->preprocessor();
         preprocess_.max_patches = options.max_patches > 0 ? options.max_patches : pc.max_patches;
         preprocess_.patch_height = pc.patch_height;
         preprocess_.patch_width = pc.patch_width;
         preprocess_.is_vqa = pc.is_vqa;
         preprocess_.font_path = options.font_path;
+        if (preprocess_.max_patches > checkpoint_->config().vision.seq_len)
+            detail::fail(dir.string(), ": max_patches ", preprocess_.max_patches, " is more than the model's ",
+                         checkpoint_->config().vision.seq_len, " patch positions (vision_config.seq_len)");
         const int64_t patch_dim = int64_t(pc.patch_height) * pc.patch_width * 3;
         if (patch_dim != checkpoint_->config().vision.patch_embed_hidden_size)
             detail::fail(dir.string(), ": preprocessor patch size ", pc.patch_height, "x", pc.patch_width,
@@ -214,7 +220,10 @@ public:
     ForConditionalGeneration<Backend>& model() { return *model_; }
 
 protected:
+    // One model, one set of activations and caches: calls from several threads are served one at a time
+    // (a thread waits while another's batch runs; for throughput, give several questions to one ask_batch).
     std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> requests) override {
+        std::lock_guard lock(*busy_);
         return model_->generate_batch(requests);
     }
 
@@ -236,6 +245,7 @@ private:
 
     std::unique_ptr<Backend> backend_;  // declared before model_: destroyed after it
     std::unique_ptr<ForConditionalGeneration<Backend>> model_;
+    std::unique_ptr<std::mutex> busy_ = std::make_unique<std::mutex>();  // on the heap: the pipeline stays movable
 };
 
 }  // namespace pix2struct

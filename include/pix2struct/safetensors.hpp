@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "pix2struct/error.hpp"
+#include "pix2struct/read_file.hpp"
 
 namespace pix2struct {
 
@@ -224,6 +225,12 @@ public:
         f.bytes_ = f.map_->bytes();
         f.parse();
         return f;
+    }
+
+    // The file read whole into memory instead of mapped: later changes to the file (truncated, rewritten
+    // in place) cannot reach the loaded tensors, at the cost of the file's size in private memory.
+    static SafetensorsFile read(const std::filesystem::path& path) {
+        return from_memory(detail::read_whole_file(path, "the safetensors file"), path);
     }
 
     // The same from bytes in memory (a file read whole, a network buffer, a fuzzer's input); `name` stands

@@ -142,6 +142,9 @@ struct LoadOptions {
     // Give every Weight a float32 view (the CPU path). A GPU path that uploads the stored bf16 bytes
     // may turn it off and read Weight::source only.
     bool float_views = true;
+    // Map model.safetensors (pages are read on demand and shared with the page cache; the file must not be
+    // truncated or rewritten while loaded) or, false, read it whole into memory (immune to such changes).
+    bool mmap = true;
 };
 
 class Checkpoint {
@@ -165,7 +168,8 @@ public:
                                 const LoadOptions& options = {}) {
         Checkpoint c;
         c.config_ = config;
-        c.file_ = std::make_unique<SafetensorsFile>(SafetensorsFile::open(safetensors));
+        c.file_ = std::make_unique<SafetensorsFile>(options.mmap ? SafetensorsFile::open(safetensors)
+                                                                 : SafetensorsFile::read(safetensors));
         c.dir_ = safetensors.parent_path();
         c.bind(options);
         return c;

@@ -34,6 +34,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
@@ -56,17 +57,14 @@ namespace detail {
 class ThreadPool {
 public:
     explicit ThreadPool(int threads) {
-        for (int i = 1; i < std::max(1, threads); ++i) workers_.emplace_back([this, i] { work(i); });
-    }
-    ~ThreadPool() {
-        {
-            std::lock_guard lock(mutex_);
-            stop_ = true;
-            ++generation_;
+        try {
+            for (int i = 1; i < std::max(1, threads); ++i) workers_.emplace_back([this, i] { work(i); });
+        } catch (const std::system_error& e) {  // the system refused a thread: join those started, then say so
+            shutdown();
+            detail::fail("cannot start ", threads, " threads (", workers_.size() + 1, " started): ", e.what());
         }
-        wake_.notify_all();
-        for (auto& t : workers_) t.join();
     }
+    ~ThreadPool() { shutdown(); }
     ThreadPool(const ThreadPool&) = delete;
     ThreadPool& operator=(const ThreadPool&) = delete;
 
@@ -99,6 +97,17 @@ public:
     }
 
 private:
+    void shutdown() {
+        {
+            std::lock_guard lock(mutex_);
+            stop_ = true;
+            ++generation_;
+        }
+        wake_.notify_all();
+        for (auto& t : workers_) t.join();
+        workers_.clear();
+    }
+
     void run_tasks(int worker) {
         for (int64_t i; (i = next_.fetch_add(1)) < count_;) call_(task_, i, worker);
     }

@@ -34,7 +34,7 @@ public:
     static Font load(const std::filesystem::path& path) {
         Font f;
         f.path_ = path;
-        auto data = std::make_shared<const std::vector<std::byte>>(detail::read_whole_file(path, "the header font"));
+        auto data = std::make_shared<const std::vector<std::byte>>(detail::read_whole_file(path, "the header font", 64 << 20));
         if (data->empty()) detail::fail(path.string(), ": the header font file is empty");
         f.data_ = data;
         const auto* bytes = reinterpret_cast<const unsigned char*>(data->data());

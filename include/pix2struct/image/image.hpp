@@ -1,16 +1,13 @@
-// pix2struct/image/image.hpp — the decoded image type, the decoding limits, and whole-file reading.
+// pix2struct/image/image.hpp — the decoded image type and the limits a decoder checks.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 #include "pix2struct/error.hpp"
+#include "pix2struct/read_file.hpp"
 
 namespace pix2struct {
 
@@ -39,24 +36,6 @@ inline void check_image_size(std::string_view name, std::string_view format, int
     if (width > limits.max_pixels || height > limits.max_pixels || width * height > limits.max_pixels)
         fail(name, ": the ", format, " image is ", width, "x", height, " = ", width * height,
              " pixels, more than the limit of ", limits.max_pixels, " (ImageLimits::max_pixels)");
-}
-
-// A whole regular file's bytes, at most `max_bytes`; `what` names it in the errors ("the image file").
-inline std::vector<std::byte> read_whole_file(const std::filesystem::path& path, std::string_view what,
-                                              int64_t max_bytes = ImageLimits{}.max_file_bytes) {
-    std::error_code ec;
-    const auto status = std::filesystem::status(path, ec);
-    if (ec || !std::filesystem::exists(status)) fail(path.string(), ": cannot open ", what, " (no such file)");
-    if (!std::filesystem::is_regular_file(status)) fail(path.string(), ": cannot read ", what, " (not a regular file)");
-    std::ifstream in(path, std::ios::binary | std::ios::ate);
-    if (!in) fail(path.string(), ": cannot open ", what);
-    const std::streamoff size = in.tellg();
-    if (size < 0) fail(path.string(), ": cannot read ", what);
-    if (size > max_bytes) fail(path.string(), ": ", what, " is ", size, " bytes, more than the limit of ", max_bytes);
-    std::vector<std::byte> data(static_cast<size_t>(size));
-    in.seekg(0);
-    if (size > 0 && !in.read(reinterpret_cast<char*>(data.data()), size)) fail(path.string(), ": cannot read ", what);
-    return data;
 }
 
 }  // namespace detail
