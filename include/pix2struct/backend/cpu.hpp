@@ -60,8 +60,9 @@ public:
         try {
             for (int i = 1; i < std::max(1, threads); ++i) workers_.emplace_back([this, i] { work(i); });
         } catch (const std::system_error& e) {  // the system refused a thread: join those started, then say so
+            const size_t started = workers_.size() + 1;
             shutdown();
-            detail::fail("cannot start ", threads, " threads (", workers_.size() + 1, " started): ", e.what());
+            detail::fail("cannot start ", threads, " threads (", started, " started): ", e.what());
         }
     }
     ~ThreadPool() { shutdown(); }
