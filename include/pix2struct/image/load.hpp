@@ -43,22 +43,26 @@ namespace pix2struct {
 
 namespace detail {
 
+// Whether the bytes hold `magic` at offset `at`.
+inline bool starts_with(std::span<const std::byte> bytes, std::string_view magic, size_t at = 0) {
+    return bytes.size() >= at + magic.size() && std::memcmp(bytes.data() + at, magic.data(), magic.size()) == 0;
+}
+
 // The name of a format Pillow would open but we do not read, from the file's first bytes ("" if none).
-inline std::string_view unsupported_format(const uint8_t* b, size_t n) {
-    auto starts = [&](std::string_view magic) { return n >= magic.size() && std::memcmp(b, magic.data(), magic.size()) == 0; };
+inline std::string_view unsupported_format(std::span<const std::byte> b) {
     using namespace std::string_view_literals;
-    if (starts("II*\0"sv) || starts("MM\0*"sv)) return "TIFF";
-    if (starts("\0\0\1\0"sv)) return "ICO";
-    if (starts("\0\0\2\0"sv)) return "CUR";
-    if (starts("8BPS"sv)) return "PSD";
-    if (starts("qoif"sv)) return "QOI";
-    if (starts("DDS "sv)) return "DDS";
-    if (starts("icns"sv)) return "ICNS";
-    if (starts("\0\0\0\x0CjP  "sv) || starts("\xFF\x4F\xFF\x51"sv)) return "JPEG 2000";
-    if (n >= 12 && std::memcmp(b + 4, "ftyp", 4) == 0) return "HEIF/AVIF";
-    if (n >= 2 && b[0] == 'P' && b[1] >= '1' && b[1] <= '7') return "PNM (PPM/PGM/PBM)";
-    if (starts("%PDF"sv)) return "PDF";
-    if (starts("%!PS"sv)) return "PostScript";
+    if (starts_with(b, "II*\0"sv) || starts_with(b, "MM\0*"sv)) return "TIFF";
+    if (starts_with(b, "\0\0\1\0"sv)) return "ICO";
+    if (starts_with(b, "\0\0\2\0"sv)) return "CUR";
+    if (starts_with(b, "8BPS"sv)) return "PSD";
+    if (starts_with(b, "qoif"sv)) return "QOI";
+    if (starts_with(b, "DDS "sv)) return "DDS";
+    if (starts_with(b, "icns"sv)) return "ICNS";
+    if (starts_with(b, "\0\0\0\x0CjP  "sv) || starts_with(b, "\xFF\x4F\xFF\x51"sv)) return "JPEG 2000";
+    if (b.size() >= 12 && starts_with(b, "ftyp"sv, 4)) return "HEIF/AVIF";
+    if (starts_with(b, "P"sv) && b.size() >= 2 && char(b[1]) >= '1' && char(b[1]) <= '7') return "PNM (PPM/PGM/PBM)";
+    if (starts_with(b, "%PDF"sv)) return "PDF";
+    if (starts_with(b, "%!PS"sv)) return "PostScript";
     return {};
 }
 
@@ -70,22 +74,20 @@ inline Image load_image_from_memory(std::span<const std::byte> data, std::string
     if (int64_t(data.size()) > limits.max_file_bytes || data.size() > size_t(INT32_MAX))
         detail::fail(name, ": the file is ", data.size(), " bytes, more than the limit of ",
                      std::min<int64_t>(limits.max_file_bytes, INT32_MAX), " (ImageLimits::max_file_bytes)");
-    const auto* b = reinterpret_cast<const uint8_t*>(data.data());
-    const size_t n = data.size();
-    auto starts = [&](const char* magic, size_t len, size_t at = 0) {
-        return n >= at + len && std::memcmp(b + at, magic, len) == 0;
-    };
-    if (starts("\xFF\xD8\xFF", 3)) return detail::jpeg::decode(data, name, limits);
-    if (starts("\x89PNG\r\n\x1A\n", 8)) return detail::png::decode(data, name, limits);
-    if (starts("GIF87a", 6) || starts("GIF89a", 6)) return detail::gif::decode(data, name, limits);
-    if (starts("RIFF", 4) && starts("WEBP", 4, 8)) return detail::webp::decode(data, name, limits);
-    if (starts("BM", 2)) return detail::bmp::decode(data, name, limits);
-    if (const std::string_view format = detail::unsupported_format(b, n); !format.empty())
+    using detail::starts_with;
+    using namespace std::string_view_literals;
+    if (starts_with(data, "\xFF\xD8\xFF"sv)) return detail::jpeg::decode(data, name, limits);
+    if (starts_with(data, "\x89PNG\r\n\x1A\n"sv)) return detail::png::decode(data, name, limits);
+    if (starts_with(data, "GIF87a"sv) || starts_with(data, "GIF89a"sv)) return detail::gif::decode(data, name, limits);
+    if (starts_with(data, "RIFF"sv) && starts_with(data, "WEBP"sv, 8)) return detail::webp::decode(data, name, limits);
+    if (starts_with(data, "BM"sv)) return detail::bmp::decode(data, name, limits);
+    if (const std::string_view format = detail::unsupported_format(data); !format.empty())
         detail::fail(name, ": ", format, " images are not supported (JPEG, PNG, GIF, WebP and BMP are)");
+    const size_t n = std::min<size_t>(data.size(), 8);
     char head[3 * 8 + 1] = {};
-    for (size_t i = 0; i < std::min<size_t>(n, 8); ++i) std::snprintf(head + 3 * i, 4, "%02x ", b[i]);
+    for (size_t i = 0; i < n; ++i) std::snprintf(head + 3 * i, 4, "%02x ", unsigned(data[i]));
     detail::fail(name, ": not an image in a supported format (JPEG, PNG, GIF, WebP, BMP); it starts with ",
-                 std::string_view(head, 3 * std::min<size_t>(n, 8) - 1));
+                 std::string_view(head, 3 * n - 1));
 }
 
 inline Image load_image(const std::filesystem::path& path, const ImageLimits& limits = {}) {

@@ -137,23 +137,22 @@ inline Image decode(std::span<const std::byte> bytes, std::string_view name, con
     else fail(name, ": cannot handle a JPEG with ", components, " components (Pillow reads 1, 3 or 4)");
     check_image_size(name, "JPEG", c.image_width, c.image_height, limits);
 
-    const size_t w = c.image_width, h = c.image_height, stride = w * size_t(components);
-    std::vector<JSAMPLE> px(stride * h);
-    if (!read_pixels(*s, px.data(), stride)) fail(name, ": cannot decode the JPEG (", s->message, ")");
-    if (c.output_width != w || c.output_height != h) fail(name, ": the JPEG decoded to a size other than its header's");
-    if (s->truncated) fail(name, ": the JPEG file is truncated (it ends before its last row of pixels)");
-
+    const size_t w = c.image_width, h = c.image_height, n = w * h;
     Image out;
     out.width = int(w);
     out.height = int(h);
-    out.rgb.resize(w * h * 3);
+    out.rgb.resize(n * 3);
+    // RGB scanlines go straight into the image; grey and CMYK through a buffer, converted below.
+    std::vector<JSAMPLE> px(components == 3 ? 0 : n * size_t(components));
+    JSAMPLE* rows = components == 3 ? out.rgb.data() : px.data();
+    if (!read_pixels(*s, rows, w * size_t(components))) fail(name, ": cannot decode the JPEG (", s->message, ")");
+    if (c.output_width != w || c.output_height != h) fail(name, ": the JPEG decoded to a size other than its header's");
+    if (s->truncated) fail(name, ": the JPEG file is truncated (it ends before its last row of pixels)");
+
     uint8_t* o = out.rgb.data();
-    const size_t n = w * h;
-    if (components == 3) {
-        std::copy(px.begin(), px.end(), o);
-    } else if (components == 1) {
+    if (components == 1) {
         for (size_t i = 0; i < n; ++i) o[3 * i] = o[3 * i + 1] = o[3 * i + 2] = px[i];
-    } else {
+    } else if (components == 4) {
         auto muldiv255 = [](int a, int b) { const int t = a * b + 128; return ((t >> 8) + t) >> 8; };
         for (size_t i = 0; i < n; ++i) {
             const JSAMPLE* p = &px[4 * i];
