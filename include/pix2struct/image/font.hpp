@@ -2,6 +2,7 @@
 // PIX2STRUCT_WITH_FREETYPE is defined), and where to find the default one.
 //
 //   Font font = Font::load(path);          // throws pix2struct::Error (missing, unreadable, not a font)
+//   Font font = Font::from_memory(bytes, name);  // the same from bytes; `name` appears in errors
 //   std::filesystem::path Font::default_path();  // $PIX2STRUCT_FONT or Liberation Sans; Error if absent
 #pragma once
 
@@ -9,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <system_error>
 #include <vector>
 
@@ -24,7 +26,8 @@
 
 #include "pix2struct/error.hpp"
 #include "pix2struct/image/detail/liberation_sans_36.hpp"
-#include "pix2struct/image/load.hpp"
+#include "pix2struct/image/detail/sfnt_check.hpp"
+#include "pix2struct/read_file.hpp"
 
 namespace pix2struct {
 
@@ -32,27 +35,33 @@ namespace pix2struct {
 class Font {
 public:
     static Font load(const std::filesystem::path& path) {
+        return from_memory(detail::read_whole_file(path, "the header font", 64 << 20), path.string());
+    }
+
+    // A font file's bytes; `name` names it in errors. The structure stb_truetype reads is checked first
+    // (detail/sfnt_check.hpp): a malformed or hostile file is an Error, never an out-of-bounds read.
+    static Font from_memory(std::vector<std::byte> bytes, const std::string& name) {
         Font f;
-        f.path_ = path;
-        auto data = std::make_shared<const std::vector<std::byte>>(detail::read_whole_file(path, "the header font", 64 << 20));
-        if (data->empty()) detail::fail(path.string(), ": the header font file is empty");
+        f.path_ = name;
+        if (bytes.empty()) detail::fail(name, ": the header font file is empty");
+        auto data = std::make_shared<const std::vector<std::byte>>(std::move(bytes));
         f.data_ = data;
-        const auto* bytes = reinterpret_cast<const unsigned char*>(data->data());
-        const int offset = stbtt_GetFontOffsetForIndex(bytes, 0);
-        if (offset < 0 || !stbtt_InitFont(&f.info_, bytes, offset))
-            detail::fail(path.string(), ": not a TrueType/OpenType font stb_truetype can read");
-        f.units_per_em_ = ttUSHORT(bytes + offset + f.info_.head + 18);
-        if (f.units_per_em_ <= 0) detail::fail(path.string(), ": the font's unitsPerEm is 0");
-        const uint32_t checksum = ttULONG(bytes + offset + f.info_.head + 8);
+        const auto* raw = reinterpret_cast<const unsigned char*>(data->data());
+        f.num_glyphs_ = int(detail::check_truetype({raw, data->size()}, name));
+        const int offset = stbtt_GetFontOffsetForIndex(raw, 0);
+        if (offset < 0 || !stbtt_InitFont(&f.info_, raw, offset))
+            detail::fail(name, ": not a TrueType/OpenType font stb_truetype can read");
+        f.units_per_em_ = ttUSHORT(raw + offset + f.info_.head + 18);
+        const uint32_t checksum = ttULONG(raw + offset + f.info_.head + 8);
         f.hinted_table_ = data->size() == detail::liberation_sans_36::kFileSize &&
                           checksum == detail::liberation_sans_36::kHeadChecksumAdjustment;
 #ifdef PIX2STRUCT_WITH_FREETYPE
         FT_Library lib = nullptr;
-        if (FT_Init_FreeType(&lib)) detail::fail(path.string(), ": cannot initialise FreeType");
+        if (FT_Init_FreeType(&lib)) detail::fail(name, ": cannot initialise FreeType");
         f.ft_library_ = std::shared_ptr<FT_LibraryRec_>(lib, FT_Done_FreeType);
         FT_Face face = nullptr;
-        if (FT_New_Memory_Face(lib, bytes, FT_Long(data->size()), 0, &face))
-            detail::fail(path.string(), ": FreeType cannot read the font");
+        if (FT_New_Memory_Face(lib, raw, FT_Long(data->size()), 0, &face))
+            detail::fail(name, ": FreeType cannot read the font");
         f.ft_face_ = std::shared_ptr<FT_FaceRec_>(face, FT_Done_Face);  // destroyed before the library
 #endif
         return f;
@@ -82,6 +91,11 @@ public:
     const std::filesystem::path& path() const { return path_; }
     const stbtt_fontinfo& info() const { return info_; }
     int units_per_em() const { return units_per_em_; }
+    // The glyph for a code point; 0 (.notdef) when the font lacks it or its cmap points past the glyphs.
+    int glyph_index(char32_t code_point) const {
+        const int g = stbtt_FindGlyphIndex(&info_, int(code_point));
+        return g > 0 && g < num_glyphs_ ? g : 0;
+    }
     // True when this is the font the hinted-extent table was generated for.
     bool has_hinted_table() const { return hinted_table_; }
 #ifdef PIX2STRUCT_WITH_FREETYPE
@@ -102,6 +116,7 @@ private:
     std::shared_ptr<const std::vector<std::byte>> data_;  // shared: stb and FreeType point into it
     stbtt_fontinfo info_{};
     int units_per_em_ = 0;
+    int num_glyphs_ = 0;
     bool hinted_table_ = false;
 #ifdef PIX2STRUCT_WITH_FREETYPE
     std::shared_ptr<FT_LibraryRec_> ft_library_;  // declared before the face: destroyed after it

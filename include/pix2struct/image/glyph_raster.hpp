@@ -185,6 +185,9 @@ inline bool rasterize_hinted_outline(const PlacedGlyph& g, GlyphBitmap& out) {
     return true;
 }
 
+// A glyph bitmap larger than this is a hostile or broken font (a header glyph at 36 px is ~40x40).
+inline constexpr int64_t kMaxGlyphPixels = 16 << 20;
+
 // One glyph's coverage: the outline hinted vertically (hint_vertically), then rasterised by stb_truetype
 // (exact-area coverage, like FreeType's smooth rasteriser) at the glyph's whole-pixel pen position.
 inline bool rasterize_glyph(const Font& font, const FontScale& s, int size, float scale, const PlacedGlyph& g,
@@ -227,8 +230,11 @@ inline bool rasterize_glyph(const Font& font, const FontScale& s, int size, floa
     out.top = int(std::ceil(highest * scale - 0.01));
     const int low = int(std::floor(lowest * scale + 0.01));
     out.height = out.top - low;
-    if (out.width <= 0 || out.height <= 0) {
+    if (out.width <= 0 || out.height <= 0 || int64_t(out.width) * out.height > kMaxGlyphPixels) {
         stbtt_FreeShape(info, v);
+        if (out.width > 0 && out.height > 0)
+            fail(font.path().string(), ": glyph ", g.glyph, " is ", out.width, "x", out.height, " pixels at size ",
+                 size, " (more than ", kMaxGlyphPixels, ")");
         return false;
     }
     out.pixels.assign(size_t(out.width) * out.height, 0);

@@ -23,6 +23,7 @@
 #include "pix2struct/error.hpp"
 #include "pix2struct/image/detail/liberation_sans_36.hpp"
 #include "pix2struct/image/font.hpp"
+#include "pix2struct/image/image.hpp"
 #include "pix2struct/image/text_wrap.hpp"
 
 namespace pix2struct {
@@ -213,7 +214,7 @@ inline LineLayout layout_line(const Font& font, const FontScale& s, int size, st
     const int64_t em_mult = (hb_x_scale << 16) / font.units_per_em();
     for (size_t i = 0; i < line.size(); ++i) {
         const char32_t cp = line[i];
-        const int g = stbtt_FindGlyphIndex(info, int(cp));  // 0 (.notdef) when the font lacks it, as HarfBuzz
+        const int g = font.glyph_index(cp);  // 0 (.notdef) when the font lacks it, as HarfBuzz
         // HarfBuzz kerns within a script run only (and not at all in some scripts' runs).
         if (prev >= 0 && scripts[i] == scripts[i - 1] && script_kerns(scripts[i])) {
             const int kern = stbtt_GetGlyphKernAdvance(info, prev, g);  // font units
@@ -305,6 +306,9 @@ inline HeaderPlan plan_header(std::string_view question, const Font& font, int s
         p.lines.push_back(std::move(ll));
     }
     // render_text: text_width/height are the bbox's right and bottom (not right - left), plus padding.
+    // A hostile font's metrics can make the box empty or vast: checked before any pixel is allocated.
+    check_image_size(font.path().string() + ": the question header", "header", int64_t(h.right) + 2 * kHeaderPadding,
+                     int64_t(h.bottom) + 2 * kHeaderPadding, ImageLimits{});
     h.width = h.right + 2 * kHeaderPadding;
     h.height = h.bottom + 2 * kHeaderPadding;
     return p;
