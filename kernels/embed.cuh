@@ -9,8 +9,7 @@
 //                         x[i] += row_table[row id] + col_table[col id] (ids used as stored, 1-based,
 //                         padding rows have id 0 and are embedded too, as in the reference; clamped to S).
 //   convert(in [n], out [n])                  fp32 <-> bf16 (round to nearest even), or copy.
-//   argmax(logits [rows, V], out [rows])      first index of the maximum per row (greedy decoding);
-//                                             NaN never wins.
+//   argmax(logits [rows, V], out [rows])      first index of the maximum per row, -1 if it holds NaN/inf.
 //   gelu_gate(a [n], b [n])                   a = gelu_new(a) ⊙ b (the gated-GELU MLP when its two products
 //                                             are separate launches, as in the backend's block-by-block path).
 //   add(y [n], x [n])                         y += x (residual adds the blocks do not fuse).
@@ -102,20 +101,25 @@ __global__ void __launch_bounds__(kEwThreads) add_kernel(T* y, const T* x, int64
         y[e] = from_float<T>(to_float(y[e]) + to_float(x[e]));
 }
 
-// (value, index) ordering of argmax: larger value wins, equal values go to the smaller index, NaN loses.
+// (value, index) ordering of argmax: larger value wins, equal values go to the smaller index.
 __device__ __forceinline__ bool argmax_better(float v, int64_t i, float bv, int64_t bi) {
     return v > bv || (v == bv && i < bi);
 }
 
+// out[row] = the first index of the row's maximum, or -1 (pix2struct::kNonFiniteLogits) when the row holds
+// a NaN or an infinity.
 template <class T>
 __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* logits, int64_t V, int32_t* out) {
     const T* row = logits + int64_t(blockIdx.x) * V;
     float best = -INFINITY;
     int64_t bi = V;  // "none yet": any real index is smaller
+    bool finite = true;
     for (int64_t j = threadIdx.x; j < V; j += kArgmaxThreads) {
         const float v = to_float(row[j]);
+        finite = finite && isfinite(v);
         if (argmax_better(v, j, best, bi)) best = v, bi = j;
     }
+    finite = __all_sync(0xffffffffu, finite);
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) {
         const float ov = __shfl_xor_sync(0xffffffffu, best, o);
@@ -124,12 +128,15 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* logits,
     }
     __shared__ float s_v[kArgmaxThreads / 32];
     __shared__ int64_t s_i[kArgmaxThreads / 32];
-    if (threadIdx.x % 32 == 0) s_v[threadIdx.x / 32] = best, s_i[threadIdx.x / 32] = bi;
+    __shared__ bool s_finite[kArgmaxThreads / 32];
+    if (threadIdx.x % 32 == 0) s_v[threadIdx.x / 32] = best, s_i[threadIdx.x / 32] = bi, s_finite[threadIdx.x / 32] = finite;
     __syncthreads();
     if (threadIdx.x == 0) {
-        for (int w = 1; w < kArgmaxThreads / 32; ++w)
+        for (int w = 1; w < kArgmaxThreads / 32; ++w) {
+            finite = finite && s_finite[w];
             if (argmax_better(s_v[w], s_i[w], best, bi)) best = s_v[w], bi = s_i[w];
-        out[blockIdx.x] = int32_t(bi < V ? bi : 0);  // a row of NaN / -inf only: index 0
+        }
+        out[blockIdx.x] = finite ? int32_t(bi) : -1;
     }
 }
 

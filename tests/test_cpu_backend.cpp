@@ -80,3 +80,18 @@ TEST_CASE("cpu backend: attention equals float64 softmax attention (one query an
         CHECK(a == b);
     }
 }
+
+TEST_CASE("cpu backend: argmax is the first maximum, and kNonFiniteLogits for a row holding NaN or infinity") {
+    pix2struct::CpuBackend cpu(1);
+    auto argmax = [&](std::vector<float> x) {
+        int32_t t = 12345;
+        cpu.argmax(x.data(), int64_t(x.size()), &t);
+        return t;
+    };
+    CHECK(argmax({0.5f}) == 0);
+    CHECK(argmax({-3.f, 2.f, 7.f, 7.f, 1.f}) == 2);  // ties: the first, as torch.argmax
+    CHECK(argmax({-1e30f, -2e30f}) == 0);
+    CHECK(argmax({1.f, NAN, 3.f}) == pix2struct::kNonFiniteLogits);
+    CHECK(argmax({1.f, INFINITY, 3.f}) == pix2struct::kNonFiniteLogits);
+    CHECK(argmax({1.f, 2.f, -INFINITY}) == pix2struct::kNonFiniteLogits);
+}

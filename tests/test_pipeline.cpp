@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
@@ -234,5 +236,37 @@ TEST_CASE("pipeline: weights read into memory (mmap off) answer as mapped ones")
         if (!c["is_vqa"].get<bool>()) continue;
         const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
         CHECK(pipe.ask(img, c["question"].get<std::string>()).ids == without_start(c["ids"]));
+    }
+}
+
+TEST_CASE("pipeline: NaN or infinity in the weights is an error naming the token, not an empty answer") {
+    const auto g = goldens();
+    const nlohmann::json* vqa = nullptr;
+    for (const auto& c : g["pipeline"])
+        if (c["is_vqa"].get<bool>()) vqa = &c;
+    REQUIRE(vqa);
+    const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / (*vqa)["image"].get<std::string>());
+    for (const float poison : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+        CAPTURE(poison);
+        // A copy of the tiny checkpoint with one element of the decoder's final norm poisoned.
+        const fs::path dir = fs::temp_directory_path() / ("p2s_nonfinite_" + std::to_string(::getpid()));
+        fs::remove_all(dir);
+        fs::copy(kData / "tiny", dir);
+        {
+            std::fstream f(dir / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+            uint64_t header_len = 0;
+            f.read(reinterpret_cast<char*>(&header_len), 8);
+            std::string header(header_len, '\0');
+            f.read(header.data(), std::streamsize(header_len));
+            const auto entry = nlohmann::json::parse(header)["decoder.final_layer_norm.weight"];
+            REQUIRE(entry["dtype"] == "F32");
+            f.seekp(std::streamoff(8 + header_len + entry["data_offsets"][0].get<uint64_t>()));
+            f.write(reinterpret_cast<const char*>(&poison), sizeof poison);
+            REQUIRE(f.good());
+        }
+        Pipeline pipe = Pipeline::load(dir, {.threads = 1, .max_patches = 0, .font_path = {}, .mmap = false});
+        CHECK_THROWS_WITH_AS(pipe.ask(img, (*vqa)["question"].get<std::string>()),
+                             doctest::Contains("logits of new token 1 hold NaN or infinity"), Error);
+        fs::remove_all(dir);
     }
 }

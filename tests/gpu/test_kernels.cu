@@ -560,6 +560,18 @@ TEST_CASE("convert and argmax against the CPU") {
         out.poison();
         k::argmax(lbd.ptr, rows, V, out.ptr);
         CHECK_CLOSE(out.download(), expect, 0.0);
+        // A row holding NaN, +inf or -inf anywhere gives -1 (kNonFiniteLogits); the others are unchanged.
+        const int64_t at = rng.integer(0, int(V) - 1);
+        logits[0 * V + at] = NAN;
+        logits[1 * V + at] = INFINITY;
+        if (V > 1) logits[2 * V + (at + 1) % V] = -INFINITY;
+        DeviceBuffer<float> lnf(logits);
+        out.poison();
+        k::argmax(lnf.ptr, rows, V, out.ptr);
+        const std::vector<float> got = out.download();
+        CHECK(got[0] == -1.f);
+        CHECK(got[1] == -1.f);
+        if (V > 1) CHECK(got[2] == -1.f);
     }
 }
 

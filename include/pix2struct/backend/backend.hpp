@@ -29,6 +29,10 @@
 
 namespace pix2struct {
 
+// What argmax() writes for a row of logits holding a NaN or an infinity: generate() stops with an Error
+// naming the step instead of decoding a made-up token.
+inline constexpr int32_t kNonFiniteLogits = -1;
+
 // How a primitive writes its output: replace it, or add to it (residual connections, in place).
 enum class Write { Overwrite, Accumulate };
 
@@ -69,7 +73,7 @@ concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, float* f,
     b.attention(a);                               // softmax(QKᵀ + bias, mask)·V, no 1/√d
     b.embed(w, ids, n, y, Write::Overwrite);      // Y[i] = table[ids[i]]    (ids: host memory)
     b.embed_token(w, t, y);                       // Y = table[*T]          (T: backend memory)
-    b.argmax(x, n, t);                            // *T = first index of the maximum of X[n] (NaN never wins)
+    b.argmax(x, n, t);                            // *T = first index of the maximum of X[n] (-1: NaN/inf in X)
     b.add_rows(y, x, n);                          // Y += X
     b.relative_position_bias(w, 32, 128, n, f);   // F[heads, 1, n + 1]: decoder bias of query n, keys 0..n
 };

@@ -13,7 +13,7 @@
 //   IdBuffer alloc_ids(n)                    n int32 token ids
 //   embed(table, ids, n, Y, mode)            Y[n, H] (=|+=) table[ids[i]]     ids: host int64
 //   embed_token(table, T, Y)                 Y[H] = table[*T]                 T: one backend int32
-//   argmax(X, n, T)                          *T = index of the first maximum of X[n] (NaN never wins)
+//   argmax(X, n, T)                          *T = index of the first maximum of X[n] (-1: NaN/inf in X)
 //   add_rows(Y, X, n)                        Y[n] += X[n]
 //   relative_position_bias(table, buckets, max_distance, q, F)
 //                                            F[heads, 1, q + 1] = the decoder's bias of query q (fp32)
@@ -403,13 +403,18 @@ struct CpuBackend {
         embed(table, &id, 1, Y);
     }
 
-    // *out = the index of the first maximum of X[n] (torch.argmax's tie rule); NaN never wins, a row
-    // without a number gives 0 — the CUDA kernel's rule.
+    // *out = the index of the first maximum of X[n] (torch.argmax's tie rule), or -1 when the row holds a
+    // NaN or an infinity (kNonFiniteLogits: generate() reports it) — the CUDA kernel's rule.
     void argmax(const float* X, int64_t n, int32_t* out) {
-        int64_t best = -1;
-        for (int64_t i = 0; i < n; ++i)
-            if (!std::isnan(X[i]) && (best < 0 || X[i] > X[best])) best = i;
-        *out = int32_t(std::max<int64_t>(best, 0));
+        int64_t best = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            if (!std::isfinite(X[i])) {
+                *out = kNonFiniteLogits;
+                return;
+            }
+            if (X[i] > X[best]) best = i;
+        }
+        *out = int32_t(best);
     }
 
     // Host memory is the backend's memory: transfers are copies.

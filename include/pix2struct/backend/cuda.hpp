@@ -267,7 +267,7 @@ public:
         done();
     }
 
-    // *out = the index of the first maximum of X[n] (NaN never wins), on the device.
+    // *out = the index of the first maximum of X[n] (kNonFiniteLogits if X holds NaN/inf), on the device.
     void argmax(const T* X, int64_t n, int32_t* out) {
         kernels::argmax(X, 1, n, out, stream_);
         done();
@@ -378,7 +378,7 @@ public:
 
     // ---- beyond the concept -----------------------------------------------------------------------
 
-    // Index of the first maximum of logits[V] (greedy decoding; NaN never wins), computed on the device:
+    // Index of the first maximum of logits[V] (kNonFiniteLogits if they hold NaN/inf), computed on the device:
     // the host receives 4 bytes instead of reading V managed floats. Waits for the stream.
     int64_t argmax(const T* logits, int64_t V) {
         argmax_device_.reserve(sizeof(int32_t), stream_);

@@ -14,7 +14,8 @@
 // max_length of 20 means 20 NEW tokens (GenerationMixin._prepare_generated_length: "by default let's
 // always generate 20 new tokens" adds the start token's length) — so 20 new tokens, not 19.
 // GenerateResult::ids are the generated tokens WITHOUT the start token (HF's sequences[0][1:]), ending
-// with eos when the model produced it.
+// with eos when the model produced it. Logits holding NaN or infinity stop generation with an Error
+// naming the token (never an answer made of whatever argmax makes of them).
 //
 // Buffers (activations, caches) belong to this object: allocated at the first call for the sizes seen,
 // grown only when a larger input arrives, never per token. Not thread-safe: one generation at a time.
@@ -25,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -280,6 +282,10 @@ public:
                     continue;
                 }
                 const int64_t token = chosen[size_t(r)];
+                if (token == kNonFiniteLogits)
+                    detail::fail("generate: the logits of new token ", res.ids.size() - prompt.size() + 1,
+                                 requests.size() > 1 ? " of request " + std::to_string(s) : std::string(),
+                                 " hold NaN or infinity (weights or activations are not finite)");
                 next[s] = token;
                 res.ids.push_back(token);
                 res.times.token_ms.push_back(step_ms);
