@@ -270,3 +270,35 @@ TEST_CASE("pipeline: NaN or infinity in the weights is an error naming the token
         fs::remove_all(dir);
     }
 }
+
+TEST_CASE("pipeline: the memory budget refuses a question before allocating, naming the option") {
+    const auto g = goldens();
+    const nlohmann::json* vqa = nullptr;
+    for (const auto& c : g["pipeline"])
+        if (c["is_vqa"].get<bool>()) vqa = &c;
+    REQUIRE(vqa);
+    const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / (*vqa)["image"].get<std::string>());
+    const std::string question = (*vqa)["question"];
+    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1, .max_patches = 0, .font_path = {}});
+    auto& model = pipe.model();
+    CHECK(model.memory_budget() == physical_memory_bytes());
+    const int64_t need = generation_bytes(model.config(), pipe.preprocess_options().max_patches, 1,
+                                          model.default_max_new_tokens() + 1, sizeof(float));
+    model.set_memory_budget(need);
+    CHECK(pipe.ask(img, question).ids == without_start((*vqa)["ids"]));
+    model.set_memory_budget(need - 1);
+    CHECK_THROWS_WITH_AS(pipe.ask(img, question), doctest::Contains("more than the memory budget"), Error);
+    // A batch of two needs more than one question's budget.
+    model.set_memory_budget(need);
+    const std::vector<Image> two{img, img};
+    const std::vector<std::string> one_question{question};
+    CHECK_THROWS_WITH_AS(pipe.ask_batch(two, one_question), doctest::Contains("PipelineOptions::max_memory_bytes"), Error);
+    // A length whose self-attention cache would not fit in memory: refused, not allocated.
+    model.set_memory_budget(0);
+    CHECK_THROWS_WITH_AS(pipe.ask(img, question, {.max_new_tokens = 2'000'000'000}),
+                         doctest::Contains("more than the memory budget"), Error);
+    // At load: one question of max_patches over the budget.
+    const PipelineOptions tight{.threads = 1, .max_patches = 0, .font_path = {}, .mmap = true, .max_memory_bytes = need - 1};
+    CHECK_THROWS_WITH_AS(Pipeline::load(kData / "tiny", tight), doctest::Contains("--max-memory-mb"), Error);
+    CHECK(Pipeline::load(kData / "tiny", {.max_memory_bytes = need}).model().memory_budget() == need);
+}

@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> image_paths, questions;
     int max_new_tokens = 0, threads = 0, max_patches = 0;
     bool json = false, verbose = false, no_mmap = false;
+    int64_t max_memory_mb = 0;
     app.add_option("--model", model_dir,
                    "Model folder: config.json, preprocessor_config.json, model.safetensors, spiece.model")
         ->required();
@@ -59,6 +60,9 @@ int main(int argc, char** argv) {
     app.add_option("--save-input", save_input, "Save the image the model sees (question header + image) as PNG");
     app.add_option("--dump-inputs", dump_inputs,
                    "Write the model inputs (flattened_patches, attention_mask) to a .safetensors file");
+    app.add_option("--max-memory-mb", max_memory_mb,
+                   "Memory budget for activations and caches; a question needing more is refused (0: physical memory)")
+        ->check(CLI::Range(int64_t(0), int64_t(1) << 30));
     app.add_flag("--no-mmap", no_mmap,
                  "Read model.safetensors into memory instead of mapping it (immune to the file changing while loaded)");
     app.add_flag("--json", json, "Print one JSON object: answer, token ids, per-stage timings");
@@ -76,7 +80,8 @@ int main(int argc, char** argv) {
         if (image_paths.size() > 1 && (!save_input.empty() || !dump_inputs.empty()))
             throw pix2struct::Error("--save-input and --dump-inputs take a single --image");
         const pix2struct::PipelineOptions options{
-            .threads = threads, .max_patches = max_patches, .font_path = font, .mmap = !no_mmap};
+            .threads = threads, .max_patches = max_patches, .font_path = font, .mmap = !no_mmap,
+            .max_memory_bytes = max_memory_mb << 20};
         std::unique_ptr<pix2struct::PipelineBase> owned;
         std::string device_name = "CPU";
         if (device == "cuda") {

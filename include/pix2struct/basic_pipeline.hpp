@@ -39,6 +39,9 @@ struct PipelineOptions {
     int max_patches = 0;      // 0: the checkpoint's preprocessor_config.json (2048 for the published ones)
     std::string font_path;    // empty: the default (Liberation Sans, metric-compatible with the reference's Arial)
     bool mmap = true;         // false: read model.safetensors into memory (LoadOptions::mmap)
+    // Most bytes of activations and caches a question (or batch) may take; one over it is an Error naming
+    // this option, checked at load for one question of max_patches and before each call. 0: physical memory.
+    int64_t max_memory_bytes = 0;
 };
 
 struct AskOptions {
@@ -241,6 +244,8 @@ private:
             backend_ = std::make_unique<Backend>(options.threads);
         }
         model_ = std::make_unique<ForConditionalGeneration<Backend>>(checkpoint(), *backend_);
+        model_->set_memory_budget(options.max_memory_bytes);
+        model_->check_memory(preprocess_options().max_patches, 1, model_->default_max_new_tokens() + 1);
     }
 
     std::unique_ptr<Backend> backend_;  // declared before model_: destroyed after it

@@ -30,6 +30,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <unistd.h>
+
 #include "pix2struct/backend/backend.hpp"
 #include "pix2struct/error.hpp"
 #include "pix2struct/model/kv_cache.hpp"
@@ -69,6 +71,27 @@ struct GenerateRequest {
     GenerateOptions options;
 };
 
+// Upper bound of what generate_batch() allocates for activations and caches, in bytes, for `rows` encoder
+// rows (all images' patches), `sequences` sequences of up to `positions` tokens and `elem`-byte activations:
+// the encoder's per-row buffers and states, every decoder layer's cross K/V of the rows and self K/V of the
+// sequences, and one decode step's activations and logits.
+inline int64_t generation_bytes(const Config& c, int64_t rows, int64_t sequences, int64_t positions, int64_t elem) {
+    const VisionConfig& v = c.vision;
+    const TextConfig& t = c.text;
+    const int64_t encoder = rows * (v.patch_embed_hidden_size + 4 * int64_t(v.hidden_size) + 4 * v.inner_dim() +
+                                    2 * int64_t(v.d_ff));
+    const int64_t cross = 2 * int64_t(t.num_layers) * rows * t.inner_dim();
+    const int64_t self = 2 * int64_t(t.num_layers) * sequences * positions * t.inner_dim();
+    const int64_t step = sequences * (2 * int64_t(t.hidden_size) + 4 * t.inner_dim() + 2 * int64_t(t.d_ff) + t.vocab_size);
+    return (encoder + cross + self + step) * elem + int64_t(t.num_heads) * positions * int64_t(sizeof(float));
+}
+
+// The default memory budget: the machine's physical memory (0 when the system does not say).
+inline int64_t physical_memory_bytes() {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? int64_t(pages) * page : 0;
+}
+
 // transformers: Pix2StructForConditionalGeneration
 template <Backend B>
 class ForConditionalGeneration {
@@ -86,6 +109,19 @@ public:
 
     const Config& config() const { return config_; }
     B& backend() { return *backend_; }
+
+    // The most bytes of activations and caches one generate_batch() may allocate (generation_bytes);
+    // a call needing more is an Error before any allocation. 0: physical_memory_bytes().
+    void set_memory_budget(int64_t bytes) { memory_budget_ = bytes > 0 ? bytes : physical_memory_bytes(); }
+    int64_t memory_budget() const { return memory_budget_; }
+    // Refuses `rows` encoder rows and `sequences` sequences of `positions` tokens over the budget.
+    void check_memory(int64_t rows, int64_t sequences, int64_t positions) const {
+        const int64_t need = generation_bytes(config_, rows, sequences, positions, int64_t(sizeof(Scalar)));
+        if (memory_budget_ > 0 && need > memory_budget_)
+            detail::fail("generate: ", rows, " patches and ", sequences, " sequence(s) of up to ", positions,
+                         " tokens need ", need >> 20, " MiB of activations and caches, more than the memory budget of ",
+                         memory_budget_ >> 20, " MiB (PipelineOptions::max_memory_bytes, --max-memory-mb)");
+    }
 
     // Runs the vision tower on one image: flattened [P, 2 + D], mask [P]. Returns the number of rows
     // computed; the states are encoder_states() [rows, H] for the patch indices encoder_rows().
@@ -221,7 +257,7 @@ public:
         const int64_t V = config_.text.vocab_size;
         std::vector<int64_t> max_new(S);
         std::vector<PatchInput> images(S);
-        int64_t max_positions = 1;
+        int64_t max_positions = 1, rows = 0;
         for (size_t s = 0; s < S; ++s) {
             const GenerateOptions& o = requests[s].options;
             if (o.max_new_tokens < 0) detail::fail("generate: max_new_tokens must be ≥ 0, got ", o.max_new_tokens);
@@ -231,7 +267,9 @@ public:
             max_new[s] = o.max_new_tokens > 0 ? o.max_new_tokens : default_max_new_tokens();
             max_positions = std::max(max_positions, int64_t(o.decoder_prompt.size()) + max_new[s] + 1);
             images[s] = {requests[s].flattened, requests[s].mask};
+            rows += int64_t(requests[s].flattened.size()) / (config_.vision.patch_embed_hidden_size + 2);
         }
+        check_memory(rows, int64_t(S), max_positions);
 
         const auto t0 = clock::now();
         encode_batch(images);
@@ -332,6 +370,7 @@ private:
 
     Config config_;
     B* backend_;
+    int64_t memory_budget_ = physical_memory_bytes();
     VisionActivations<B> vision_act_;
     TextActivations<B> text_act_;
     CrossKV<B> cross_kv_;
