@@ -290,6 +290,20 @@ def main():
         write("header", f"question_{i}.txt", q.encode("utf-8", "surrogateescape"))
     write("header", "bad_utf8.txt", b"bad \xff\xfe utf-8 \xc3")
     write_fonts()
+
+    # Model folder files (fuzz_model): a selector byte, then the file.
+    tiny = ROOT / "tests" / "data" / "models" / "tiny"
+    for i, name in enumerate(["config.json", "preprocessor_config.json", "tokenizer_config.json"]):
+        write("model", name, bytes([i]) + (tiny / name).read_bytes())
+    st = (tiny / "model.safetensors").read_bytes()
+    header = st[8:8 + struct.unpack("<Q", st[:8])[0]]
+    write("model", "safetensors_header.json", bytes([3]) + header)
+    shrunk = json.loads(header)
+    shrunk["decoder.lm_head.weight"]["shape"] = [1, 1]
+    write("model", "safetensors_wrong_shape.json", bytes([3]) + json.dumps(shrunk).encode())
+    config = json.loads((tiny / "config.json").read_bytes())
+    config["text_config"]["d_kv"] = config["text_config"]["d_kv"] * 2
+    write("model", "config_wrong_d_kv.json", bytes([0]) + json.dumps(config).encode())
     print("corpus written:", {d.name: len(list(d.iterdir())) for d in CORPUS.iterdir()})
 
 
