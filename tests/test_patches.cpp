@@ -116,4 +116,10 @@ TEST_CASE("preprocess errors") {
     CHECK_THROWS_AS(pix2struct::preprocess(pix2struct::Image{}, "", {}), pix2struct::Error);
     vqa.font_path = "/nonexistent/font.ttf";
     CHECK_THROWS_WITH_AS(pix2struct::preprocess(im, "What?", vqa), doctest::Contains("font.ttf"), pix2struct::Error);
+    // A 120 KB question (once 1-6 GB of header image and resampling buffers): refused before drawing.
+    vqa.font_path.clear();
+    std::string long_question;
+    while (long_question.size() < 120'000) long_question += "word ";
+    CHECK_THROWS_WITH_AS(pix2struct::preprocess(im, long_question, vqa), doctest::Contains("max_question_bytes"),
+                         pix2struct::Error);
 }

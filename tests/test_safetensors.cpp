@@ -2,6 +2,7 @@
 // expected message (run under ASan+UBSan with -DPIX2STRUCT_SANITIZE=ON to prove no stray reads).
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -206,4 +207,22 @@ TEST_CASE("a well-formed hand-made file is accepted") {
     const SafetensorsFile f = SafetensorsFile::open(p);
     CHECK(f.tensors().size() == 2);
     CHECK(f.at("b").to_float().size() == 2);
+}
+
+TEST_CASE("a header of 80000 tensors is read in linear time (was quadratic: 100 s)") {
+    // The bound is 50x what a linear parse takes on a slow machine and 1/10 of the quadratic one: this is a
+    // regression guard against the duplicate-name check rescanning the object, not a speed measurement.
+    constexpr int kTensors = 80000;
+    std::string header = "{";
+    for (int i = 0; i < kTensors; ++i)
+        header += (i ? ",\"t" : "\"t") + std::to_string(i) + "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[" +
+                  std::to_string(i) + "," + std::to_string(i + 1) + "]}";
+    header += "}";
+    const fs::path path = raw_file("many.st", header, kTensors);
+    const auto t0 = std::chrono::steady_clock::now();
+    const SafetensorsFile f = SafetensorsFile::open(path);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(f.tensors().size() == size_t(kTensors));
+    CHECK(f.find("t79999") != nullptr);
+    CHECK(seconds < 10.0);
 }

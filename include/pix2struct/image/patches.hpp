@@ -39,6 +39,9 @@ struct PreprocessOptions {
     int max_patches = 2048, patch_height = 16, patch_width = 16;
     bool is_vqa = false;
     std::string font_path;  // empty: Font::default_path() (Liberation Sans)
+    // Longest question drawn (UTF-8 bytes). The reference has no limit, but a header of hundreds of lines
+    // costs ~10 KB of memory per character and leaves the image a sliver of the patch budget.
+    size_t max_question_bytes = 16384;
 };
 
 struct Patches {
@@ -141,6 +144,9 @@ inline Patches preprocess(const Image& image, std::string_view question, const P
     detail::check_options(opt);
     if (image.empty() || image.rgb.size() != size_t(image.width) * image.height * 3)
         detail::fail("preprocess: the image is empty or inconsistent (", image.width, "x", image.height, ")");
+    if (question.size() > opt.max_question_bytes)
+        detail::fail("preprocess: the question is ", question.size(), " bytes, more than the limit of ",
+                     opt.max_question_bytes, " (PreprocessOptions::max_question_bytes)");
     const Image composed = opt.is_vqa ? render_question(image, question, opt.font_path) : Image{};
     const Image& input = opt.is_vqa ? composed : image;
     return detail::extract_flattened_patches(standardize_chw(input), input.height, input.width, opt);
