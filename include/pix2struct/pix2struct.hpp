@@ -32,12 +32,40 @@
 //       .encode(flattened, mask) → rows   .compute_cross_kv()   .begin(n) / .step(token) → logits
 //       .forward(flattened, mask, decoder_ids) → logits [T, V]   .generate(flattened, mask, options) → GenerateResult
 //
-// LAYOUT (one header per concept; model code reads leaf to root, one struct per reference module)
-//   config.hpp safetensors.hpp weights.hpp tokenizer.hpp pipeline.hpp (basic_pipeline.hpp: any backend)
-//   image/    image, load (codecs/: jpeg png gif webp bmp), resample, header, patches  (Pix2StructImageProcessor)
-//   nn/       rms_norm, mlp, attention, relative_position (Pix2StructLayerNorm, …Mlp, …Attention)
-//   model/    vision_encoder, text_decoder, kv_cache, generate
-//   backend/  backend (the primitives a backend supplies), cpu (Eigen)
+// LAYOUT — every header, in the order data flows (docs/ARCHITECTURE.md; tests/test_layout.cpp keeps this
+// list and the files equal). Paths below include/pix2struct/, then the CUDA kernels in kernels/.
+//   error.hpp                     Error, the one exception type; detail::fail
+//   read_file.hpp                 bounded whole-file reads (images, fonts, weights)
+//   config.hpp                    config.json and preprocessor_config.json, validated
+//   safetensors.hpp               the file format: reader (mmap or memory), writer
+//   weights.hpp                   Checkpoint: config + every tensor bound by its transformers name
+//   random_checkpoint.hpp         random-weight checkpoints of any shape (tests, benchmarks)
+//   tokenizer.hpp                 SentencePiece as transformers' T5 tokenizer (decode, encode)
+//   image/image.hpp               Image, ImageLimits
+//   image/load.hpp                load_image: format by signature, then one codec
+//   image/codecs/jpeg.hpp image/codecs/png.hpp image/codecs/gif.hpp image/codecs/webp.hpp image/codecs/bmp.hpp
+//   image/font.hpp                the header font (stb_truetype, FreeType when built with it)
+//   image/detail/sfnt_check.hpp   a font's structure checked before stb_truetype reads it
+//   image/detail/liberation_sans_36.hpp image/detail/liberation_sans_36_outlines.hpp   FreeType's hinted metrics
+//   image/text_wrap.hpp           textwrap's line breaking, UTF-8
+//   image/text_layout.hpp         Pillow's text layout (raqm advances, kerning, boxes)
+//   image/glyph_raster.hpp        one glyph's coverage as FreeType draws it
+//   image/header.hpp              render_text / render_header: the question above the image
+//   image/resample.hpp            Pillow's bicubic resize
+//   image/patches.hpp             preprocess: Pix2StructImageProcessor (normalize, resize, patches)
+//   backend/backend.hpp           the Backend concept: the primitives the model calls
+//   backend/cpu.hpp               CpuBackend on Eigen and AVX-512/AVX2 kernels, ThreadPool
+//   backend/cuda.hpp              CudaBackend, CudaBackendBf16 (nvcc only)
+//   nn/rms_norm.hpp nn/mlp.hpp nn/attention.hpp nn/relative_position.hpp   one struct per reference module
+//   model/vision_encoder.hpp      Pix2StructVisionModel
+//   model/kv_cache.hpp            the decoder's self and cross K/V caches
+//   model/text_decoder.hpp        Pix2StructTextModel: one decode step
+//   model/generate.hpp            ForConditionalGeneration: encode, cross K/V, greedy decoding, batches
+//   basic_pipeline.hpp            PipelineBase, BasicPipeline<Backend>: image + question → Answer
+//   pipeline.hpp                  Pipeline = BasicPipeline<CpuBackend>
+//   pix2struct.hpp                this umbrella header
+//   kernels/common.cuh kernels/geometry.hpp kernels/matmul.cuh kernels/attention.cuh kernels/rms_norm.cuh
+//   kernels/embed.cuh             the CUDA kernels behind backend/cuda.hpp
 #pragma once
 
 #include "pix2struct/backend/cpu.hpp"

@@ -1,0 +1,71 @@
+// The header map in pix2struct.hpp and docs/ARCHITECTURE.md stay true: every header they name exists,
+// and every header of include/ and kernels/ is in the map.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kRoot = PIX2STRUCT_SOURCE_DIR;
+
+std::string read(const fs::path& p) {
+    std::ifstream in(p);
+    REQUIRE(in);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// Header paths named in `text`: words ending in .hpp or .cuh, relative to include/pix2struct/ unless
+// they start with kernels/ (or are written in full).
+std::set<fs::path> named_headers(const std::string& text) {
+    std::set<fs::path> out;
+    static const std::regex word(R"(([A-Za-z0-9_./]+)\.(hpp|cuh))");
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), word); it != std::sregex_iterator(); ++it) {
+        std::string p = (*it)[0];
+        if (p.rfind("include/pix2struct/", 0) == 0) p = p.substr(19);
+        if (p.rfind("pix2struct/", 0) == 0) p = p.substr(11);
+        out.insert(p.rfind("kernels/", 0) == 0 ? kRoot / p : kRoot / "include" / "pix2struct" / p);
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("pix2struct.hpp lists every header, and only headers that exist") {
+    const std::string umbrella = read(kRoot / "include" / "pix2struct" / "pix2struct.hpp");
+    const size_t begin = umbrella.find("// LAYOUT"), end = umbrella.find("#pragma once");
+    REQUIRE(begin != std::string::npos);
+    REQUIRE(end > begin);
+    const std::set<fs::path> listed = named_headers(umbrella.substr(begin, end - begin));
+    for (const fs::path& p : listed) {
+        CAPTURE(p.string());
+        CHECK(fs::exists(p));
+    }
+    int headers = 0;
+    for (const char* dir : {"include", "kernels"})
+        for (const auto& e : fs::recursive_directory_iterator(kRoot / dir)) {
+            const std::string ext = e.path().extension().string();
+            if (ext != ".hpp" && ext != ".cuh") continue;
+            CAPTURE(e.path().string());
+            CHECK(listed.count(e.path()) == 1);
+            ++headers;
+        }
+    CHECK(headers >= 40);
+}
+
+TEST_CASE("docs/ARCHITECTURE.md names only headers that exist") {
+    const std::set<fs::path> named = named_headers(read(kRoot / "docs" / "ARCHITECTURE.md"));
+    CHECK(named.size() >= 10);
+    for (const fs::path& p : named) {
+        CAPTURE(p.string());
+        CHECK(fs::exists(p));
+    }
+}
