@@ -26,6 +26,7 @@
 #include <cmath>
 
 #include "kernels/common.cuh"
+#include "pix2struct/nn/position_bucket.hpp"
 
 namespace pix2struct::kernels {
 
@@ -140,14 +141,6 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* logits,
     }
 }
 
-// Unidirectional (decoder) relative-position bucket of n = max(0, query position - key position).
-__host__ __device__ inline int relative_bucket(int n, int buckets, int max_distance) {
-    const int exact = buckets / 2;
-    if (n < exact) return n;
-    const float large = logf(float(n) / float(exact)) / logf(float(max_distance) / float(exact)) * float(buckets - exact);
-    return min(exact + int(large), buckets - 1);  // int(): truncation, as the reference's .to(torch.long)
-}
-
 template <class TTable>
 __global__ void __launch_bounds__(kEwThreads)
     relative_position_bias_kernel(const TTable* table, int buckets, int max_distance, int H, int Lq, int Lk,
@@ -155,8 +148,9 @@ __global__ void __launch_bounds__(kEwThreads)
     const int64_t total = int64_t(H) * Lq * Lk;
     for (int64_t e = int64_t(blockIdx.x) * kEwThreads + threadIdx.x; e < total; e += int64_t(gridDim.x) * kEwThreads) {
         const int j = int(e % Lk), i = int((e / Lk) % Lq), h = int(e / (int64_t(Lk) * Lq));
-        const int n = max(0, q_offset + i - j);
-        out[e] = to_float(table[int64_t(relative_bucket(n, buckets, max_distance)) * H + h]);
+        // relative_position = key - query (nn/position_bucket.hpp: the CPU's and the tests' function)
+        const int b = relative_position_bucket(int64_t(j) - (q_offset + i), false, buckets, max_distance);
+        out[e] = to_float(table[int64_t(b) * H + h]);
     }
 }
 

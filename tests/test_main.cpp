@@ -1,3 +1,42 @@
-// The doctest runner shared by every test executable.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+// The doctest runner shared by every test executable. A run in which a test case was skipped (its data
+// absent: doctest::skip) and none failed exits with 77, which CTest (SKIP_RETURN_CODE) and meson report as
+// skipped rather than passed; .ci/run fails when a CPU test is skipped.
+#define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
+
+#include <cstdio>
+
+namespace {
+
+int g_skipped = 0;
+
+// Counts the test cases marked skip (not those left out by a -tc filter).
+struct SkipCounter : doctest::IReporter {
+    explicit SkipCounter(const doctest::ContextOptions&) {}
+    void report_query(const doctest::QueryData&) override {}
+    void test_run_start() override {}
+    void test_run_end(const doctest::TestRunStats&) override {}
+    void test_case_start(const doctest::TestCaseData&) override {}
+    void test_case_reenter(const doctest::TestCaseData&) override {}
+    void test_case_end(const doctest::CurrentTestCaseStats&) override {}
+    void test_case_exception(const doctest::TestCaseException&) override {}
+    void subcase_start(const doctest::SubcaseSignature&) override {}
+    void subcase_end() override {}
+    void log_assert(const doctest::AssertData&) override {}
+    void log_message(const doctest::MessageData&) override {}
+    void test_case_skipped(const doctest::TestCaseData& tc) override { g_skipped += tc.m_skip ? 1 : 0; }
+};
+REGISTER_LISTENER("skip_counter", 1, SkipCounter);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    doctest::Context context(argc, argv);
+    const int failed = context.run();
+    if (context.shouldExit() || failed) return failed;
+    if (g_skipped > 0) {
+        std::printf("SKIPPED: %d test case(s) without their data\n", g_skipped);
+        return 77;
+    }
+    return 0;
+}

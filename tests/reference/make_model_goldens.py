@@ -9,6 +9,8 @@ What it writes
   tests/data/models/tiny/          config.json, model.safetensors (F32), preprocessor_config.json, spiece.model,
                                    tokenizer files (Pix2StructProcessor.save_pretrained layout)
   tests/data/models/tiny-bf16/     the same weights rounded to BF16 and stored as BF16
+  tests/data/models/wide/          BF16, 1 + 1 layers of hidden 128 on the large model's vision widths (24
+                                   heads of d_kv 64, d_ff 3968), max_patches 1152 (a random case of 1122 patches)
   tests/data/models/goldens/<name>.safetensors + <name>.json   reference outputs (see write_goldens)
   tests/data/models/tokenizer_goldens.json                      T5Tokenizer encode / decode cases
   tests/reference/out/large-widths-2layer/, tests/reference/out/base-random/  (--big; ignored by git)
@@ -117,6 +119,13 @@ def make_config(kind: str, vocab: int) -> Pix2StructConfig:
         vision = dict(hidden_size=64, patch_embed_hidden_size=768, d_ff=128, d_kv=24, num_hidden_layers=2,
                       num_attention_heads=2, seq_len=128)
         text = dict(vocab_size=vocab, hidden_size=64, d_kv=32, d_ff=128, num_layers=2, num_heads=2)
+    elif kind == "wide":
+        # Committed and small (~6 MB BF16), yet on the large model's vision widths: 24 heads of d_kv 64
+        # (inner 1536) and d_ff 3968 around a hidden size of 128 (HF's text attention ties heads x d_kv to
+        # hidden: 2 heads of 64 there); > 1024 patches.
+        vision = dict(hidden_size=128, patch_embed_hidden_size=768, d_ff=3968, d_kv=64, num_hidden_layers=1,
+                      num_attention_heads=24, seq_len=1152)
+        text = dict(vocab_size=vocab, hidden_size=128, d_kv=64, d_ff=256, num_layers=1, num_heads=2)
     elif kind == "large-widths":
         vision = dict(hidden_size=1536, patch_embed_hidden_size=768, d_ff=3968, d_kv=64, num_hidden_layers=2,
                       num_attention_heads=24, seq_len=4096)
@@ -245,7 +254,8 @@ def make_diagram(path: Path, size=(220, 160), seed=0):
 # Goldens
 # ---------------------------------------------------------------------------------------------------------
 def write_goldens(name, model, tok, max_patches, rng, pipeline_cases, n_random=2, tf_len=7, gen_kw_list=None,
-                  store_pipeline_inputs=True, relax_pipeline_margin=False, prompted_cases=()):
+                  store_pipeline_inputs=True, relax_pipeline_margin=False, prompted_cases=(),
+                  shapes=((5, 7), (8, 8), (3, 11), (6, 4), (7, 9), (2, 5))):
     """<name>.safetensors (inputs store only the n real rows: pad with zero rows to max_patches, mask = row < n):
     per random case k: patches_k [n, 770] (BF16, exact), encoder_k [n, H] (real rows of the encoder output),
     tf_ids_k [T] (int64, starts with 0), logits_k [T, V]; per pipeline case j: pipe_patches_j [n, 770] (F32,
@@ -254,7 +264,6 @@ def write_goldens(name, model, tok, max_patches, rng, pipeline_cases, n_random=2
     tensors, meta = {}, {"name": name, "max_patches": max_patches, "random": [], "pipeline": [],
                          "min_margin_required": MIN_MARGIN}
     V = model.config.text_config.vocab_size
-    shapes = [(5, 7), (8, 8), (3, 11), (6, 4), (7, 9), (2, 5)]
     k = 0
     for attempt in range(40):
         if k >= n_random:
@@ -373,6 +382,7 @@ def main():
     ap.add_argument("--big", action="store_true", help="also the large-widths 2-layer and base-shape checkpoints")
     ap.add_argument("--retrain-tokenizer", action="store_true")
     ap.add_argument("--skip-tiny", action="store_true")
+    ap.add_argument("--skip-wide", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(0)
 
@@ -409,6 +419,21 @@ def main():
             t, meta = write_goldens(name, m, tok, 64, rng, cases, n_random=3, store_pipeline_inputs=(name == "tiny"),
                                     prompted_cases=prompted)
             save_goldens(goldens, name, t, meta)
+
+    if not args.skip_wide:
+        # d_kv 64, 24 heads, d_ff 3968 and 1122 patches, small enough to commit: CI runs these paths.
+        cfg = make_config("wide", vocab)
+        model = Pix2StructForConditionalGeneration(cfg).eval()
+        reinit(model, seed=4321, logit_scale=12.0)
+        d = DATA / "wide"
+        save_checkpoint(model, d, tok, max_patches=1152, is_vqa=True, bf16=True)
+        del model
+        m = load_fp32(d)
+        rng = np.random.default_rng(7)
+        t, meta = write_goldens("wide", m, tok, 1152, rng, cases, n_random=1, store_pipeline_inputs=False,
+                                shapes=((33, 34), (32, 35), (34, 33)))
+        save_goldens(goldens, "wide", t, meta)
+        del m
 
     if args.big:
         for name, kind, vocab_big, mp, n_layers_note in (("large-widths-2layer", "large-widths", vocab, 256, 2),

@@ -2,42 +2,17 @@
 //
 // Layer 0 of the text decoder owns a table [buckets, heads]; every layer adds the same bias to its
 // self-attention scores. For query position q and key position k the decoder (unidirectional) uses
-// n = max(0, q - k):   n < buckets/2 → bucket n;  else buckets/2 + trunc(log(n / (buckets/2)) /
-// log(max_distance / (buckets/2)) · buckets/2), capped at buckets - 1. The reference evaluates the log
-// term in float32 (torch.log of a float tensor), which we mirror; no integer n lands near a bucket edge.
+// n = max(0, q - k), bucketed by relative_position_bucket (nn/position_bucket.hpp).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 
+#include "pix2struct/nn/position_bucket.hpp"
 #include "pix2struct/weights.hpp"
 
 namespace pix2struct {
-
-// transformers: Pix2StructTextAttention._relative_position_bucket. relative_position = key - query.
-inline int relative_position_bucket(int64_t relative_position, bool bidirectional, int num_buckets,
-                                    int max_distance) {
-    int bucket = 0;
-    int64_t n;
-    if (bidirectional) {
-        num_buckets /= 2;
-        if (relative_position > 0) bucket += num_buckets;
-        n = relative_position < 0 ? -relative_position : relative_position;
-    } else {
-        n = relative_position < 0 ? -relative_position : 0;  // -min(relative_position, 0)
-    }
-    const int max_exact = num_buckets / 2;
-    if (n < max_exact) return bucket + int(n);
-    // max_exact + (torch.log(n.float() / max_exact) / math.log(max_distance / max_exact)
-    //              * (num_buckets - max_exact)).to(torch.long)            — float32 arithmetic
-    const float log_ratio = std::log(float(n) / float(max_exact));
-    const float log_max = float(std::log(double(max_distance) / double(max_exact)));
-    const float scaled = log_ratio / log_max * float(num_buckets - max_exact);
-    const int64_t large = max_exact + int64_t(scaled);  // .to(torch.long) truncates toward zero
-    // Clamped below too: in range even for buckets/max_distance that Config::validate refuses.
-    return bucket + int(std::clamp<int64_t>(large, max_exact, num_buckets - 1));
-}
 
 // The decoder's bias of one query at position q against keys 0..q, on the host: out[h, 0, k] =
 // table[bucket(k - q), h], out [heads, 1, q + 1], table [buckets, heads] (CpuBackend's primitive; a device

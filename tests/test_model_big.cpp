@@ -1,0 +1,39 @@
+// The full-size random checkpoints against HF (tests/reference/make_model_goldens.py --big writes them to
+// the ignored tests/reference/out/, ~1 GB): the large model's widths over 2 layers, and the base shapes with
+// 2048 patches. Without that data this program reports itself skipped (exit 77, ctest/meson "Skipped"); the
+// committed wide checkpoint (test_model.cpp) covers their code paths in CI.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "model_checks.hpp"
+
+namespace fs = std::filesystem;
+using namespace pix2struct;
+using namespace p2s_test;
+
+namespace {
+const fs::path kOut = fs::path(PIX2STRUCT_SOURCE_DIR) / "tests" / "reference" / "out";
+bool missing(const char* name) { return !fs::exists(kOut / name / "goldens.json"); }
+}  // namespace
+
+TEST_CASE("model: large widths, 2 layers (BF16 file; tests/reference/out, make_model_goldens.py --big)" *
+          doctest::skip(missing("large-widths-2layer"))) {
+    const fs::path dir = kOut / "large-widths-2layer";
+    const Goldens g = load_goldens(dir / "goldens.safetensors", dir / "goldens.json");
+    const Tokenizer tok = Tokenizer::load(dir);
+    const Figures f = check_checkpoint(dir, g, &tok, 2, 1e-3f);
+    MESSAGE("large-widths 2-layer: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ", f.logits_abs,
+            ", ", f.generations, " generations, ", f.pipeline, " pipeline cases");
+    CHECK(f.generations >= 1);
+}
+
+TEST_CASE("model: base shapes (12 + 12 layers, 2048 patches; tests/reference/out, make_model_goldens.py --big)" *
+          doctest::skip(missing("base-random"))) {
+    const fs::path dir = kOut / "base-random";
+    const Goldens g = load_goldens(dir / "goldens.safetensors", dir / "goldens.json");
+    const Figures f = check_checkpoint(dir, g, nullptr, 2, 1e-3f);
+    MESSAGE("base random: encoder max|diff|/scale ", f.encoder_rel, ", logits max|diff| ", f.logits_abs, ", ",
+            f.generations, " generations");
+    CHECK(f.generations >= 1);
+}
