@@ -35,23 +35,11 @@
 #include <tuple>
 
 #include "kernels/common.cuh"
+#include "pix2struct/backend/attention_args.hpp"
 
 namespace pix2struct::kernels {
 
-template <class T>
-struct AttentionArgs {
-    const T* q = nullptr;
-    const T* k = nullptr;
-    const T* v = nullptr;
-    T* o = nullptr;
-    int B = 1, H = 1, Lq = 0, Lk = 0;
-    int64_t q_row = 0, k_row = 0, v_row = 0, o_row = 0;          // 0: H·64
-    int64_t q_batch = 0, k_batch = 0, v_batch = 0, o_batch = 0;  // 0: L·row
-    const float* key_mask = nullptr;  // [B, Lk]: 0 = padded key; null: every key is real
-    const float* bias = nullptr;      // additive fp32 bias, null: none
-    int64_t bias_batch = 0, bias_head = -1, bias_row = -1;  // -1: Lq·Lk and Lk
-    bool causal = false;
-};
+using pix2struct::AttentionArgs;  // pix2struct/backend/attention_args.hpp: the fast kernels take D == kHeadDim
 
 template <class T>
 inline constexpr bool kAttentionSupported = std::is_same_v<T, float> || std::is_same_v<T, bf16>;
@@ -489,17 +477,8 @@ AttentionArgs<T> resolve(AttentionArgs<T> a, const char* what) {
     if (!a.q || !a.k || !a.v || !a.o) pix2struct::detail::fail(what, ": Q, K, V and O must all be given");
     if (a.B < 1 || a.H < 1 || a.Lq < 0 || a.Lk < 0)
         pix2struct::detail::fail(what, ": shape B=", a.B, " H=", a.H, " Lq=", a.Lq, " Lk=", a.Lk, " is not valid");
-    const int64_t hd = int64_t(a.H) * kHeadDim;
-    auto fill = [](int64_t& row, int64_t& batch, int64_t hd, int64_t L) {
-        if (!row) row = hd;
-        if (!batch) batch = L * row;
-    };
-    fill(a.q_row, a.q_batch, hd, a.Lq);
-    fill(a.k_row, a.k_batch, hd, a.Lk);
-    fill(a.v_row, a.v_batch, hd, a.Lk);
-    fill(a.o_row, a.o_batch, hd, a.Lq);
-    if (a.bias_head < 0) a.bias_head = int64_t(a.Lq) * a.Lk;
-    if (a.bias_row < 0) a.bias_row = a.Lk;
+    if (a.D != kHeadDim) pix2struct::detail::fail(what, ": head dim ", a.D, ", this kernel takes ", kHeadDim);
+    a = with_default_strides(a);
     constexpr int kE = 16 / sizeof(T);
     const bool ok = aligned16(a.q) && aligned16(a.k) && aligned16(a.v) && aligned16(a.o) && a.q_row % kE == 0 &&
                     a.k_row % kE == 0 && a.v_row % kE == 0 && a.o_row % kE == 0 && a.q_batch % kE == 0 &&
@@ -532,21 +511,15 @@ void attention(const AttentionArgs<T>& args, cudaStream_t stream = nullptr) {
 // Full attention with any head dim D (rows of H·D unless the strides say otherwise), no alignment
 // needed; Lq·H·B blocks. For checkpoints whose d_kv is not 64; the D = 64 kernels are the fast path.
 template <class T>
-void attention_any_dim(const AttentionArgs<T>& args, int D, cudaStream_t stream = nullptr) {
+void attention_any_dim(const AttentionArgs<T>& args, cudaStream_t stream = nullptr) {
     static_assert(kAttentionSupported<T>, "attention_any_dim: supported element types are float and bf16");
-    AttentionArgs<T> a = args;
-    if (!a.q || !a.k || !a.v || !a.o) pix2struct::detail::fail("attention_any_dim: Q, K, V and O must all be given");
-    if (a.B < 1 || a.H < 1 || a.Lq < 0 || a.Lk < 0 || D < 1)
-        pix2struct::detail::fail("attention_any_dim: shape B=", a.B, " H=", a.H, " Lq=", a.Lq, " Lk=", a.Lk, " D=", D,
-                                 " is not valid");
-    const int64_t hd = int64_t(a.H) * D;
-    for (auto [row, batch, L] : {std::tuple{&a.q_row, &a.q_batch, a.Lq}, std::tuple{&a.k_row, &a.k_batch, a.Lk},
-                                 std::tuple{&a.v_row, &a.v_batch, a.Lk}, std::tuple{&a.o_row, &a.o_batch, a.Lq}}) {
-        if (!*row) *row = hd;
-        if (!*batch) *batch = L * *row;
-    }
-    if (a.bias_head < 0) a.bias_head = int64_t(a.Lq) * a.Lk;
-    if (a.bias_row < 0) a.bias_row = a.Lk;
+    if (!args.q || !args.k || !args.v || !args.o)
+        pix2struct::detail::fail("attention_any_dim: Q, K, V and O must all be given");
+    if (args.B < 1 || args.H < 1 || args.Lq < 0 || args.Lk < 0 || args.D < 1)
+        pix2struct::detail::fail("attention_any_dim: shape B=", args.B, " H=", args.H, " Lq=", args.Lq, " Lk=", args.Lk,
+                                 " D=", args.D, " is not valid");
+    const AttentionArgs<T> a = with_default_strides(args);
+    const int D = a.D;
     const size_t smem = size_t(D + a.Lk) * sizeof(float);
     if (smem > 48 * 1024)
         pix2struct::detail::fail("attention_any_dim: ", a.Lk, " keys of head dim ", D,

@@ -32,8 +32,10 @@ std::vector<float> run(CpuBackend& cpu, const Case& c, double& rel) {
     std::vector<float> mask(size_t(c.Tk), 1.0f), bias(size_t(c.heads * c.Tq * c.Tk));
     for (int64_t j = 0; j < c.Tk; j += 3) mask[size_t(j)] = c.mask && j > 0 ? 0.0f : 1.0f;
     for (float& e : bias) e = nd(rng);
-    cpu.attention(AttentionArgs<float>{q.data(), ld, k.data(), ld, v.data(), ld, o.data(), I, c.Tq, c.Tk, c.heads, c.D,
-                                       c.mask ? mask.data() : nullptr, c.bias ? bias.data() : nullptr});
+    cpu.attention(AttentionArgs<float>{.q = q.data(), .k = k.data(), .v = v.data(), .o = o.data(), .H = c.heads,
+                                       .Lq = int(c.Tq), .Lk = int(c.Tk), .D = c.D, .q_row = ld, .k_row = ld,
+                                       .v_row = ld, .o_row = I, .key_mask = c.mask ? mask.data() : nullptr,
+                                       .bias = c.bias ? bias.data() : nullptr});
     double err = 0, scale = 1;
     for (int h = 0; h < c.heads; ++h)
         for (int64_t i = 0; i < c.Tq; ++i) {

@@ -53,10 +53,12 @@
 //   image/header.hpp              render_text / render_header: the question above the image
 //   image/resample.hpp            Pillow's bicubic resize
 //   image/patches.hpp             preprocess: Pix2StructImageProcessor (normalize, resize, patches)
+//   backend/attention_args.hpp    AttentionArgs: one attention call, for backends and kernels alike
 //   backend/backend.hpp           the Backend concept: the primitives the model calls
 //   backend/cpu.hpp               CpuBackend on Eigen and AVX-512/AVX2 kernels, ThreadPool
 //   backend/cuda.hpp              CudaBackend, CudaBackendBf16 (nvcc only)
 //   nn/rms_norm.hpp nn/mlp.hpp nn/attention.hpp nn/relative_position.hpp   one struct per reference module
+//   nn/position_bucket.hpp        T5's relative-position bucket (host and device)
 //   model/vision_encoder.hpp      Pix2StructVisionModel
 //   model/kv_cache.hpp            the decoder's self and cross K/V caches
 //   model/text_decoder.hpp        Pix2StructTextModel: one decode step

@@ -327,7 +327,8 @@ void run_attention(Rng& rng, const AttnCase& c, bool decode, double tol, int any
     if (c.bias) a.bias = biasd.ptr;
     a.causal = c.causal;
     if (any_dim > 0) {
-        k::attention_any_dim(a, D);
+        a.D = D;
+        k::attention_any_dim(a);
     } else if (decode) {
         const size_t ws = k::attention_decode_workspace_bytes(c.B, c.H, c.Lk);
         DeviceBuffer<unsigned char> work(ws);

@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "pix2struct/backend/attention_args.hpp"
 #include "pix2struct/weights.hpp"
 
 namespace pix2struct {
@@ -39,21 +40,6 @@ enum class Write { Overwrite, Accumulate };
 // The activation type of a backend (float, or a bf16 type).
 template <class B>
 using scalar_t = typename B::Scalar;
-
-// Arguments of one multi-head attention call over activations of type T. Rows are strided (ld*) so Q/K/V
-// may live side by side. The mask and the bias are fp32 whatever T is: the reference adds them to fp32
-// scores (`softmax(scores.float())`).
-template <class T>
-struct AttentionArgs {
-    const T* Q; int64_t ldq;   // [Tq, heads·D]
-    const T* K; int64_t ldk;   // [Tk, heads·D]
-    const T* V; int64_t ldv;   // [Tk, heads·D]
-    T* O; int64_t ldo;         // [Tq, heads·D]
-    int64_t Tq, Tk;
-    int heads, D;
-    const float* key_mask = nullptr;  // [Tk] 1 keep, 0 masked (gets the lowest float, as the reference); or null
-    const float* bias = nullptr;      // [heads, Tq, Tk] additive (relative position bias); or null
-};
 
 template <class B>
 concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, float* f, const Weight& w,
@@ -70,7 +56,7 @@ concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, float* f,
     b.linear(x, n, w, y, Write::Overwrite, &w);   // Y[M, N] (=|+=) X[M, K]·Wᵀ (+ bias)
     b.rms_norm(x, n, w, 1e-6f, y);                // Y[M, H] = w ⊙ X / rms(X)
     b.gelu_gate(y, x, n);                         // A = gelu_new(A) ⊙ B
-    b.attention(a);                               // softmax(QKᵀ + bias, mask)·V, no 1/√d
+    b.attention(a);                               // softmax(QKᵀ + bias, mask)·V, no 1/√d (attention_args.hpp)
     b.embed(w, ids, n, y, Write::Overwrite);      // Y[i] = table[ids[i]]    (ids: host memory)
     b.embed_token(w, t, y);                       // Y = table[*T]          (T: backend memory)
     b.argmax(x, n, t);                            // *T = first index of the maximum of X[n] (-1: NaN/inf in X)

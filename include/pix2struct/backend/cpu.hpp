@@ -345,30 +345,36 @@ struct CpuBackend {
     // kQueryBlock query rows) tasks so a block's scores [kQueryBlock, Tk] stay in the core's L2 cache
     // (a whole head's [N, N] scores, 16 MB at N = 2048, would stream through memory three times).
     static constexpr int64_t kQueryBlock = 64;
-    void attention(const AttentionArgs<float>& a) {
+    void attention(const AttentionArgs<float>& args) {
         using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
         using Stride = Eigen::OuterStride<>;
-        const int64_t block = std::min(a.Tq, kQueryBlock);
-        const int64_t need = block * a.Tk;
+        const AttentionArgs<float> a = with_default_strides(args);
+        // What the model asks of a backend: one sequence (B = 1), the bias as [H, Lq, Lk], causality by
+        // the cache length (the CUDA kernels also take batches, strided biases and a causal flag).
+        if (a.B != 1 || a.causal || a.bias_row != a.Lk || a.bias_head != int64_t(a.Lq) * a.Lk || a.D < 1)
+            detail::fail("CpuBackend::attention: takes B = 1, no causal flag, a [H, Lq, Lk] bias and D >= 1");
+        const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D;
+        const int64_t block = std::min(Tq, kQueryBlock);
+        const int64_t need = block * Tk;
         if (int64_t(scratch_.size()) < pool_.size() || int64_t(scratch_[0].size()) < need) {
             scratch_.clear();
             for (int i = 0; i < pool_.size(); ++i) scratch_.emplace_back(size_t(need));
         }
-        const int64_t blocks = (a.Tq + block - 1) / block;
-        pool_.parallel_for(int64_t(a.heads) * blocks, [&](int64_t task, int worker) {
-            const int64_t h = task / blocks, i0 = (task % blocks) * block, m = std::min(block, a.Tq - i0);
-            Eigen::Map<const RowMat, 0, Stride> q(a.Q + i0 * a.ldq + h * a.D, m, a.D, Stride(a.ldq));
-            Eigen::Map<const RowMat, 0, Stride> k(a.K + h * a.D, a.Tk, a.D, Stride(a.ldk));
-            Eigen::Map<const RowMat, 0, Stride> v(a.V + h * a.D, a.Tk, a.D, Stride(a.ldv));
-            Eigen::Map<RowMat, 0, Stride> o(a.O + i0 * a.ldo + h * a.D, m, a.D, Stride(a.ldo));
-            Eigen::Map<RowMat> scores(scratch_[size_t(worker)].data(), m, a.Tk);  // [m, Tk]
+        const int64_t blocks = (Tq + block - 1) / block;
+        pool_.parallel_for(int64_t(a.H) * blocks, [&](int64_t task, int worker) {
+            const int64_t h = task / blocks, i0 = (task % blocks) * block, m = std::min(block, Tq - i0);
+            Eigen::Map<const RowMat, 0, Stride> q(a.q + i0 * a.q_row + h * D, m, D, Stride(a.q_row));
+            Eigen::Map<const RowMat, 0, Stride> k(a.k + h * D, Tk, D, Stride(a.k_row));
+            Eigen::Map<const RowMat, 0, Stride> v(a.v + h * D, Tk, D, Stride(a.v_row));
+            Eigen::Map<RowMat, 0, Stride> o(a.o + i0 * a.o_row + h * D, m, D, Stride(a.o_row));
+            Eigen::Map<RowMat> scores(scratch_[size_t(worker)].data(), m, Tk);  // [m, Tk]
             // scores = torch.matmul(query_states, key_states.transpose(3, 2))
             scores.noalias() = q * k.transpose();
-            if (a.bias) scores += Eigen::Map<const RowMat>(a.bias + (h * a.Tq + i0) * a.Tk, m, a.Tk);
+            if (a.bias) scores += Eigen::Map<const RowMat>(a.bias + (h * Tq + i0) * Tk, m, Tk);
             if (a.key_mask) {
                 // The reference adds finfo(float32).min to masked scores (then clamps at min): exp → 0.
                 const float lowest = std::numeric_limits<float>::lowest();
-                for (int64_t j = 0; j < a.Tk; ++j)
+                for (int64_t j = 0; j < Tk; ++j)
                     if (a.key_mask[j] == 0.0f) scores.col(j).setConstant(lowest);
             }
             // attn_weights = nn.functional.softmax(scores.float(), dim=-1)

@@ -217,22 +217,16 @@ public:
     }
 
     // O = softmax(Q·Kᵀ + bias, masked keys → weight 0) · V per head, no 1/√D.
-    void attention(const AttentionArgs<T>& g) {
-        kernels::AttentionArgs<T> a;
-        a.q = g.Q, a.k = g.K, a.v = g.V, a.o = g.O;
-        a.B = 1, a.H = g.heads, a.Lq = int(g.Tq), a.Lk = int(g.Tk);
-        a.q_row = g.ldq, a.k_row = g.ldk, a.v_row = g.ldv, a.o_row = g.ldo;
-        a.key_mask = g.key_mask;
-        a.bias = g.bias;  // [heads, Tq, Tk]: the kernels' default bias strides
-        const bool fast = g.D == kernels::kHeadDim && kernels::aligned16(g.Q) && kernels::aligned16(g.K) &&
-                          kernels::aligned16(g.V) && kernels::aligned16(g.O) && g.ldq % kVec == 0 &&
-                          g.ldk % kVec == 0 && g.ldv % kVec == 0 && g.ldo % kVec == 0;
+    void attention(const AttentionArgs<T>& a) {
+        const bool fast = a.D == kernels::kHeadDim && kernels::aligned16(a.q) && kernels::aligned16(a.k) &&
+                          kernels::aligned16(a.v) && kernels::aligned16(a.o) && a.q_row % kVec == 0 &&
+                          a.k_row % kVec == 0 && a.v_row % kVec == 0 && a.o_row % kVec == 0;
         if (!fast) {
-            kernels::attention_any_dim(a, g.D, stream_);
-        } else if (g.Tq == 1) {
+            kernels::attention_any_dim(a, stream_);
+        } else if (a.Lq == 1) {
             // Room for the most splits any cache length can ask for: sized once per head count (recorded
             // graphs name the old workspace: a larger one drops them).
-            const size_t need = kernels::attention_decode_max_workspace_bytes(1, g.heads);
+            const size_t need = kernels::attention_decode_max_workspace_bytes(a.B, a.H);
             if (need > decode_workspace_.size()) clear_graphs();
             decode_workspace_.reserve(need, stream_);
             kernels::attention_decode(a, decode_workspace_.data(), decode_workspace_.size(), stream_);

@@ -58,9 +58,10 @@ struct VisionAttention {
         // attn_output = torch.matmul(attn_weights, value_states)
         for (size_t i = 0; i + 1 < segments.size(); ++i) {
             const int64_t o = segments[i], n = segments[i + 1] - o;
-            backend.attention(AttentionArgs<S>{s.q + o * I, I, s.k + o * I, I, s.v + o * I, I, s.out + o * I, I, n, n,
-                                               n_heads, key_value_proj_dim, key_mask ? key_mask + o : nullptr,
-                                               nullptr});  // [n, I]
+            backend.attention(AttentionArgs<S>{.q = s.q + o * I, .k = s.k + o * I, .v = s.v + o * I,
+                                               .o = s.out + o * I, .H = n_heads, .Lq = int(n), .Lk = int(n),
+                                               .D = key_value_proj_dim, .q_row = I, .k_row = I, .v_row = I,
+                                               .o_row = I, .key_mask = key_mask ? key_mask + o : nullptr});  // [n, I]
         }
         // attn_output = self.output(attn_output); hidden_states = attention_output + residual
         backend.linear(s.out, N, *output, y, Write::Accumulate);  // [N, H]
@@ -124,8 +125,10 @@ struct TextAttention {
         // causal: the cache holds only positions ≤ pos, so no mask is needed
         for (int64_t r = 0; r < A; ++r) {
             const int64_t o = step.slots[size_t(r)] * I;
-            backend.attention(AttentionArgs<S>{s.q + r * I, I, K_cache + o, ld, V_cache + o, ld, s.out + r * I, I, 1,
-                                               step.pos + 1, n_heads, key_value_proj_dim, nullptr, step.bias});  // [1, I]
+            backend.attention(AttentionArgs<S>{.q = s.q + r * I, .k = K_cache + o, .v = V_cache + o,
+                                               .o = s.out + r * I, .H = n_heads, .Lq = 1, .Lk = int(step.pos + 1),
+                                               .D = key_value_proj_dim, .q_row = I, .k_row = ld, .v_row = ld,
+                                               .o_row = I, .bias = step.bias});  // [1, I]
         }
         backend.linear(s.out, A, *output, y, Write::Accumulate);  // [A, H]
     }
@@ -140,8 +143,10 @@ struct TextAttention {
         for (int64_t r = 0; r < A; ++r) {
             const size_t slot = size_t(slots[size_t(r)]);
             const int64_t o = offsets[slot], T = offsets[slot + 1] - o;
-            backend.attention(AttentionArgs<S>{s.q + r * I, I, K + o * I, I, V + o * I, I, s.out + r * I, I, 1, T,
-                                               n_heads, key_value_proj_dim, nullptr, nullptr});  // [1, I]
+            backend.attention(AttentionArgs<S>{.q = s.q + r * I, .k = K + o * I, .v = V + o * I,
+                                               .o = s.out + r * I, .H = n_heads, .Lq = 1, .Lk = int(T),
+                                               .D = key_value_proj_dim, .q_row = I, .k_row = I, .v_row = I,
+                                               .o_row = I});  // [1, I]
         }
         backend.linear(s.out, A, *output, y, Write::Accumulate);  // [A, H]
     }
