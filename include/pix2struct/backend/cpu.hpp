@@ -443,25 +443,33 @@ struct CpuBackend {
 private:
     // The BF16 bytes of a weight stored as BF16, copied once into heap memory on huge pages: streaming
     // them from the file mapping (4 KiB pages) measured ~1.8x slower for the decode GEMVs. Null for other
-    // dtypes (their fp32 view is used). Filled at the first decode step, kept for the backend's lifetime.
+    // dtypes (their fp32 view is used). Filled at the first decode step, kept for the backend's lifetime:
+    // the weights must outlive the backend (a Checkpoint does). An entry is reused only for the same stored
+    // bytes, so a checkpoint reloaded at the same Weight addresses is copied anew.
     const uint16_t* bf16_weights(const Weight& W) {
         if (!W.source || W.source->dtype != DType::BF16) return nullptr;
+        const std::span<const std::byte> src = W.source->bytes;
         auto it = bf16_copies_.find(&W);
-        if (it != bf16_copies_.end()) return it->second.get();
-        const size_t bytes = W.source->bytes.size(), huge = size_t(2) << 20;
-        const size_t alloc = (bytes + huge - 1) / huge * huge;
+        if (it != bf16_copies_.end() && it->second.origin == src.data() && it->second.bytes == src.size())
+            return it->second.copy.get();
+        const size_t huge = size_t(2) << 20, alloc = (src.size() + huge - 1) / huge * huge;
         auto* p = static_cast<uint16_t*>(::operator new[](alloc, std::align_val_t(huge)));
 #ifdef MADV_HUGEPAGE
         ::madvise(p, alloc, MADV_HUGEPAGE);
 #endif
-        std::memcpy(p, W.source->bytes.data(), bytes);
-        bf16_copies_.emplace(&W, std::unique_ptr<uint16_t[], HugeFree>(p));
+        std::memcpy(p, src.data(), src.size());
+        bf16_copies_[&W] = {src.data(), src.size(), std::unique_ptr<uint16_t[], HugeFree>(p)};
         return p;
     }
     struct HugeFree {
         void operator()(uint16_t* p) const { ::operator delete[](p, std::align_val_t(size_t(2) << 20)); }
     };
-    std::unordered_map<const Weight*, std::unique_ptr<uint16_t[], HugeFree>> bf16_copies_;
+    struct Bf16Copy {
+        const std::byte* origin = nullptr;  // the stored bytes it was copied from
+        size_t bytes = 0;
+        std::unique_ptr<uint16_t[], HugeFree> copy;
+    };
+    std::unordered_map<const Weight*, Bf16Copy> bf16_copies_;
 
     detail::ThreadPool pool_;
     std::vector<detail::AlignedFloats> scratch_;
