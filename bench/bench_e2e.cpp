@@ -77,19 +77,14 @@ int main(int argc, char** argv) {
             auto t = clock_type::now();
             const pix2struct::Patches p = pix2struct::preprocess(image, po.is_vqa ? question : "", po);
             if (count) t_pre.push_back(ms_since(t));
-            t = clock_type::now();
-            N = model.encode(p.flattened, p.mask);
-            if (count) t_enc.push_back(ms_since(t));
-            t = clock_type::now();
-            model.compute_cross_kv();
-            if (count) t_kv.push_back(ms_since(t));
-            model.begin(tokens + 1);
-            int64_t token = cfg.text.decoder_start_token_id;
-            for (int s = 0; s < tokens; ++s) {
-                t = clock_type::now();
-                const float* logits = model.step(token);
-                token = std::max_element(logits, logits + cfg.text.vocab_size) - logits;
-                if (count) t_tok.push_back(ms_since(t));
+            // The library's own decode loop; past eos too, so every run does the same work.
+            const pix2struct::GenerateResult g =
+                model.generate(p.flattened, p.mask, {.max_new_tokens = tokens, .stop_at_eos = false});
+            N = g.encoder_rows;
+            if (count) {
+                t_enc.push_back(g.times.encoder_ms);
+                t_kv.push_back(g.times.cross_kv_ms);
+                t_tok.insert(t_tok.end(), g.times.token_ms.begin(), g.times.token_ms.end());
             }
         }
 
@@ -97,26 +92,14 @@ int main(int argc, char** argv) {
         std::vector<double> b_enc, b_kv, b_step;
         if (batch > 1) {
             const pix2struct::Patches p = pix2struct::preprocess(image, po.is_vqa ? question : "", po);
-            const std::vector<pix2struct::PatchInput> images(size_t(batch), pix2struct::PatchInput{p.flattened, p.mask});
+            const std::vector<pix2struct::GenerateRequest> requests(
+                size_t(batch), pix2struct::GenerateRequest{p.flattened, p.mask, {.max_new_tokens = tokens, .stop_at_eos = false}});
             for (int r = 0; r < repeats + 1; ++r) {
-                const bool count = r > 0;
-                auto t = clock_type::now();
-                model.encode_batch(images);
-                if (count) b_enc.push_back(ms_since(t));
-                t = clock_type::now();
-                model.compute_cross_kv();
-                if (count) b_kv.push_back(ms_since(t));
-                model.begin(tokens + 1);
-                std::vector<int64_t> next(size_t(batch), cfg.text.decoder_start_token_id);
-                for (int s = 0; s < tokens; ++s) {
-                    t = clock_type::now();
-                    const float* logits = model.step(next);
-                    for (int b = 0; b < batch; ++b) {
-                        const float* row = logits + int64_t(b) * cfg.text.vocab_size;
-                        next[size_t(b)] = std::max_element(row, row + cfg.text.vocab_size) - row;
-                    }
-                    if (count) b_step.push_back(ms_since(t));
-                }
+                const std::vector<pix2struct::GenerateResult> g = model.generate_batch(requests);
+                if (r == 0) continue;
+                b_enc.push_back(g[0].times.encoder_ms);
+                b_kv.push_back(g[0].times.cross_kv_ms);
+                b_step.insert(b_step.end(), g[0].times.token_ms.begin(), g[0].times.token_ms.end());
             }
         }
 

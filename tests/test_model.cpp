@@ -120,6 +120,28 @@ TEST_CASE("model: a batch of images with different patch counts gives each one's
     }
 }
 
+TEST_CASE("model: stop_at_eos = false decodes past eos (benchmarks), the ids up to eos unchanged") {
+    const Goldens g = load_goldens(kData / "goldens" / "tiny.safetensors", kData / "goldens" / "tiny.json");
+    const Checkpoint ckpt = Checkpoint::load(kData / "tiny");
+    CpuBackend backend(1);
+    ForConditionalGeneration<CpuBackend> model(ckpt, backend);
+    int checked = 0;
+    for (const auto& c : g.meta["random"])
+        for (const auto& gen : c["generate"]) {
+            const std::vector<int64_t> want = without_start(gen["ids"]);
+            if (gen["kwargs"].contains("max_new_tokens") || want.empty() || want.back() != 1) continue;  // ends at eos
+            const Input in = padded(g.file.at("patches_" + std::to_string(c["index"].get<int>())),
+                                    g.meta["max_patches"].get<int64_t>());
+            const int n = int(want.size()) + 5;
+            const GenerateResult r = model.generate(in.flattened, in.mask, {.max_new_tokens = n, .stop_at_eos = false});
+            REQUIRE(r.ids.size() == size_t(n));
+            CHECK(std::vector<int64_t>(r.ids.begin(), r.ids.begin() + int64_t(want.size())) == want);
+            CHECK_FALSE(r.stopped_at_eos);
+            ++checked;
+        }
+    CHECK(checked >= 1);
+}
+
 TEST_CASE("model: bad inputs are errors naming the problem") {
     const Checkpoint ckpt = Checkpoint::load(kData / "tiny");
     CpuBackend backend(1);

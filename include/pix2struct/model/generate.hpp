@@ -48,6 +48,8 @@ struct GenerateOptions {
     std::vector<int64_t> decoder_prompt;
     // Called with each generated token (eos included) as soon as it is chosen; return false to stop early.
     std::function<bool(int64_t token)> on_token;
+    // false: decode past eos up to max_new_tokens (benchmarks: every run does the same work). Not in HF.
+    bool stop_at_eos = true;
 };
 
 // Wall-clock milliseconds of each stage of the last generate(). In a batch the encoder and cross K/V
@@ -327,7 +329,7 @@ public:
                 next[s] = token;
                 res.ids.push_back(token);
                 res.times.token_ms.push_back(step_ms);
-                const bool eos = token == config_.text.eos_token_id;
+                const bool eos = token == config_.text.eos_token_id && requests[s].options.stop_at_eos;
                 const bool go_on = !requests[s].options.on_token || requests[s].options.on_token(token);
                 res.stopped_at_eos = eos;
                 if (!eos && go_on && int64_t(res.ids.size() - prompt.size()) < max_new[s]) still.push_back(int64_t(s));
