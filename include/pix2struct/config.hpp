@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <string_view>
 
 #include "pix2struct/error.hpp"
 
@@ -32,6 +33,21 @@ struct VisionConfig {
     std::string dense_act_fn = "gelu_new";
 
     int inner_dim() const { return num_attention_heads * d_kv; }
+
+    // Every field once, with its JSON key and, for sizes, its bounds: config.json is read, checked and
+    // written by visiting these (detail::JsonReader, detail::BoundsCheck, detail::JsonWriter).
+    template <class Self, class Visitor>
+    static void visit_fields(Self& c, Visitor&& v) {
+        v(c.hidden_size, "hidden_size", 1, 1 << 16);
+        v(c.patch_embed_hidden_size, "patch_embed_hidden_size", 1, 1 << 16);
+        v(c.d_ff, "d_ff", 1, 1 << 18);
+        v(c.d_kv, "d_kv", 1, 1 << 12);
+        v(c.num_hidden_layers, "num_hidden_layers", 1, 256);
+        v(c.num_attention_heads, "num_attention_heads", 1, 1 << 10);
+        v(c.seq_len, "seq_len", 1, 1 << 16);
+        v(c.layer_norm_eps, "layer_norm_eps");
+        v(c.dense_act_fn, "dense_act_fn");
+    }
 };
 
 // transformers.Pix2StructTextConfig
@@ -51,6 +67,25 @@ struct TextConfig {
     int eos_token_id = 1;
 
     int inner_dim() const { return num_heads * d_kv; }
+
+    // Every field once (see VisionConfig::visit_fields). The token ids are checked against the vocabulary
+    // by Config::validate.
+    template <class Self, class Visitor>
+    static void visit_fields(Self& c, Visitor&& v) {
+        v(c.vocab_size, "vocab_size", 1, 1 << 22);
+        v(c.hidden_size, "hidden_size", 1, 1 << 16);
+        v(c.d_kv, "d_kv", 1, 1 << 12);
+        v(c.d_ff, "d_ff", 1, 1 << 18);
+        v(c.num_layers, "num_layers", 1, 256);
+        v(c.num_heads, "num_heads", 1, 1 << 10);
+        v(c.relative_attention_num_buckets, "relative_attention_num_buckets", 2, 1 << 12);
+        v(c.relative_attention_max_distance, "relative_attention_max_distance", 1, 1 << 20);
+        v(c.layer_norm_epsilon, "layer_norm_epsilon");
+        v(c.dense_act_fn, "dense_act_fn");
+        v(c.decoder_start_token_id, "decoder_start_token_id");
+        v(c.pad_token_id, "pad_token_id");
+        v(c.eos_token_id, "eos_token_id");
+    }
 };
 
 namespace detail {
@@ -86,9 +121,31 @@ void read_key(const nlohmann::json& obj, const char* key, T& out, const std::str
 
 // Every value that sizes or indexes something is bounded, so that no product of them overflows and a
 // mistaken config is one short error instead of gigabytes of allocation.
-inline void require_in(int value, int lo, int hi, const char* key, const std::string& where) {
+inline void require_in(int value, int lo, int hi, std::string_view key, const std::string& where) {
     if (value < lo || value > hi) fail(where, ": '", key, "' must be in [", lo, ", ", hi, "], got ", value);
 }
+
+// The visitors of visit_fields.
+struct JsonReader {  // present keys into the fields, type-checked
+    const nlohmann::json& obj;
+    const std::string& where;
+    template <class T>
+    void operator()(T& field, const char* key, int = 0, int = 0) const { read_key(obj, key, field, where); }
+};
+struct BoundsCheck {  // sizes within their bounds; `prefix` (e.g. "vision_config.") names them in errors
+    const std::string& where;
+    std::string_view prefix;
+    void operator()(const int& field, const char* key, int lo, int hi) const {
+        require_in(field, lo, hi, std::string(prefix) + key, where);
+    }
+    template <class T>
+    void operator()(const T&, const char*) const {}
+};
+struct JsonWriter {
+    nlohmann::json& out;
+    template <class T>
+    void operator()(const T& field, const char* key, int = 0, int = 0) const { out[key] = field; }
+};
 
 }  // namespace detail
 
@@ -136,34 +193,12 @@ struct Config {
         if (auto it = j.find("vision_config"); it != j.end() && !it->is_null()) {
             const std::string w = where + ": vision_config";
             if (!it->is_object()) detail::fail(w, ": expected a JSON object");
-            VisionConfig& v = c.vision;
-            read_key(*it, "hidden_size", v.hidden_size, w);
-            read_key(*it, "patch_embed_hidden_size", v.patch_embed_hidden_size, w);
-            read_key(*it, "d_ff", v.d_ff, w);
-            read_key(*it, "d_kv", v.d_kv, w);
-            read_key(*it, "num_hidden_layers", v.num_hidden_layers, w);
-            read_key(*it, "num_attention_heads", v.num_attention_heads, w);
-            read_key(*it, "seq_len", v.seq_len, w);
-            read_key(*it, "layer_norm_eps", v.layer_norm_eps, w);
-            read_key(*it, "dense_act_fn", v.dense_act_fn, w);
+            VisionConfig::visit_fields(c.vision, detail::JsonReader{*it, w});
         }
         if (auto it = j.find("text_config"); it != j.end() && !it->is_null()) {
             const std::string w = where + ": text_config";
             if (!it->is_object()) detail::fail(w, ": expected a JSON object");
-            TextConfig& t = c.text;
-            read_key(*it, "vocab_size", t.vocab_size, w);
-            read_key(*it, "hidden_size", t.hidden_size, w);
-            read_key(*it, "d_kv", t.d_kv, w);
-            read_key(*it, "d_ff", t.d_ff, w);
-            read_key(*it, "num_layers", t.num_layers, w);
-            read_key(*it, "num_heads", t.num_heads, w);
-            read_key(*it, "relative_attention_num_buckets", t.relative_attention_num_buckets, w);
-            read_key(*it, "relative_attention_max_distance", t.relative_attention_max_distance, w);
-            read_key(*it, "layer_norm_epsilon", t.layer_norm_epsilon, w);
-            read_key(*it, "dense_act_fn", t.dense_act_fn, w);
-            read_key(*it, "decoder_start_token_id", t.decoder_start_token_id, w);
-            read_key(*it, "pad_token_id", t.pad_token_id, w);
-            read_key(*it, "eos_token_id", t.eos_token_id, w);
+            TextConfig::visit_fields(c.text, detail::JsonReader{*it, w});
         }
         c.validate(where);
         return c;
@@ -176,24 +211,12 @@ struct Config {
     // The checks the model code relies on; `where` names the source in the message.
     void validate(const std::string& where) const {
         using detail::require_in;
-        require_in(vision.hidden_size, 1, 1 << 16, "vision_config.hidden_size", where);
-        require_in(vision.patch_embed_hidden_size, 1, 1 << 16, "vision_config.patch_embed_hidden_size", where);
-        require_in(vision.d_ff, 1, 1 << 18, "vision_config.d_ff", where);
-        require_in(vision.d_kv, 1, 1 << 12, "vision_config.d_kv", where);
-        require_in(vision.num_hidden_layers, 1, 256, "vision_config.num_hidden_layers", where);
-        require_in(vision.num_attention_heads, 1, 1 << 10, "vision_config.num_attention_heads", where);
+        VisionConfig::visit_fields(vision, detail::BoundsCheck{where, "vision_config."});
+        TextConfig::visit_fields(text, detail::BoundsCheck{where, "text_config."});
         require_in(vision.num_attention_heads * vision.d_kv, 1, 1 << 16, "vision_config.num_attention_heads x d_kv", where);
-        require_in(vision.seq_len, 1, 1 << 16, "vision_config.seq_len", where);
-        require_in(text.vocab_size, 1, 1 << 22, "text_config.vocab_size", where);
-        require_in(text.hidden_size, 1, 1 << 16, "text_config.hidden_size", where);
-        require_in(text.d_ff, 1, 1 << 18, "text_config.d_ff", where);
-        require_in(text.d_kv, 1, 1 << 12, "text_config.d_kv", where);
-        require_in(text.num_layers, 1, 256, "text_config.num_layers", where);
-        require_in(text.num_heads, 1, 1 << 10, "text_config.num_heads", where);
         require_in(text.num_heads * text.d_kv, 1, 1 << 16, "text_config.num_heads x d_kv", where);
         // The decoder's buckets: n < buckets/2 exact, then log-spaced up to max_distance, which must lie past
         // buckets/2 (else the log term is <= 0 and the bucket index negative).
-        require_in(text.relative_attention_num_buckets, 2, 1 << 12, "text_config.relative_attention_num_buckets", where);
         require_in(text.relative_attention_max_distance, text.relative_attention_num_buckets / 2 + 1, 1 << 20,
                    "text_config.relative_attention_max_distance (past relative_attention_num_buckets / 2)", where);
         require_in(max_length, 1, 1 << 16, "max_length", where);
@@ -210,6 +233,10 @@ struct Config {
     }
 
     nlohmann::json to_json() const {
+        nlohmann::json v = {{"model_type", "pix2struct_vision_model"}};
+        VisionConfig::visit_fields(vision, detail::JsonWriter{v});
+        nlohmann::json t = {{"model_type", "pix2struct_text_model"}, {"tie_word_embeddings", false}};
+        TextConfig::visit_fields(text, detail::JsonWriter{t});
         return {{"architectures", {"Pix2StructForConditionalGeneration"}},
                 {"model_type", "pix2struct"},
                 {"is_vqa", is_vqa},
@@ -218,33 +245,8 @@ struct Config {
                 {"eos_token_id", text.eos_token_id},
                 {"max_length", max_length},
                 {"tie_word_embeddings", false},
-                {"vision_config",
-                 {{"model_type", "pix2struct_vision_model"},
-                  {"hidden_size", vision.hidden_size},
-                  {"patch_embed_hidden_size", vision.patch_embed_hidden_size},
-                  {"d_ff", vision.d_ff},
-                  {"d_kv", vision.d_kv},
-                  {"num_hidden_layers", vision.num_hidden_layers},
-                  {"num_attention_heads", vision.num_attention_heads},
-                  {"seq_len", vision.seq_len},
-                  {"layer_norm_eps", vision.layer_norm_eps},
-                  {"dense_act_fn", vision.dense_act_fn}}},
-                {"text_config",
-                 {{"model_type", "pix2struct_text_model"},
-                  {"vocab_size", text.vocab_size},
-                  {"hidden_size", text.hidden_size},
-                  {"d_kv", text.d_kv},
-                  {"d_ff", text.d_ff},
-                  {"num_layers", text.num_layers},
-                  {"num_heads", text.num_heads},
-                  {"relative_attention_num_buckets", text.relative_attention_num_buckets},
-                  {"relative_attention_max_distance", text.relative_attention_max_distance},
-                  {"layer_norm_epsilon", text.layer_norm_epsilon},
-                  {"dense_act_fn", text.dense_act_fn},
-                  {"decoder_start_token_id", text.decoder_start_token_id},
-                  {"pad_token_id", text.pad_token_id},
-                  {"eos_token_id", text.eos_token_id},
-                  {"tie_word_embeddings", false}}}};
+                {"vision_config", v},
+                {"text_config", t}};
     }
 };
 
