@@ -113,8 +113,9 @@ int main(int argc, char** argv) {
         // otherwise the fp32 view; cross K/V projections are not read at decode time) + the fp32 cross K/V cache.
         double weight_bytes = 0;
         for (const auto& l : ckpt.text().layers)
-            for (const pix2struct::Weight* w : {&l.self_query, &l.self_key, &l.self_value, &l.self_output, &l.cross_query,
-                                                &l.cross_output, &l.wi_0, &l.wi_1, &l.wo})
+            for (const pix2struct::Weight* w : {&l.self_attention.query, &l.self_attention.key, &l.self_attention.value,
+                                                &l.self_attention.output, &l.cross_attention.query,
+                                                &l.cross_attention.output, &l.mlp.wi_0, &l.mlp.wi_1, &l.mlp.wo})
                 weight_bytes += double(w->size()) * (w->source && w->source->dtype == pix2struct::DType::BF16 ? 2 : 4);
         const auto& lm = ckpt.text().lm_head;
         weight_bytes += double(lm.size()) * (lm.source && lm.source->dtype == pix2struct::DType::BF16 ? 2 : 4);

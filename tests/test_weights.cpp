@@ -31,12 +31,12 @@ TEST_CASE("a random tiny checkpoint binds every tensor, F32 zero-copy and BF16 c
     CHECK(a.config().to_json() == config.to_json());
     // 4 embedding tensors + 9 per vision layer + final norm; 4 + 14 per text layer.
     CHECK(a.file().tensors().size() == size_t(4 + 9 * 2 + 1 + 4 + 14 * 2));
-    const Weight& wq = a.vision().layers[1].query;
+    const Weight& wq = a.vision().layers[1].attention.query;
     CHECK(wq.name == "encoder.encoder.layer.1.attention.query.weight");
     CHECK(wq.shape == std::vector<int64_t>{64, 64});
     CHECK(wq.source->dtype == DType::F32);
     CHECK(static_cast<const void*>(wq.data) == static_cast<const void*>(wq.source->bytes.data()));  // zero-copy
-    const Weight& wq16 = b.vision().layers[1].query;
+    const Weight& wq16 = b.vision().layers[1].attention.query;
     CHECK(wq16.source->dtype == DType::BF16);
     for (int64_t i = 0; i < wq.size(); ++i)
         REQUIRE(wq16.data[i] == bf16_to_float(float_to_bf16(wq.data[i])));  // same seed, rounded

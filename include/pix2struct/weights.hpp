@@ -1,7 +1,7 @@
 // pix2struct/weights.hpp — binds the tensors of a Hugging Face Pix2Struct checkpoint to parameter structs.
 //
 //   auto ckpt = pix2struct::Checkpoint::load("pix2struct-ai2d-base/");   // throws pix2struct::Error
-//   const pix2struct::Weight& wq = ckpt.vision().layers[0].query;       // [inner, hidden] fp32 view
+//   const pix2struct::Weight& wq = ckpt.vision().layers[0].attention.query;  // [inner, hidden] fp32 view
 //
 // A model folder holds config.json, preprocessor_config.json and model.safetensors (F32, F16 or BF16
 // tensors, as `save_pretrained` writes them). Binding walks every name the config implies, checks
@@ -38,14 +38,24 @@ struct Weight {
     int64_t size() const { return rows() * cols(); }
 };
 
+// Pix2StructVisionAttention / Pix2StructTextAttention: the four projections (no biases).
+struct AttentionWeights {
+    Weight query, key, value;               // [inner, H]
+    Weight output;                          // [H, inner]
+};
+
+// Pix2StructVisionMlp / Pix2StructTextDenseGatedActDense: the gated-GELU MLP.
+struct GatedMlpWeights {
+    Weight wi_0, wi_1;                      // [F, H]
+    Weight wo;                              // [H, F]
+};
+
 // Pix2StructVisionLayer
 struct VisionLayerWeights {
     Weight pre_attention_layer_norm;        // [H]
-    Weight query, key, value;               // [inner, H]
-    Weight output;                          // [H, inner]
+    AttentionWeights attention;
     Weight pre_mlp_layer_norm;              // [H]
-    Weight wi_0, wi_1;                      // [F, H]
-    Weight wo;                              // [H, F]
+    GatedMlpWeights mlp;
 };
 
 // Pix2StructVisionModel: embeddings, layers, final norm.
@@ -59,15 +69,12 @@ struct VisionWeights {
 
 // Pix2StructTextBlock
 struct TextLayerWeights {
-    Weight self_attention_layer_norm;                          // [H]
-    Weight self_query, self_key, self_value;                   // [inner, H]
-    Weight self_output;                                        // [H, inner]
-    Weight cross_attention_layer_norm;                         // [H]
-    Weight cross_query, cross_key, cross_value;                // [inner, H]
-    Weight cross_output;                                       // [H, inner]
-    Weight mlp_layer_norm;                                     // [H]
-    Weight wi_0, wi_1;                                         // [F, H]
-    Weight wo;                                                 // [H, F]
+    Weight self_attention_layer_norm;       // [H]
+    AttentionWeights self_attention;
+    Weight cross_attention_layer_norm;      // [H]
+    AttentionWeights cross_attention;       // encoder_decoder_attention
+    Weight mlp_layer_norm;                  // [H]
+    GatedMlpWeights mlp;                    // DenseReluDense
 };
 
 // Pix2StructTextModel
@@ -100,14 +107,14 @@ void for_each_weight(const Config& config, VW& vision, TW& text, F&& f) {
         auto& L = vision.layers[size_t(i)];
         const std::string p = e + "encoder.layer." + std::to_string(i) + ".";
         f(L.pre_attention_layer_norm, p + "pre_attention_layer_norm.weight", {H});
-        f(L.query, p + "attention.query.weight", {Iv, H});
-        f(L.key, p + "attention.key.weight", {Iv, H});
-        f(L.value, p + "attention.value.weight", {Iv, H});
-        f(L.output, p + "attention.output.weight", {H, Iv});
+        f(L.attention.query, p + "attention.query.weight", {Iv, H});
+        f(L.attention.key, p + "attention.key.weight", {Iv, H});
+        f(L.attention.value, p + "attention.value.weight", {Iv, H});
+        f(L.attention.output, p + "attention.output.weight", {H, Iv});
         f(L.pre_mlp_layer_norm, p + "pre_mlp_layer_norm.weight", {H});
-        f(L.wi_0, p + "mlp.wi_0.weight", {Fv, H});
-        f(L.wi_1, p + "mlp.wi_1.weight", {Fv, H});
-        f(L.wo, p + "mlp.wo.weight", {H, Fv});
+        f(L.mlp.wi_0, p + "mlp.wi_0.weight", {Fv, H});
+        f(L.mlp.wi_1, p + "mlp.wi_1.weight", {Fv, H});
+        f(L.mlp.wo, p + "mlp.wo.weight", {H, Fv});
     }
     f(vision.layernorm, e + "layernorm.weight", {H});
 
@@ -120,19 +127,19 @@ void for_each_weight(const Config& config, VW& vision, TW& text, F&& f) {
         auto& L = text.layers[size_t(i)];
         const std::string p = d + "layer." + std::to_string(i) + ".";
         f(L.self_attention_layer_norm, p + "self_attention.layer_norm.weight", {Ht});
-        f(L.self_query, p + "self_attention.attention.query.weight", {It, Ht});
-        f(L.self_key, p + "self_attention.attention.key.weight", {It, Ht});
-        f(L.self_value, p + "self_attention.attention.value.weight", {It, Ht});
-        f(L.self_output, p + "self_attention.attention.output.weight", {Ht, It});
+        f(L.self_attention.query, p + "self_attention.attention.query.weight", {It, Ht});
+        f(L.self_attention.key, p + "self_attention.attention.key.weight", {It, Ht});
+        f(L.self_attention.value, p + "self_attention.attention.value.weight", {It, Ht});
+        f(L.self_attention.output, p + "self_attention.attention.output.weight", {Ht, It});
         f(L.cross_attention_layer_norm, p + "encoder_decoder_attention.layer_norm.weight", {Ht});
-        f(L.cross_query, p + "encoder_decoder_attention.attention.query.weight", {It, Ht});
-        f(L.cross_key, p + "encoder_decoder_attention.attention.key.weight", {It, Ht});
-        f(L.cross_value, p + "encoder_decoder_attention.attention.value.weight", {It, Ht});
-        f(L.cross_output, p + "encoder_decoder_attention.attention.output.weight", {Ht, It});
+        f(L.cross_attention.query, p + "encoder_decoder_attention.attention.query.weight", {It, Ht});
+        f(L.cross_attention.key, p + "encoder_decoder_attention.attention.key.weight", {It, Ht});
+        f(L.cross_attention.value, p + "encoder_decoder_attention.attention.value.weight", {It, Ht});
+        f(L.cross_attention.output, p + "encoder_decoder_attention.attention.output.weight", {Ht, It});
         f(L.mlp_layer_norm, p + "mlp.layer_norm.weight", {Ht});
-        f(L.wi_0, p + "mlp.DenseReluDense.wi_0.weight", {Ft, Ht});
-        f(L.wi_1, p + "mlp.DenseReluDense.wi_1.weight", {Ft, Ht});
-        f(L.wo, p + "mlp.DenseReluDense.wo.weight", {Ht, Ft});
+        f(L.mlp.wi_0, p + "mlp.DenseReluDense.wi_0.weight", {Ft, Ht});
+        f(L.mlp.wi_1, p + "mlp.DenseReluDense.wi_1.weight", {Ft, Ht});
+        f(L.mlp.wo, p + "mlp.DenseReluDense.wo.weight", {Ht, Ft});
     }
     f(text.final_layer_norm, d + "final_layer_norm.weight", {Ht});
     f(text.lm_head, d + "lm_head.weight", {V, Ht});

@@ -133,10 +133,10 @@ struct TextModel {
         for (const TextLayerWeights& l : w.layers)
             layer.push_back(TextBlock{
                 {LayerNorm{&l.self_attention_layer_norm, eps},
-                 TextAttention{&l.self_query, &l.self_key, &l.self_value, &l.self_output, c.num_heads, c.d_kv}},
+                 TextAttention{&l.self_attention, c.num_heads, c.d_kv}},
                 {LayerNorm{&l.cross_attention_layer_norm, eps},
-                 TextAttention{&l.cross_query, &l.cross_key, &l.cross_value, &l.cross_output, c.num_heads, c.d_kv}},
-                TextLayerFF{LayerNorm{&l.mlp_layer_norm, eps}, DenseGatedActDense{&l.wi_0, &l.wi_1, &l.wo}}});
+                 TextAttention{&l.cross_attention, c.num_heads, c.d_kv}},
+                TextLayerFF{LayerNorm{&l.mlp_layer_norm, eps}, DenseGatedActDense{&l.mlp}}});
         final_layer_norm = LayerNorm{&w.final_layer_norm, eps};
         lm_head = &w.lm_head;
     }

@@ -131,9 +131,9 @@ struct VisionModel {
         embeddings = {&w.patch_projection_weight, &w.patch_projection_bias, &w.row_embedder, &w.column_embedder};
         for (const VisionLayerWeights& l : w.layers)
             layer.push_back(VisionLayer{LayerNorm{&l.pre_attention_layer_norm, c.layer_norm_eps},
-                                        VisionAttention{&l.query, &l.key, &l.value, &l.output, c.num_attention_heads, c.d_kv},
+                                        VisionAttention{&l.attention, c.num_attention_heads, c.d_kv},
                                         LayerNorm{&l.pre_mlp_layer_norm, c.layer_norm_eps},
-                                        VisionMlp{&l.wi_0, &l.wi_1, &l.wo}});
+                                        VisionMlp{&l.mlp}});
         layernorm = LayerNorm{&w.layernorm, c.layer_norm_eps};
     }
 

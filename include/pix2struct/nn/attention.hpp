@@ -36,10 +36,7 @@ struct AttentionScratch {
 
 // transformers: Pix2StructVisionAttention (bidirectional self-attention over the patches).
 struct VisionAttention {
-    const Weight* query = nullptr;   // [I, H]
-    const Weight* key = nullptr;     // [I, H]
-    const Weight* value = nullptr;   // [I, H]
-    const Weight* output = nullptr;  // [H, I]
+    const AttentionWeights* w = nullptr;  // query, key, value [I, H], output [H, I]
     int n_heads = 0, key_value_proj_dim = 0;
 
     // y += Attention(x) (the residual add is fused). x: [N, H] normed states of one or more images packed
@@ -50,9 +47,9 @@ struct VisionAttention {
                  AttentionScratch<S> s, S* y) const {
         const int64_t I = int64_t(n_heads) * key_value_proj_dim, N = segments.back();
         // query_states = to_projection_shape(self.query(hidden_states)), same for key and value
-        backend.linear(x, N, *query, s.q);  // [N, I]
-        backend.linear(x, N, *key, s.k);    // [N, I]
-        backend.linear(x, N, *value, s.v);  // [N, I]
+        backend.linear(x, N, w->query, s.q);  // [N, I]
+        backend.linear(x, N, w->key, s.k);    // [N, I]
+        backend.linear(x, N, w->value, s.v);  // [N, I]
         // scores = torch.matmul(query_states, key_states.transpose(3, 2))   — no 1/sqrt(d_kv)
         // scores += position_bias_masked; attn_weights = softmax(scores, dtype=float32)
         // attn_output = torch.matmul(attn_weights, value_states)
@@ -64,7 +61,7 @@ struct VisionAttention {
                                                .o_row = I, .key_mask = key_mask ? key_mask + o : nullptr});  // [n, I]
         }
         // attn_output = self.output(attn_output); hidden_states = attention_output + residual
-        backend.linear(s.out, N, *output, y, Write::Accumulate);  // [N, H]
+        backend.linear(s.out, N, w->output, y, Write::Accumulate);  // [N, H]
     }
 };
 
@@ -81,10 +78,7 @@ struct DecodeStep {
 // reads K/V projected once per image. The projections run over all rows at once (one weight read for the
 // batch); the attention runs per row, over its own sequence.
 struct TextAttention {
-    const Weight* query = nullptr;   // [I, H]
-    const Weight* key = nullptr;     // [I, H]
-    const Weight* value = nullptr;   // [I, H]
-    const Weight* output = nullptr;  // [H, I]
+    const AttentionWeights* w = nullptr;  // query, key, value [I, H], output [H, I]
     int n_heads = 0, key_value_proj_dim = 0;
 
     int64_t inner_dim() const { return int64_t(n_heads) * key_value_proj_dim; }
@@ -93,8 +87,8 @@ struct TextAttention {
     template <class Backend, class S = scalar_t<Backend>>
     void project_kv(Backend& backend, const S* kv, int64_t T, S* K, S* V) const {
         // key_states = self.key(current_states); value_states = self.value(current_states)
-        backend.linear(kv, T, *key, K);    // [T, I]
-        backend.linear(kv, T, *value, V);  // [T, I]
+        backend.linear(kv, T, w->key, K);    // [T, I]
+        backend.linear(kv, T, w->value, V);  // [T, I]
     }
 
     // Self-attention step. x: [A, H], one row per sequence of the step. The caches are position-major
@@ -108,15 +102,15 @@ struct TextAttention {
         const int64_t I = inner_dim(), A = int64_t(step.slots.size()), ld = sequences * I;
         S* K_pos = K_cache + step.pos * ld;  // position pos of every sequence
         S* V_pos = V_cache + step.pos * ld;
-        backend.linear(x, A, *query, s.q);  // [A, I]
+        backend.linear(x, A, w->query, s.q);  // [A, I]
         bool consecutive = true;
         for (int64_t r = 1; r < A; ++r) consecutive = consecutive && step.slots[size_t(r)] == step.slots[0] + r;
         if (consecutive) {
-            backend.linear(x, A, *key, K_pos + step.slots[0] * I);    // [A, I] → cache rows
-            backend.linear(x, A, *value, V_pos + step.slots[0] * I);  // [A, I] → cache rows
+            backend.linear(x, A, w->key, K_pos + step.slots[0] * I);    // [A, I] → cache rows
+            backend.linear(x, A, w->value, V_pos + step.slots[0] * I);  // [A, I] → cache rows
         } else {
-            backend.linear(x, A, *key, s.k);    // [A, I]
-            backend.linear(x, A, *value, s.v);  // [A, I]
+            backend.linear(x, A, w->key, s.k);    // [A, I]
+            backend.linear(x, A, w->value, s.v);  // [A, I]
             for (int64_t r = 0; r < A; ++r) {
                 detail::within_backend(backend, K_pos + step.slots[size_t(r)] * I, s.k + r * I, I);
                 detail::within_backend(backend, V_pos + step.slots[size_t(r)] * I, s.v + r * I, I);
@@ -130,7 +124,7 @@ struct TextAttention {
                                                .D = key_value_proj_dim, .q_row = I, .k_row = ld, .v_row = ld,
                                                .o_row = I, .bias = step.bias});  // [1, I]
         }
-        backend.linear(s.out, A, *output, y, Write::Accumulate);  // [A, H]
+        backend.linear(s.out, A, w->output, y, Write::Accumulate);  // [A, H]
     }
 
     // Cross-attention step: row r attends to sequence slots[r]'s encoder rows offsets[slot] .. offsets[slot + 1]
@@ -139,7 +133,7 @@ struct TextAttention {
     void forward_cross(Backend& backend, const S* x, std::span<const int64_t> slots, const S* K, const S* V,
                        std::span<const int64_t> offsets, AttentionScratch<S> s, S* y) const {
         const int64_t I = inner_dim(), A = int64_t(slots.size());
-        backend.linear(x, A, *query, s.q);  // [A, I]
+        backend.linear(x, A, w->query, s.q);  // [A, I]
         for (int64_t r = 0; r < A; ++r) {
             const size_t slot = size_t(slots[size_t(r)]);
             const int64_t o = offsets[slot], T = offsets[slot + 1] - o;
@@ -148,7 +142,7 @@ struct TextAttention {
                                                .D = key_value_proj_dim, .q_row = I, .k_row = I, .v_row = I,
                                                .o_row = I});  // [1, I]
         }
-        backend.linear(s.out, A, *output, y, Write::Accumulate);  // [A, H]
+        backend.linear(s.out, A, w->output, y, Write::Accumulate);  // [A, H]
     }
 };
 

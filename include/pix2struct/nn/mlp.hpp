@@ -23,21 +23,19 @@ struct MlpScratch {
 
 // transformers: Pix2StructVisionMlp / Pix2StructTextDenseGatedActDense
 struct DenseGatedActDense {
-    const Weight* wi_0 = nullptr;  // [F, H]
-    const Weight* wi_1 = nullptr;  // [F, H]
-    const Weight* wo = nullptr;    // [H, F]
+    const GatedMlpWeights* w = nullptr;  // wi_0, wi_1 [F, H], wo [H, F]
 
     // y (=|+=) MLP(x); Write::Accumulate adds the block's output onto the residual stream in place.
     template <class Backend, class S = scalar_t<Backend>>
     void forward(Backend& backend, const S* x, int64_t M, MlpScratch<S> s, S* y, Write mode) const {
         // hidden_gelu = self.act(self.wi_0(hidden_states))
-        backend.linear(x, M, *wi_0, s.gelu);                  // [M, F]
+        backend.linear(x, M, w->wi_0, s.gelu);                // [M, F]
         // hidden_linear = self.wi_1(hidden_states)
-        backend.linear(x, M, *wi_1, s.linear);                // [M, F]
+        backend.linear(x, M, w->wi_1, s.linear);              // [M, F]
         // hidden_states = hidden_gelu * hidden_linear
-        backend.gelu_gate(s.gelu, s.linear, M * wi_0->rows()); // [M, F]
+        backend.gelu_gate(s.gelu, s.linear, M * w->wi_0.rows()); // [M, F]
         // hidden_states = self.wo(hidden_states)
-        backend.linear(s.gelu, M, *wo, y, mode);              // [M, H]
+        backend.linear(s.gelu, M, w->wo, y, mode);            // [M, H]
     }
 };
 using VisionMlp = DenseGatedActDense;
