@@ -53,15 +53,19 @@ concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, float* f,
     { b.alloc_float(size_t(n)).data() } -> std::same_as<float*>;
     { b.alloc_ids(size_t(n)) } -> std::same_as<typename B::IdBuffer>;
     { b.alloc_ids(size_t(n)).data() } -> std::same_as<int32_t*>;
-    b.linear(x, n, w, y, Write::Overwrite, &w);   // Y[M, N] (=|+=) X[M, K]·Wᵀ (+ bias)
-    b.rms_norm(x, n, w, 1e-6f, y);                // Y[M, H] = w ⊙ X / rms(X)
-    b.gelu_gate(y, x, n);                         // A = gelu_new(A) ⊙ B
-    b.attention(a);                               // softmax(QKᵀ + bias, mask)·V, no 1/√d (attention_args.hpp)
-    b.embed(w, ids, n, y, Write::Overwrite);      // Y[i] = table[ids[i]]    (ids: host memory)
-    b.embed_token(w, t, y);                       // Y = table[*T]          (T: backend memory)
-    b.argmax(x, n, t);                            // *T = first index of the maximum of X[n] (-1: NaN/inf in X)
-    b.add_rows(y, x, n);                          // Y += X
-    b.relative_position_bias(w, 32, 128, n, f);   // F[heads, 1, n + 1]: decoder bias of query n, keys 0..n
+    // The primitives (M, N, K, H: rows and widths; W: a Weight [N, K] as torch's nn.Linear stores it):
+    b.linear(x, n, w, y, Write::Overwrite, &w);   // Y[M, N] (=|+=) X[M, K]·Wᵀ (+ bias[N])
+    b.rms_norm(x, n, w, 1e-6f, y);                // Y[M, H] = w ⊙ X / sqrt(mean(X², row) + eps)   (T5 style)
+    b.gelu_gate(y, x, n);                         // A[n] = gelu_new(A) ⊙ B                       (gated MLP)
+    b.attention(a);                               // O = softmax(Q·Kᵀ + bias, masked keys → 0)·V per head,
+                                                  //     no 1/√d (backend/attention_args.hpp)
+    b.embed(w, ids, n, y, Write::Overwrite);      // Y[n, H] (=|+=) table[ids[i]]         (ids: host int64)
+    b.embed_token(w, t, y);                       // Y[H] = table[*T]              (T: one backend int32)
+    b.argmax(x, n, t);                            // *T = first index of the maximum of X[n];
+                                                  //      kNonFiniteLogits if X holds NaN or infinity
+    b.add_rows(y, x, n);                          // Y[n] += X[n]
+    b.relative_position_bias(w, 32, 128, n, f);   // F[heads, 1, q + 1] (fp32) = the decoder's bias of query
+                                                  //     q = n against keys 0..q (nn/relative_position.hpp)
 };
 
 namespace detail {

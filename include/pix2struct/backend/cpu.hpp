@@ -1,22 +1,8 @@
 // pix2struct/backend/cpu.hpp — the CPU backend: fp32 arithmetic on Eigen, threads of our own.
 //
-// A backend supplies the primitives every block of the model is written in (the blocks are templates over
-// it; a CUDA backend provides the same member functions on device pointers):
-//
-//   Scalar = float                           the activation type (every X, Y, A, B, Q, K, V, O below)
-//   Buffer alloc(n)                          n Scalars, allocated once per model or session
-//   FloatBuffer alloc_float(n)               n floats (the patch mask, the relative position bias)
-//   linear(X, M, W, Y, mode, bias)           Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]);  W is [N, K] (torch nn.Linear)
-//   rms_norm(X, M, w, eps, Y)                Y[M, H] = w ⊙ X / sqrt(mean(X², row) + eps)          (T5 style)
-//   gelu_gate(A, B, n)                       A[n] = gelu_new(A) ⊙ B                        (gated-GELU MLP)
-//   attention(args)                          O = softmax(Q·Kᵀ + bias, masked keys → -inf) · V  per head, no 1/√d
-//   IdBuffer alloc_ids(n)                    n int32 token ids
-//   embed(table, ids, n, Y, mode)            Y[n, H] (=|+=) table[ids[i]]     ids: host int64
-//   embed_token(table, T, Y)                 Y[H] = table[*T]                 T: one backend int32
-//   argmax(X, n, T)                          *T = index of the first maximum of X[n] (-1: NaN/inf in X)
-//   add_rows(Y, X, n)                        Y[n] += X[n]
-//   relative_position_bias(table, buckets, max_distance, q, F)
-//                                            F[heads, 1, q + 1] = the decoder's bias of query q (fp32)
+// CpuBackend supplies every primitive of the Backend concept (backend/backend.hpp lists them, with their
+// formulas) on host memory: Scalar = float, buffers are 64-byte aligned host arrays, ids are host vectors.
+// tests/test_backend_ops.cpp checks each against float64.
 //
 // Threads: Eigen is single-threaded here (no OpenMP), so the backend splits work itself over a small pool
 // owned by the backend (no global state): a linear layer splits the output features N into one slice per
