@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "pix2struct/version.hpp"
 #include "pix2struct/backend/cpu.hpp"
 #include "pix2struct/image/load.hpp"
 #include "pix2struct/image/patches.hpp"
@@ -40,6 +41,7 @@ static double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
     CLI::App app{"End-to-end CPU benchmark: preprocess, encoder, cross K/V, per-token decode (medians)."};
+    app.set_version_flag("--version", std::string("pix2struct ") + PIX2STRUCT_VERSION)->trigger_on_parse();
     std::string model_dir = "tests/reference/out/base-random", image_path = "tests/data/models/images/diagram.png";
     std::string question = "What is shown in the diagram?";
     int repeats = 5, tokens = 20, threads = 0, max_patches = 0, batch = 1;

@@ -69,3 +69,16 @@ TEST_CASE("docs/ARCHITECTURE.md names only headers that exist") {
         CHECK(fs::exists(p));
     }
 }
+
+TEST_CASE("CMakeLists.txt, meson.build and version.hpp declare the same version") {
+    const std::regex header(R"re(#define PIX2STRUCT_VERSION "([0-9.]+)")re"),
+        cmake(R"re(project\(pix2struct VERSION ([0-9.]+))re"), meson(R"re(version : '([0-9.]+)')re");
+    std::smatch h, c, m;
+    const std::string hs = read(kRoot / "include" / "pix2struct" / "version.hpp"), cs = read(kRoot / "CMakeLists.txt"),
+                      ms = read(kRoot / "meson.build");
+    REQUIRE(std::regex_search(hs, h, header));
+    REQUIRE(std::regex_search(cs, c, cmake));
+    REQUIRE(std::regex_search(ms, m, meson));
+    CHECK(h[1] == c[1]);
+    CHECK(h[1] == m[1]);
+}

@@ -1,5 +1,5 @@
 // The doctest runner shared by every test executable. A run in which a test case was skipped (its data
-// absent: doctest::skip) and none failed exits with 77, which CTest (SKIP_RETURN_CODE) and meson report as
+// absent: doctest::skip; no CUDA device: SKIP_WITHOUT_GPU) and none failed exits with 77, which CTest (SKIP_RETURN_CODE) and meson report as
 // skipped rather than passed; .ci/run fails when a CPU test is skipped.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
@@ -9,6 +9,7 @@
 namespace {
 
 int g_skipped = 0;
+int g_without_device = 0;
 
 // Counts the test cases marked skip (not those left out by a -tc filter).
 struct SkipCounter : doctest::IReporter {
@@ -30,12 +31,18 @@ REGISTER_LISTENER("skip_counter", 1, SkipCounter);
 
 }  // namespace
 
+// Called by the GPU tests' SKIP_WITHOUT_GPU (tests/gpu/gpu_test.cuh) for each case it skips.
+namespace p2s_test {
+void note_skipped_without_device() { ++g_without_device; }
+}  // namespace p2s_test
+
 int main(int argc, char** argv) {
     doctest::Context context(argc, argv);
     const int failed = context.run();
     if (context.shouldExit() || failed) return failed;
-    if (g_skipped > 0) {
-        std::printf("SKIPPED: %d test case(s) without their data\n", g_skipped);
+    if (g_skipped > 0 || g_without_device > 0) {
+        std::printf("SKIPPED: %d test case(s) without their data, %d without a CUDA device\n", g_skipped,
+                    g_without_device);
         return 77;
     }
     return 0;

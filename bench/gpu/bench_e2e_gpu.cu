@@ -42,6 +42,7 @@
 #include <string>
 #include <vector>
 
+#include "pix2struct/version.hpp"
 #include "pix2struct/backend/cuda.hpp"
 #include "pix2struct/model/generate.hpp"
 #include "pix2struct/safetensors.hpp"
@@ -312,6 +313,7 @@ int run(const Args& args) {
 int main(int argc, char** argv) {
     CLI::App app{"End-to-end GPU benchmark (CudaBackend fp32 or CudaBackendBf16): encoder, cross K/V, per-token decode "
                  "(medians)."};
+    app.set_version_flag("--version", std::string("pix2struct ") + PIX2STRUCT_VERSION)->trigger_on_parse();
     Args a;
     app.add_option("--model", a.model_dir, "Model folder (HF layout)")->capture_default_str();
     app.add_option("--patches", a.patches_path, "safetensors with flattened_patches [P, 770] and attention_mask [P]");

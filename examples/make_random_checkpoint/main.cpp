@@ -7,10 +7,12 @@
 #include <chrono>
 #include <cstdio>
 
+#include "pix2struct/version.hpp"
 #include "pix2struct/random_checkpoint.hpp"
 
 int main(int argc, char** argv) {
     CLI::App app{"Write a random-weight Pix2Struct checkpoint in Hugging Face layout."};
+    app.set_version_flag("--version", std::string("pix2struct ") + PIX2STRUCT_VERSION)->trigger_on_parse();
     std::string preset = "base", dtype = "bf16", out;
     int max_patches = 2048, layers = 0;
     uint64_t seed = 0;

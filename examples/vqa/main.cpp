@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "pix2struct/version.hpp"
 #include "pix2struct/pix2struct.hpp"
 #ifdef PIX2STRUCT_VQA_CUDA
 #include "examples/vqa/cuda_backend.hpp"
@@ -32,6 +33,7 @@
 
 int main(int argc, char** argv) {
     CLI::App app{"Answer a question about an image (or caption it) with a Pix2Struct checkpoint, on the CPU or GPU."};
+    app.set_version_flag("--version", std::string("pix2struct ") + PIX2STRUCT_VERSION)->trigger_on_parse();
     std::string model_dir, font, save_input, dump_inputs, device = "cpu", dtype = "f32";
     std::vector<std::string> image_paths, questions;
     int max_new_tokens = 0, threads = 0, max_patches = 0;

@@ -34,6 +34,7 @@
 //
 // LAYOUT — every header, in the order data flows (docs/ARCHITECTURE.md; tests/test_layout.cpp keeps this
 // list and the files equal). Paths below include/pix2struct/, then the CUDA kernels in kernels/.
+//   version.hpp                   PIX2STRUCT_VERSION
 //   error.hpp                     Error, the one exception type; detail::fail
 //   read_file.hpp                 bounded whole-file reads (images, fonts, weights)
 //   config.hpp                    config.json and preprocessor_config.json, validated
@@ -79,4 +80,5 @@
 #include "pix2struct/pipeline.hpp"
 #include "pix2struct/safetensors.hpp"
 #include "pix2struct/tokenizer.hpp"
+#include "pix2struct/version.hpp"
 #include "pix2struct/weights.hpp"

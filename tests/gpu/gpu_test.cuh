@@ -1,6 +1,6 @@
 // tests/gpu/gpu_test.cuh — what every GPU test shares: whether a CUDA device is present, and
-// SKIP_WITHOUT_GPU(), which prints "SKIPPED: no CUDA device" (CTest's SKIP_REGULAR_EXPRESSION for the
-// tests/gpu/ tests) and returns from the test case when there is none.
+// SKIP_WITHOUT_GPU(), which prints "SKIPPED: no CUDA device", counts the case for test_main.cpp (the
+// program then exits 77: skipped, for ctest and meson alike) and returns from the test case.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -20,6 +20,8 @@ inline bool has_cuda_device() {
     return has;
 }
 
+void note_skipped_without_device();  // tests/test_main.cpp: the run then exits 77 (skipped)
+
 }  // namespace p2s_test
 
 #define SKIP_WITHOUT_GPU()                            \
@@ -28,6 +30,7 @@ inline bool has_cuda_device() {
             std::printf("SKIPPED: no CUDA device\n"); \
             std::fflush(stdout);                      \
             MESSAGE("SKIPPED: no CUDA device");       \
+            ::p2s_test::note_skipped_without_device(); \
             return;                                   \
         }                                             \
     } while (0)
