@@ -9,7 +9,7 @@ What it writes
   tests/data/models/tiny/          config.json, model.safetensors (F32), preprocessor_config.json, spiece.model,
                                    tokenizer files (Pix2StructProcessor.save_pretrained layout)
   tests/data/models/tiny-bf16/     the same weights rounded to BF16 and stored as BF16
-  tests/data/models/wide/          BF16, 1 + 1 layers of hidden 128 on the large model's vision widths (24
+  tests/data/models/wide/          BF16, 1 + 1 layers of hidden 64 on the large model's vision widths (24
                                    heads of d_kv 64, d_ff 3968), max_patches 1152 (a random case of 1122 patches)
   tests/data/models/goldens/<name>.safetensors + <name>.json   reference outputs (see write_goldens)
   tests/data/models/tokenizer_goldens.json                      T5Tokenizer encode / decode cases
@@ -120,12 +120,12 @@ def make_config(kind: str, vocab: int) -> Pix2StructConfig:
                       num_attention_heads=2, seq_len=128)
         text = dict(vocab_size=vocab, hidden_size=64, d_kv=32, d_ff=128, num_layers=2, num_heads=2)
     elif kind == "wide":
-        # Committed and small (~6 MB BF16), yet on the large model's vision widths: 24 heads of d_kv 64
-        # (inner 1536) and d_ff 3968 around a hidden size of 128 (HF's text attention ties heads x d_kv to
-        # hidden: 2 heads of 64 there); > 1024 patches.
-        vision = dict(hidden_size=128, patch_embed_hidden_size=768, d_ff=3968, d_kv=64, num_hidden_layers=1,
+        # Committed and small (~3 MB BF16), yet on the large model's vision widths: 24 heads of d_kv 64
+        # (inner 1536) and d_ff 3968 around a hidden size of 64 (HF's text attention ties heads x d_kv to
+        # hidden: one head of 64 there); > 1024 patches.
+        vision = dict(hidden_size=64, patch_embed_hidden_size=768, d_ff=3968, d_kv=64, num_hidden_layers=1,
                       num_attention_heads=24, seq_len=1152)
-        text = dict(vocab_size=vocab, hidden_size=128, d_kv=64, d_ff=256, num_layers=1, num_heads=2)
+        text = dict(vocab_size=vocab, hidden_size=64, d_kv=64, d_ff=256, num_layers=1, num_heads=1)
     elif kind == "large-widths":
         vision = dict(hidden_size=1536, patch_embed_hidden_size=768, d_ff=3968, d_kv=64, num_hidden_layers=2,
                       num_attention_heads=24, seq_len=4096)
