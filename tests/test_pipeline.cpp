@@ -22,6 +22,15 @@ nlohmann::json goldens() {
     REQUIRE(in);
     return nlohmann::json::parse(in);
 }
+// The last VQA case of the goldens and its image.
+std::pair<nlohmann::json, Image> last_vqa_case() {
+    const auto g = goldens();
+    nlohmann::json vqa;
+    for (const auto& c : g["pipeline"])
+        if (c["is_vqa"].get<bool>()) vqa = c;
+    REQUIRE(vqa.is_object());
+    return {vqa, load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / vqa["image"].get<std::string>())};
+}
 std::vector<int64_t> without_start(const nlohmann::json& ids) {
     auto v = ids.get<std::vector<int64_t>>();
     return {v.begin() + 1, v.end()};
@@ -240,12 +249,7 @@ TEST_CASE("pipeline: weights read into memory (mmap off) answer as mapped ones")
 }
 
 TEST_CASE("pipeline: NaN or infinity in the weights is an error naming the token, not an empty answer") {
-    const auto g = goldens();
-    const nlohmann::json* vqa = nullptr;
-    for (const auto& c : g["pipeline"])
-        if (c["is_vqa"].get<bool>()) vqa = &c;
-    REQUIRE(vqa);
-    const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / (*vqa)["image"].get<std::string>());
+    const auto [vqa, img] = last_vqa_case();
     for (const float poison : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
         CAPTURE(poison);
         // A copy of the tiny checkpoint with one element of the decoder's final norm poisoned.
@@ -265,27 +269,22 @@ TEST_CASE("pipeline: NaN or infinity in the weights is an error naming the token
             REQUIRE(f.good());
         }
         Pipeline pipe = Pipeline::load(dir, {.threads = 1, .max_patches = 0, .font_path = {}, .mmap = false});
-        CHECK_THROWS_WITH_AS(pipe.ask(img, (*vqa)["question"].get<std::string>()),
+        CHECK_THROWS_WITH_AS(pipe.ask(img, vqa["question"].get<std::string>()),
                              doctest::Contains("logits of new token 1 hold NaN or infinity"), Error);
         fs::remove_all(dir);
     }
 }
 
 TEST_CASE("pipeline: the memory budget refuses a question before allocating, naming the option") {
-    const auto g = goldens();
-    const nlohmann::json* vqa = nullptr;
-    for (const auto& c : g["pipeline"])
-        if (c["is_vqa"].get<bool>()) vqa = &c;
-    REQUIRE(vqa);
-    const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / (*vqa)["image"].get<std::string>());
-    const std::string question = (*vqa)["question"];
+    const auto [vqa, img] = last_vqa_case();
+    const std::string question = vqa["question"];
     Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1, .max_patches = 0, .font_path = {}});
     auto& model = pipe.model();
     CHECK(model.memory_budget() == physical_memory_bytes());
     const int64_t need = generation_bytes(model.config(), pipe.preprocess_options().max_patches, 1,
                                           model.default_max_new_tokens() + 1, sizeof(float));
     model.set_memory_budget(need);
-    CHECK(pipe.ask(img, question).ids == without_start((*vqa)["ids"]));
+    CHECK(pipe.ask(img, question).ids == without_start(vqa["ids"]));
     model.set_memory_budget(need - 1);
     CHECK_THROWS_WITH_AS(pipe.ask(img, question), doctest::Contains("more than the memory budget"), Error);
     // A batch of two needs more than one question's budget.

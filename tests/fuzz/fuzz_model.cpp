@@ -13,14 +13,15 @@
 
 #include "fuzz.hpp"
 #include "pix2struct/pipeline.hpp"
+#include "pix2struct/read_file.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
 std::string read(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    const std::vector<std::byte> bytes = pix2struct::detail::read_whole_file(p, "a model file", 1 << 30);
+    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
 }
 void write(const fs::path& p, std::string_view a, std::string_view b = {}) {
     std::ofstream out(p, std::ios::binary | std::ios::trunc);

@@ -135,9 +135,7 @@ public:
     // on padding): image i's states are rows encoder_segments()[i] .. encoder_segments()[i + 1] of
     // encoder_states(). The decoder then runs one sequence per image.
     int64_t encode_batch(std::span<const PatchInput> images, const EncodeOptions& options = {}) {
-        const int64_t W = config_.vision.patch_embed_hidden_size + 2;
-        int64_t P = 0;
-        for (const PatchInput& image : images) P += int64_t(image.flattened.size()) / W;
+        const int64_t P = patch_rows(images);
         if (states_capacity_ < P) {
             states_ = backend_->alloc(size_t(P * config_.vision.hidden_size));
             states_capacity_ = P;
@@ -259,7 +257,7 @@ public:
         const int64_t V = config_.text.vocab_size;
         std::vector<int64_t> max_new(S);
         std::vector<PatchInput> images(S);
-        int64_t max_positions = 1, rows = 0;
+        int64_t max_positions = 1;
         for (size_t s = 0; s < S; ++s) {
             const GenerateOptions& o = requests[s].options;
             if (o.max_new_tokens < 0) detail::fail("generate: max_new_tokens must be ≥ 0, got ", o.max_new_tokens);
@@ -269,9 +267,8 @@ public:
             max_new[s] = o.max_new_tokens > 0 ? o.max_new_tokens : default_max_new_tokens();
             max_positions = std::max(max_positions, int64_t(o.decoder_prompt.size()) + max_new[s] + 1);
             images[s] = {requests[s].flattened, requests[s].mask};
-            rows += int64_t(requests[s].flattened.size()) / (config_.vision.patch_embed_hidden_size + 2);
         }
-        check_memory(rows, int64_t(S), max_positions);
+        check_memory(patch_rows(images), int64_t(S), max_positions);
 
         const auto t0 = clock::now();
         encode_batch(images);
@@ -368,6 +365,14 @@ private:
             }
         }
         run();
+    }
+
+    // Rows of all the images' flattened patches [P, 2 + D] (padding included).
+    int64_t patch_rows(std::span<const PatchInput> images) const {
+        int64_t rows = 0;
+        for (const PatchInput& image : images)
+            rows += int64_t(image.flattened.size()) / (config_.vision.patch_embed_hidden_size + 2);
+        return rows;
     }
 
     Config config_;
