@@ -33,7 +33,8 @@ struct Rng {
     }
 };
 
-// A weight [rows, cols] in float, optionally also stored as BF16 (values rounded so both views agree).
+// A weight [rows, cols] in float, optionally also stored as BF16 with its Weight::bf16 copy (values rounded
+// so both views agree).
 struct TestWeight {
     std::vector<float> values;
     std::vector<uint16_t> bf16;
@@ -55,6 +56,7 @@ struct TestWeight {
         w.shape = std::move(shape);
         w.data = values.data();
         w.source = as_bf16 ? &view : nullptr;
+        w.bf16 = as_bf16 ? bf16.data() : nullptr;  // as Checkpoint::load gives a decode matrix
     }
     TestWeight(const TestWeight&) = delete;
 };

@@ -2,6 +2,7 @@
 // reported at once by full name; F32 files used in place, BF16 converted.
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include "pix2struct/random_checkpoint.hpp"
@@ -45,16 +46,30 @@ TEST_CASE("a random tiny checkpoint binds every tensor, F32 zero-copy and BF16 c
     CHECK(a.text().layers.size() == 2);
     CHECK(a.vision().layernorm.data[0] == 1.0f);
 
-    size_t visited = 0;
+    int visited = 0;
     a.for_each([&](const Weight& w) {
-        ++visited;
+        CHECK(w.index == visited++);
         CHECK(a.file().find(w.name) == w.source);
     });
-    CHECK(visited == a.file().tensors().size());
+    CHECK(size_t(visited) == a.file().tensors().size());
+
+    // Decode-step matrices of a BF16 checkpoint get their stored bytes beside them (Weight::bf16); nothing
+    // else does, and an F32 checkpoint has none.
+    const TextLayerWeights& l16 = b.text().layers[1];
+    for (const Weight* w : {&l16.self_attention.query, &l16.cross_attention.output, &l16.mlp.wo, &b.text().lm_head}) {
+        REQUIRE(w->bf16 != nullptr);
+        CHECK(std::memcmp(w->bf16, w->source->bytes.data(), w->source->bytes.size()) == 0);
+    }
+    for (const Weight* w : {&l16.cross_attention.key, &l16.cross_attention.value, &b.text().embed_tokens,
+                            &b.text().final_layer_norm, &wq16})
+        CHECK(w->bf16 == nullptr);
+    CHECK(a.text().lm_head.bf16 == nullptr);
+    CHECK(Checkpoint::load(bf16, {.decode_copies = false}).text().lm_head.bf16 == nullptr);
 
     const Checkpoint raw = Checkpoint::load(bf16, {.float_views = false});
     CHECK(raw.text().lm_head.data == nullptr);
     CHECK(raw.text().lm_head.source != nullptr);
+    CHECK(raw.text().lm_head.bf16 == nullptr);
 }
 
 TEST_CASE("binding lists every missing, mis-shaped and unexpected tensor by name") {

@@ -7,24 +7,16 @@
 // Input: the patches bench/gpu/compare_hf_gpu.py writes (HF's Pix2StructImageProcessor on the image and
 // question; tensors `flattened_patches` [P, 2 + 768] and `attention_mask` [P]), so that HF and we run the
 // same rows; without --patches, a grid of --real random patches padded to the checkpoint's max_patches.
-// Stages, with the backend in its asynchronous mode (one stream; wall time from the call until
-// synchronize() returns):
-//   encoder    model.encode(): host writes of the patch pixels into managed memory, then the vision tower
-//              on the real patches
+// Stages, with the backend in its asynchronous mode (one stream):
+//   encoder    model.encode(): the vision tower on the real patches, up to its fence
 //   cross K/V  model.compute_cross_kv(): every decoder layer's K/V of the encoder states (once per image)
-//   decode     one greedy step: launches, then CudaBackend::argmax (on the device; 4 bytes come back; the
-//              fence) (median over repeats × tokens steps; every step runs, eos or not, so every repeat
-//              does the same work)
-//   decode, token on the device   choose_greedy() → step_chosen(): the argmax stays in device memory
-//              for the next step's embedding, no fence between steps (wall time of tokens - 1 steps after
-//              the first, one fence at the end, divided by tokens - 1): the launch-bound loop a captured
-//              CUDA graph would replay; its last token is checked against the decode stage's
-//   decode, CUDA graph            the same loop with greedy_step(): each step recorded once (repeat 0) as a
-//              CUDA graph and replayed (CudaOptions::graphs)
-//   decode, synchronous backend   the step with a fence after every primitive, then the argmax on the
-//              device and its 4 bytes read back, as generate() runs it
-//   batch (--batch B > 1)   B copies of the input as one batch (generate_batch's path): encode_batch, the
-//              cross K/V of all B, and steps of B sequences with the tokens on the device, as CUDA graphs
+//   decode     generate() as an app calls it, every step run (stop_at_eos = false, so every repeat does the
+//              same work): per step, its launches, the argmax on the device and the fence where the host
+//              reads the chosen token (medians over repeats × tokens steps)
+//   decode, CUDA graph            the same with CudaOptions::graphs: each step recorded once, then replayed
+//   decode, synchronous backend   the same with a fence after every primitive (CudaOptions' default)
+//   batch (--batch B > 1)   B copies of the input as one batch: encode_batch, the cross K/V of all B, then
+//              generate_batch's steps of B sequences as CUDA graphs
 // Beside each time: TFLOP/s (encoder, cross K/V) or GB/s of weights + cross K/V read (decode; 4 or 2 bytes
 // each), and two yardsticks measured in the same run: cuBLAS GEMM of the same dtype at an encoder product
 // and a device-to-device copy.
@@ -132,7 +124,7 @@ int run(const Args& args) {
     constexpr bool kBf16 = std::is_same_v<typename Backend::Scalar, pix2struct::kernels::bf16>;
     try {
         auto t = clock_type::now();
-        const pix2struct::Checkpoint ckpt = pix2struct::Checkpoint::load(model_dir);
+        const pix2struct::Checkpoint ckpt = pix2struct::Checkpoint::load(model_dir, {.decode_copies = false});
         const double load_ms = ms_since(t);
         pix2struct::CudaOptions options;
         options.device = device;
@@ -170,78 +162,53 @@ int run(const Args& args) {
         }
 
         const int64_t V = cfg.text.vocab_size;
-        std::vector<double> t_enc, t_kv, t_tok, t_tok_sync;
+        // The encoder and the cross K/V alone, each up to its fence.
+        std::vector<double> t_enc, t_kv;
         int64_t N = 0;
-        std::vector<int64_t> first_ids;
         for (int r = 0; r < repeats + 1; ++r) {  // run 0 warms up (allocations, page migration) and is not counted
-            const bool count = r > 0;
             t = clock_type::now();
             N = model.encode(flattened, mask);
             gpu.synchronize();
-            if (count) t_enc.push_back(ms_since(t));
+            if (r > 0) t_enc.push_back(ms_since(t));
             t = clock_type::now();
             model.compute_cross_kv();
             gpu.synchronize();
-            if (count) t_kv.push_back(ms_since(t));
-            model.begin(tokens + 1);
-            int64_t token = cfg.text.decoder_start_token_id;
-            for (int s = 0; s < tokens; ++s) {
-                t = clock_type::now();
-                token = gpu.argmax(model.step(token), V);
-                if (count) t_tok.push_back(ms_since(t));
-                if (r == 0) first_ids.push_back(token);
-            }
+            if (r > 0) t_kv.push_back(ms_since(t));
         }
-        // Steps 2..tokens of the sequences begun with `start`, the tokens kept on the device (greedy_step: no
-        // host work, one fence at the end), over repeats + 1 runs (run 0 warms up, or records the graphs):
-        // ms per step into `per_step`; returns the first sequence's last token.
-        auto device_loop = [&](std::span<const int64_t> start, std::vector<double>& per_step) -> int64_t {
-            for (int r = 0; r < repeats + 1; ++r) {
-                model.begin(tokens + 1);
-                model.step(start);
-                model.choose_greedy();
-                gpu.synchronize();
-                t = clock_type::now();
-                for (int s = 1; s < tokens; ++s) model.greedy_step();
-                gpu.synchronize();
-                if (r > 0) per_step.push_back(ms_since(t) / double(tokens - 1));
+        // Decoding as an app runs it: generate_batch() of `copies` copies of the input, every step run (no stop
+        // at eos), `runs` + 1 times (the first warms up, or records the CUDA graphs); each step's time (its
+        // launches and the fence where the host reads the chosen tokens) goes into `per_step`. Returns the
+        // first sequence's ids.
+        auto decode = [&](int copies, int runs, std::vector<double>& per_step) {
+            const pix2struct::GenerateOptions every_step{.max_new_tokens = tokens, .stop_at_eos = false};
+            const std::vector<pix2struct::GenerateRequest> requests(
+                size_t(copies), pix2struct::GenerateRequest{flattened, mask, every_step});
+            std::vector<int64_t> ids;
+            for (int r = 0; r < runs + 1; ++r) {
+                const std::vector<pix2struct::GenerateResult> results = model.generate_batch(requests);
+                const std::vector<double>& ms = results[0].times.token_ms;
+                if (r > 0) per_step.insert(per_step.end(), ms.begin(), ms.end());
+                ids = results[0].ids;
             }
-            return model.chosen_token_to_host();
+            return ids;
         };
-        const int64_t start_id = cfg.text.decoder_start_token_id;
-        std::vector<double> t_tok_device, t_tok_graph;
-        int64_t device_last = -1, graph_last = -1;
-        if (tokens > 1) {
-            device_last = device_loop({&start_id, 1}, t_tok_device);  // eager launches
-            gpu.set_graphs(true);
-            graph_last = device_loop({&start_id, 1}, t_tok_graph);  // each step recorded once, then replayed
-        }
+        std::vector<double> t_tok, t_tok_graph, t_tok_sync;
+        const std::vector<int64_t> first_ids = decode(1, repeats, t_tok);  // asynchronous backend, eager launches
+        gpu.set_graphs(true);
+        const std::vector<int64_t> graph_ids = decode(1, repeats, t_tok_graph);  // steps replayed as CUDA graphs
         const std::string graph_error = gpu.graph_error();
         if (!graph_error.empty()) std::fprintf(stderr, "bench_e2e_gpu: CUDA graphs switched off: %s\n", graph_error.c_str());
-        for (const auto& [loop, last] : {std::pair{"device-token", device_last}, std::pair{"graph", graph_last}})
-            if (tokens > 1 && last != first_ids.back())
-                std::fprintf(stderr, "bench_e2e_gpu: warning: the %s loop ended at token %lld, the decode stage at %lld\n",
-                             loop, (long long)last, (long long)first_ids.back());
-        // The synchronous backend (a fence after every primitive), as generate() runs it by default.
+        if (graph_ids != first_ids) std::fprintf(stderr, "bench_e2e_gpu: warning: the CUDA graph steps chose other tokens\n");
+        // The synchronous backend (a fence after every primitive): CudaOptions' default.
         gpu.set_graphs(false);
         gpu.set_synchronous(true);
-        for (int r = 0; r < std::max(1, repeats / 2) + 1; ++r) {
-            model.begin(tokens + 1);
-            int64_t token = cfg.text.decoder_start_token_id;
-            for (int s = 0; s < tokens; ++s) {
-                t = clock_type::now();
-                model.step(token);
-                model.choose_greedy();
-                token = model.chosen_token_to_host();
-                if (r > 0) t_tok_sync.push_back(ms_since(t));
-            }
-        }
+        decode(1, std::max(1, repeats / 2), t_tok_sync);
 
-        // The same input B times as one batch, tokens on the device, steps as CUDA graphs.
+        // The same input B times as one batch: its encoder and cross K/V, then steps of B sequences as CUDA graphs.
         gpu.set_synchronous(false);
         gpu.set_graphs(true);
         std::vector<double> b_enc, b_kv, b_step;
-        if (batch > 1 && tokens > 1) {
+        if (batch > 1) {
             const std::vector<pix2struct::PatchInput> images(size_t(batch), pix2struct::PatchInput{flattened, mask});
             for (int r = 0; r < repeats + 1; ++r) {
                 t = clock_type::now();
@@ -253,7 +220,7 @@ int run(const Args& args) {
                 gpu.synchronize();
                 if (r > 0) b_kv.push_back(ms_since(t));
             }
-            device_loop(std::vector<int64_t>(size_t(batch), start_id), b_step);
+            decode(batch, repeats, b_step);
         }
 
         // Work per stage (as bench/bench_e2e.cpp counts it).
@@ -269,13 +236,12 @@ int run(const Args& args) {
         const double gemm = gemm_tflops(std::max<int64_t>(N, 256), int64_t(H), int64_t(F), kBf16, gpu.stream());
         const double copy = copy_gbs(gpu.stream());
         const double enc = median(t_enc), kv = median(t_kv), tok = median(t_tok), tok_sync = median(t_tok_sync);
-        const double tok_device = t_tok_device.empty() ? 0.0 : median(t_tok_device);
         if (json) {
             nlohmann::json j{{"model", model_dir}, {"device", gpu.device_name()}, {"dtype", kBf16 ? "bf16" : "f32"}, {"real_patches", N},
                              {"max_patches", int64_t(mask.size())}, {"repeats", repeats}, {"tokens", tokens},
                              {"load_ms", load_ms}, {"upload_ms", upload_ms}, {"encoder_ms", enc}, {"cross_kv_ms", kv},
-                             {"token_ms", tok}, {"token_device_ms", tok_device}, {"token_sync_ms", tok_sync},
-                             {"token_graph_ms", t_tok_graph.empty() ? 0.0 : median(t_tok_graph)},
+                             {"token_ms", tok}, {"token_sync_ms", tok_sync},
+                             {"token_graph_ms", graph_error.empty() ? median(t_tok_graph) : 0.0},
                              {"graph_error", graph_error},
                              {"encoder_tflops", enc_flop / (enc * 1e9)}, {"cross_kv_tflops", kv_flop / (kv * 1e9)},
                              {"decode_gbs", dec_bytes / (tok * 1e6)}, {"yardstick_gemm_tflops", gemm},
@@ -293,14 +259,13 @@ int run(const Args& args) {
             std::printf("  cross K/V   %9.2f ms   %6.2f TFLOP/s\n", kv, kv_flop / (kv * 1e9));
             std::printf("  decode      %9.3f ms/token  %6.0f GB/s (%.0f MB read per token)\n", tok,
                         dec_bytes / (tok * 1e6), dec_bytes / 1e6);
-            std::printf("  decode, token on the device %9.3f ms/token\n", tok_device);
-            std::printf("  decode, CUDA graph per step %9.3f ms/token%s\n", t_tok_graph.empty() ? 0.0 : median(t_tok_graph),
+            std::printf("  decode, CUDA graph per step %9.3f ms/token%s\n", median(t_tok_graph),
                         graph_error.empty() ? "" : " (graphs failed: eager)");
             std::printf("  decode, synchronous backend %9.3f ms/token\n", tok_sync);
             std::printf("  yardsticks: cuBLAS %s GEMM %.2f TFLOP/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ), D2D copy %.0f GB/s\n",
                         kBf16 ? "bf16" : "fp32", gemm, (long long)std::max<int64_t>(N, 256), H, F, H, copy);
             if (!b_step.empty())
-                std::printf("  batch of %d: encoder %.2f ms, cross K/V %.2f ms, decode %.3f ms/step (token on the device; "
+                std::printf("  batch of %d: encoder %.2f ms, cross K/V %.2f ms, decode %.3f ms/step (CUDA graphs; "
                             "%.3f ms/token)\n", batch, median(b_enc), median(b_kv), median(b_step), median(b_step) / batch);
         }
     } catch (const std::exception& e) {

@@ -154,9 +154,9 @@ public:
     }
 
 protected:
-    // Loads config.json, preprocessor_config.json, model.safetensors and spiece.model from `dir`.
-    PipelineBase(const std::filesystem::path& dir, const PipelineOptions& options)
-        : checkpoint_(std::make_unique<Checkpoint>(Checkpoint::load(dir, {.mmap = options.mmap}))),
+    // Loads config.json, preprocessor_config.json, model.safetensors (with `load`) and spiece.model from `dir`.
+    PipelineBase(const std::filesystem::path& dir, const PipelineOptions& options, const LoadOptions& load)
+        : checkpoint_(std::make_unique<Checkpoint>(Checkpoint::load(dir, load))),
           tokenizer_(Tokenizer::load(dir)) {
         const PreprocessorConfig& pc = checkpoint_->preprocessor();
         preprocess_.max_patches = options.max_patches > 0 ? options.max_patches : pc.max_patches;
@@ -232,7 +232,7 @@ protected:
 
 private:
     BasicPipeline(const std::filesystem::path& dir, const PipelineOptions& options, const BackendFactory& make_backend)
-        : PipelineBase(dir, options) {
+        : PipelineBase(dir, options, {.mmap = options.mmap, .decode_copies = reads_host_weights<Backend>}) {
         if (make_backend) {
             backend_ = make_backend(checkpoint());
             if (!backend_) detail::fail(dir.string(), ": the backend factory returned no backend");

@@ -7,6 +7,9 @@
 // tensors, as `save_pretrained` writes them). Binding walks every name the config implies, checks
 // each shape, and reports every missing, mis-shaped, badly typed and unexpected tensor in one error.
 // F32 tensors are used in place (zero-copy from the mapping); F16/BF16 are converted to float once.
+// What a backend multiplies by is held beside each Weight, made once at load: the fp32 view, and for
+// the decoder's matrices stored as BF16 their bytes on huge pages (the CPU's decode GEMVs). A backend that
+// keeps copies of its own (a GPU's) holds them in a table indexed by Weight::index.
 #pragma once
 
 #include <algorithm>
@@ -15,9 +18,11 @@
 #include <type_traits>
 #include <filesystem>
 #include <memory>
+#include <new>
 #include <set>
 #include <string>
 #include <vector>
+#include <sys/mman.h>
 
 #include "pix2struct/config.hpp"
 #include "pix2struct/error.hpp"
@@ -32,6 +37,10 @@ struct Weight {
     std::vector<int64_t> shape;
     const float* data = nullptr;          // null when the checkpoint was loaded without float views
     const TensorView* source = nullptr;   // dtype and bytes in the file, e.g. for a bf16 upload
+    const uint16_t* bf16 = nullptr;       // the stored BF16 values on huge pages: a decode-step matrix of a
+                                          // BF16 checkpoint loaded with LoadOptions::decode_copies; else null
+    int index = -1;                       // position in checkpoint order (Checkpoint::for_each): a backend's
+                                          // table of its own copies is indexed by it
 
     int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
     int64_t cols() const { return shape.size() < 2 ? 1 : shape[1]; }
@@ -152,7 +161,33 @@ struct LoadOptions {
     // Map model.safetensors (pages are read on demand and shared with the page cache; the file must not be
     // truncated or rewritten while loaded) or, false, read it whole into memory (immune to such changes).
     bool mmap = true;
+    // Give the decode step's matrices stored as BF16 (the text layers' except cross-attention key/value, and
+    // lm_head) a copy of their bytes on huge pages, Weight::bf16: the CPU's decode GEMVs read them (half of
+    // fp32's bytes; from the file mapping's 4 KiB pages they measured ~1.8x slower). A backend with copies of
+    // its own does not need them (BasicPipeline asks only for a backend with reads_host_weights).
+    bool decode_copies = true;
 };
+
+namespace detail {
+
+// Heap memory aligned to, and advised as, 2 MiB huge pages.
+struct HugePageFree {
+    static constexpr size_t kHuge = size_t(2) << 20;
+    void operator()(void* p) const { ::operator delete[](p, std::align_val_t(kHuge)); }
+};
+using HugePageBytes = std::unique_ptr<void, HugePageFree>;
+
+inline HugePageBytes huge_page_copy(std::span<const std::byte> src) {
+    const size_t huge = HugePageFree::kHuge, alloc = (src.size() + huge - 1) / huge * huge;
+    void* p = ::operator new[](std::max(alloc, huge), std::align_val_t(huge));
+#ifdef MADV_HUGEPAGE
+    ::madvise(p, std::max(alloc, huge), MADV_HUGEPAGE);
+#endif
+    std::memcpy(p, src.data(), src.size());
+    return HugePageBytes(p);
+}
+
+}  // namespace detail
 
 class Checkpoint {
 public:
@@ -203,11 +238,13 @@ private:
         std::vector<std::unique_ptr<float[]>>& storage;
         std::set<std::string> used;
         std::vector<std::string> problems;
+        int index = 0;
 
         void operator()(Weight& w, const std::string& name, std::vector<int64_t> shape) {
             used.insert(name);
             w.name = name;
             w.shape = shape;
+            w.index = index++;
             const TensorView* t = file.find(name);
             if (!t) {
                 problems.push_back("missing tensor '" + name + "' " + shape_string(shape));
@@ -249,6 +286,19 @@ private:
             if (b.problems.size() > kShown) msg += "\n  ... and " + std::to_string(b.problems.size() - kShown) + " more";
             throw Error(msg);
         }
+        if (options.decode_copies && options.float_views) {
+            auto copy = [&](Weight& w) {
+                if (w.source->dtype != DType::BF16) return;
+                huge_pages_.push_back(detail::huge_page_copy(w.source->bytes));
+                w.bf16 = static_cast<const uint16_t*>(huge_pages_.back().get());
+            };
+            for (TextLayerWeights& l : text_.layers)
+                for (Weight* w : {&l.self_attention.query, &l.self_attention.key, &l.self_attention.value,
+                                  &l.self_attention.output, &l.cross_attention.query, &l.cross_attention.output,
+                                  &l.mlp.wi_0, &l.mlp.wi_1, &l.mlp.wo})
+                    copy(*w);
+            copy(text_.lm_head);
+        }
     }
 
     Config config_;
@@ -256,6 +306,7 @@ private:
     std::filesystem::path dir_;
     std::unique_ptr<SafetensorsFile> file_;
     std::vector<std::unique_ptr<float[]>> storage_;
+    std::vector<detail::HugePageBytes> huge_pages_;
     VisionWeights vision_;
     TextWeights text_;
 };

@@ -13,8 +13,9 @@
 // Model code never dereferences a Buffer on the host: what the host prepares (patch pixels, the patch
 // mask) goes in through detail::to_backend, what it reads (logits) comes out through
 // detail::to_host: a backend's upload/download/copy members when it has them, plain copies otherwise
-// (host or managed memory). Weights are passed as `const Weight&` (the host fp32 view and the stored
-// tensor); a device backend maps them to its own copies, uploaded once. Embedding ids are host arrays (a
+// (host or managed memory). Weights are passed as `const Weight&`: the host fp32 view, the stored tensor
+// and the host copies made at load (a CPU backend reads those; it says so with `reads_host_weights`); a
+// device backend keeps its own copies, uploaded once, in a table indexed by Weight::index. Embedding ids are host arrays (a
 // handful of integers per call), except the decoder's token, which stays in backend memory (an IdBuffer)
 // from the argmax that chooses it to the embedding that reads it: a decode step needs no host work.
 #pragma once
@@ -40,6 +41,12 @@ enum class Write { Overwrite, Accumulate };
 // The activation type of a backend (float, or a bf16 type).
 template <class B>
 using scalar_t = typename B::Scalar;
+
+// Whether a backend multiplies by the checkpoint's host memory (`static constexpr bool reads_host_weights
+// = true;`, the CPU) rather than by copies of its own (a GPU): a pipeline then loads the checkpoint with
+// the host copies of the decode matrices (LoadOptions::decode_copies).
+template <class B>
+inline constexpr bool reads_host_weights = requires { requires B::reads_host_weights; };
 
 template <class B>
 concept Backend = requires(B& b, const scalar_t<B>* x, scalar_t<B>* y, float* f, const Weight& w,

@@ -23,9 +23,7 @@
 #include <system_error>
 #include <thread>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
-#include <sys/mman.h>
 #include <vector>
 
 #include "pix2struct/backend/backend.hpp"
@@ -249,6 +247,7 @@ struct CpuBackend {
     using Buffer = detail::AlignedFloats;      // n Scalars
     using FloatBuffer = detail::AlignedFloats; // n floats (masks, position bias)
     using IdBuffer = std::vector<int32_t>;     // n token ids
+    static constexpr bool reads_host_weights = true;  // Weight::data, and Weight::bf16 in decode steps
 
     explicit CpuBackend(int threads = 0)
         : pool_(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()))) {}
@@ -268,7 +267,7 @@ struct CpuBackend {
         const int64_t N = W.rows(), K = W.cols();
         // Slices of ≥ 64 output features; a handful per thread for balance.
         const int64_t min_slice = 64;
-        const uint16_t* bf16 = (M <= detail::kGemvMaxRows && !bias) ? bf16_weights(W) : nullptr;
+        const uint16_t* bf16 = (M <= detail::kGemvMaxRows && !bias) ? W.bf16 : nullptr;
         const bool bf16_gemv = bf16 != nullptr;
         int64_t slices = std::min<int64_t>(std::max<int64_t>(1, N / min_slice), int64_t(pool_.size()) * (M == 1 || bf16_gemv ? 1 : 2));
         if (M * N * K < 64 * 1024) slices = 1;  // too small to be worth a wake-up
@@ -427,36 +426,6 @@ struct CpuBackend {
     }
 
 private:
-    // The BF16 bytes of a weight stored as BF16, copied once into heap memory on huge pages: streaming
-    // them from the file mapping (4 KiB pages) measured ~1.8x slower for the decode GEMVs. Null for other
-    // dtypes (their fp32 view is used). Filled at the first decode step, kept for the backend's lifetime:
-    // the weights must outlive the backend (a Checkpoint does). An entry is reused only for the same stored
-    // bytes, so a checkpoint reloaded at the same Weight addresses is copied anew.
-    const uint16_t* bf16_weights(const Weight& W) {
-        if (!W.source || W.source->dtype != DType::BF16) return nullptr;
-        const std::span<const std::byte> src = W.source->bytes;
-        auto it = bf16_copies_.find(&W);
-        if (it != bf16_copies_.end() && it->second.origin == src.data() && it->second.bytes == src.size())
-            return it->second.copy.get();
-        const size_t huge = size_t(2) << 20, alloc = (src.size() + huge - 1) / huge * huge;
-        auto* p = static_cast<uint16_t*>(::operator new[](alloc, std::align_val_t(huge)));
-#ifdef MADV_HUGEPAGE
-        ::madvise(p, alloc, MADV_HUGEPAGE);
-#endif
-        std::memcpy(p, src.data(), src.size());
-        bf16_copies_[&W] = {src.data(), src.size(), std::unique_ptr<uint16_t[], HugeFree>(p)};
-        return p;
-    }
-    struct HugeFree {
-        void operator()(uint16_t* p) const { ::operator delete[](p, std::align_val_t(size_t(2) << 20)); }
-    };
-    struct Bf16Copy {
-        const std::byte* origin = nullptr;  // the stored bytes it was copied from
-        size_t bytes = 0;
-        std::unique_ptr<uint16_t[], HugeFree> copy;
-    };
-    std::unordered_map<const Weight*, Bf16Copy> bf16_copies_;
-
     detail::ThreadPool pool_;
     std::vector<detail::AlignedFloats> scratch_;
 };

@@ -26,9 +26,10 @@
 // tensors stored as BF16 also keep their bytes in a second allocation (device_weight_bf16(); the fp32 path
 // never reads them). The bf16 path multiplies by those bf16 copies (a BF16 file's bytes unchanged; other
 // files' weights rounded to bf16, to nearest even, at upload) and reads the fp32 copies for what the
-// kernels take in fp32: norm weights, biases, embedding tables, the relative position table. cudaMemGetInfo is checked first: the weights plus
-// CudaOptions::headroom_bytes for activations must fit in the free memory. A Weight that is not part of
-// the checkpoint given at construction is an error (its address could alias a freed checkpoint's).
+// kernels take in fp32: norm weights, biases, embedding tables, the relative position table. cudaMemGetInfo
+// is checked first: the weights plus CudaOptions::headroom_bytes for activations must fit in the free
+// memory. The copies' pointers are a table indexed by Weight::index (no lookup per call); a Weight that is
+// not the one uploaded at its index (another checkpoint's) is an error.
 //
 // Buffers are managed memory (cudaMallocManaged), zeroed. The blocks move what the host prepares or reads
 // (patch pixels, the patch mask, token ids, logits, chosen tokens) with upload()/download()/copy():
@@ -61,7 +62,6 @@
 #include <map>
 #include <string>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -411,6 +411,7 @@ public:
 
 private:
     struct DeviceWeight {
+        const Weight* host = nullptr;  // the weight these copies are of
         const float* f32 = nullptr;
         const kernels::bf16* bf16 = nullptr;
     };
@@ -445,12 +446,12 @@ private:
         return b;
     }
 
+    // The copies of w: its row of the table (Weight::index), checked to be of this very weight.
     const DeviceWeight& find(const Weight& w) const {
-        const auto it = weights_.find(&w);
-        if (it == weights_.end())
+        if (w.index < 0 || size_t(w.index) >= weights_.size() || weights_[size_t(w.index)].host != &w)
             detail::fail("CUDA backend: weight '", w.name, "' was not uploaded: it is not part of the checkpoint the ",
                          "backend was constructed with");
-        return it->second;
+        return weights_[size_t(w.index)];
     }
 
     void open_device() {
@@ -484,8 +485,9 @@ private:
 
     // One fp32 allocation (and one bf16) for every weight, each at a 256-byte boundary.
     void upload(const Checkpoint& ckpt) {
-        std::vector<const Weight*> all;
+        std::vector<const Weight*> all;  // in checkpoint order: all[i]->index == i
         ckpt.for_each([&](const Weight& w) { all.push_back(&w); });
+        weights_.assign(all.size(), DeviceWeight{});
         auto padded = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
         auto stored_bf16 = [](const Weight* w) { return w->source && w->source->dtype == DType::BF16; };
         auto has_bf16 = [&](const Weight* w) { return kBf16 || (options_.keep_bf16 && stored_bf16(w)); };
@@ -519,7 +521,7 @@ private:
                 w->source->to_float(staging.data());
                 src = staging.data();
             }
-            DeviceWeight d;
+            DeviceWeight d{.host = w};
             float* f = reinterpret_cast<float*>(static_cast<char*>(f32_arena_) + f_off);
             PIX2STRUCT_CUDA_CHECK(cudaMemcpy(f, src, n * sizeof(float), cudaMemcpyHostToDevice));
             d.f32 = f;
@@ -536,7 +538,7 @@ private:
                 d.bf16 = h;
                 b_off += padded(n * 2);
             }
-            weights_.emplace(w, d);
+            weights_.at(size_t(w->index)) = d;
         }
     }
 
@@ -550,7 +552,7 @@ private:
     void* f32_arena_ = nullptr;
     void* bf16_arena_ = nullptr;
     size_t f32_bytes_ = 0, bf16_bytes_ = 0;
-    std::unordered_map<const Weight*, DeviceWeight> weights_;
+    std::vector<DeviceWeight> weights_;  // indexed by Weight::index
     detail::DeviceBytes decode_workspace_, ids_device_, argmax_device_;
     std::vector<int32_t> ids_host_;
     bool recording_ = false;  // inside graph()'s stream capture: no waits
