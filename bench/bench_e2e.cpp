@@ -1,6 +1,6 @@
 // bench_e2e — end-to-end CPU timing of one question: per-stage medians over repeats.
 //
-//   bench_e2e --model tests/reference/out/base-random --image tests/data/models/images/diagram.png \
+//   bench_e2e --model tests/reference/out/base-random --image tests/data/models/images/diagram.png
 //             --question "What is shown?" --repeats 5 --tokens 20 --threads 2 [--json]
 //
 // Stages: preprocess (header + resize + patches), encoder (vision tower on the real patches), cross K/V
@@ -22,9 +22,9 @@
 #include <string>
 #include <vector>
 
-#include "pix2struct/version.hpp"
+#define PIX2STRUCT_IMPLEMENTATION  // this program's one implementation file of the library
+#include "pix2struct/pix2struct.hpp"
 #include "pix2struct/backend/cpu.hpp"
-#include "pix2struct/image/load.hpp"
 #include "pix2struct/image/patches.hpp"
 #include "pix2struct/model/generate.hpp"
 #include "pix2struct/weights.hpp"

@@ -34,7 +34,7 @@
 #include <cmath>
 #include <tuple>
 
-#include "kernels/common.cuh"
+#include "pix2struct/kernels/common.cuh"
 #include "pix2struct/backend/attention_args.hpp"
 
 namespace pix2struct::kernels {

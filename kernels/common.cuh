@@ -21,7 +21,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/geometry.hpp"
+#include "pix2struct/kernels/geometry.hpp"
 #include "pix2struct/error.hpp"
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800

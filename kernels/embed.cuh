@@ -25,7 +25,7 @@
 
 #include <cmath>
 
-#include "kernels/common.cuh"
+#include "pix2struct/kernels/common.cuh"
 #include "pix2struct/nn/position_bucket.hpp"
 
 namespace pix2struct::kernels {

@@ -10,7 +10,7 @@
 // Measured (H100, pending a GPU session): see bench/RESULTS.md "GPU kernels".
 #pragma once
 
-#include "kernels/common.cuh"
+#include "pix2struct/kernels/common.cuh"
 
 namespace pix2struct::kernels {
 

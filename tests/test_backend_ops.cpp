@@ -47,12 +47,12 @@ struct TestWeight {
                 bf16[i] = float_to_bf16(values[i]);
                 values[i] = bf16_to_float(bf16[i]);
             }
-            view.name = "w";
+            view.name = std::string("w");  // not operator=(const char*): GCC 12 -Wrestrict false positive
             view.dtype = DType::BF16;
             view.shape = shape;
             view.bytes = std::as_bytes(std::span(bf16));
         }
-        w.name = "w";
+        w.name = std::string("w");
         w.shape = std::move(shape);
         w.data = values.data();
         w.source = as_bf16 ? &view : nullptr;

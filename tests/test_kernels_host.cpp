@@ -2,7 +2,7 @@
 // includes no CUDA header: the plans the CUDA launchers follow, checked without nvcc or a GPU.
 #include <doctest/doctest.h>
 
-#include "kernels/geometry.hpp"
+#include "pix2struct/kernels/geometry.hpp"
 
 using namespace pix2struct::kernels;
 

@@ -1,8 +1,12 @@
 // The doctest runner shared by every test executable. A run in which a test case was skipped (its data
 // absent: doctest::skip; no CUDA device: SKIP_WITHOUT_GPU) and none failed exits with 77, which CTest (SKIP_RETURN_CODE) and meson report as
 // skipped rather than passed; .ci/run fails when a CPU test is skipped.
+// It is also the test programs' one implementation file of the library (PIX2STRUCT_IMPLEMENTATION).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
+
+#define PIX2STRUCT_IMPLEMENTATION
+#include "pix2struct/pix2struct.hpp"
 
 #include <cstdio>
 

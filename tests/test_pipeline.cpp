@@ -1,4 +1,4 @@
-// The public Pipeline (umbrella header): image + question → HF's answer on the tiny checkpoint, streaming
+// The public Pipeline (the API, pix2struct.hpp; its implementation is test_main.cpp's): image + question → HF's answer on the tiny checkpoint, streaming
 // pieces that add up to the answer, captioning checkpoints, and the errors a user meets first.
 #include <doctest/doctest.h>
 
@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include "pix2struct/backend/cpu.hpp"
+#include "pix2struct/basic_pipeline.hpp"
 #include "pix2struct/pix2struct.hpp"
 
 namespace fs = std::filesystem;
@@ -278,7 +280,8 @@ TEST_CASE("pipeline: NaN or infinity in the weights is an error naming the token
 TEST_CASE("pipeline: the memory budget refuses a question before allocating, naming the option") {
     const auto [vqa, img] = last_vqa_case();
     const std::string question = vqa["question"];
-    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 1, .max_patches = 0, .font_path = {}});
+    using CpuPipeline = BasicPipeline<CpuBackend>;  // the model under Pipeline, to set its budget
+    CpuPipeline pipe = CpuPipeline::load(kData / "tiny", {.threads = 1, .max_patches = 0, .font_path = {}});
     auto& model = pipe.model();
     CHECK(model.memory_budget() == physical_memory_bytes());
     const int64_t need = generation_bytes(model.config(), pipe.preprocess_options().max_patches, 1,
@@ -299,5 +302,5 @@ TEST_CASE("pipeline: the memory budget refuses a question before allocating, nam
     // At load: one question of max_patches over the budget.
     const PipelineOptions tight{.threads = 1, .max_patches = 0, .font_path = {}, .mmap = true, .max_memory_bytes = need - 1};
     CHECK_THROWS_WITH_AS(Pipeline::load(kData / "tiny", tight), doctest::Contains("--max-memory-mb"), Error);
-    CHECK(Pipeline::load(kData / "tiny", {.max_memory_bytes = need}).model().memory_budget() == need);
+    CHECK(CpuPipeline::load(kData / "tiny", {.max_memory_bytes = need}).model().memory_budget() == need);
 }

@@ -25,8 +25,13 @@
 #include <string>
 #include <vector>
 
-#include "pix2struct/version.hpp"
+// This program's one implementation file of the library.
+#define PIX2STRUCT_IMPLEMENTATION
 #include "pix2struct/pix2struct.hpp"
+#include "pix2struct/basic_pipeline.hpp"
+#include "pix2struct/image/header.hpp"
+#include "pix2struct/image/load.hpp"
+#include "pix2struct/safetensors.hpp"
 #ifdef PIX2STRUCT_VQA_CUDA
 #include "examples/vqa/cuda_backend.hpp"
 #endif
@@ -84,26 +89,24 @@ int main(int argc, char** argv) {
         const pix2struct::PipelineOptions options{
             .threads = threads, .max_patches = max_patches, .font_path = font, .mmap = !no_mmap,
             .max_memory_bytes = max_memory_mb << 20};
-        std::unique_ptr<pix2struct::PipelineBase> owned;
         std::string device_name = "CPU";
-        if (device == "cuda") {
+        auto load = [&]() -> pix2struct::Pipeline {
+            if (device != "cuda") return pix2struct::Pipeline::load(model_dir, options);
 #ifdef PIX2STRUCT_VQA_CUDA
-            owned = vqa::load_cuda_pipeline(model_dir, options, dtype == "bf16", device_name);
+            return pix2struct::Pipeline(vqa::load_cuda_pipeline(model_dir, options, dtype == "bf16", device_name));
 #else
             throw pix2struct::Error("--device cuda: this pix2struct-vqa was built without CUDA "
                                     "(configure with -DPIX2STRUCT_CUDA=ON, or Meson with -Dcuda=enabled)");
 #endif
-        } else {
-            owned = std::make_unique<pix2struct::Pipeline>(pix2struct::Pipeline::load(model_dir, options));
-        }
-        pix2struct::PipelineBase& pipe = *owned;
+        };
+        pix2struct::Pipeline pipe = load();
         const double load_ms = std::chrono::duration<double, std::milli>(clock::now() - t_load).count();
         if (verbose) {
-            const auto& c = pipe.config();
+            const auto& c = pipe.base().config();
             std::fprintf(stderr, "model: %s (vision %d layers × %d, text %d layers × %d, vocab %d), %s, max_patches %d, "
                          "on %s (%s), loaded in %.0f ms\n", model_dir.c_str(), c.vision.num_hidden_layers,
                          c.vision.hidden_size, c.text.num_layers, c.text.hidden_size, c.text.vocab_size,
-                         pipe.is_vqa() ? "VQA" : "captioning", pipe.preprocess_options().max_patches,
+                         pipe.is_vqa() ? "VQA" : "captioning", pipe.max_patches(),
                          device_name.c_str(), dtype == "bf16" ? "bf16" : "fp32", load_ms);
         }
         if (!pipe.is_vqa() && !questions.empty() && verbose)
@@ -126,7 +129,7 @@ int main(int argc, char** argv) {
                              image.height, p.rows, p.cols, p.num_real(), p.max_patches);
             if (!save_input.empty()) {
                 const pix2struct::Image seen = pipe.is_vqa()
-                    ? pix2struct::render_question(image, question, pipe.preprocess_options().font_path)
+                    ? pix2struct::render_question(image, question, pipe.base().preprocess_options().font_path)
                     : image;
                 pix2struct::save_png(seen, save_input);
             }

@@ -1,6 +1,7 @@
 // pix2struct/basic_pipeline.hpp — the pipeline on any backend: BasicPipeline<Backend> (image + question →
 // answer text) and PipelineBase, its backend-independent part (checkpoint, tokenizer, preprocessing, the
-// streaming decode of the answer). pix2struct/pipeline.hpp names the CPU one `Pipeline`.
+// streaming decode of the answer). pix2struct::Pipeline (pipeline.hpp) holds one: BasicPipeline<CpuBackend>
+// from Pipeline::load, or any backend's given to its constructor.
 //
 //   // in a .cu file compiled by nvcc (backend/cuda.hpp launches kernels; this header needs no Eigen):
 //   auto gpu = pix2struct::BasicPipeline<pix2struct::CudaBackend>::load(dir);          // CudaBackend(checkpoint)
@@ -29,37 +30,11 @@
 #include "pix2struct/image/load.hpp"
 #include "pix2struct/image/patches.hpp"
 #include "pix2struct/model/generate.hpp"
+#include "pix2struct/pipeline.hpp"
 #include "pix2struct/tokenizer.hpp"
 #include "pix2struct/weights.hpp"
 
 namespace pix2struct {
-
-struct PipelineOptions {
-    int threads = 0;          // CPU backend threads (0: all hardware threads)
-    int max_patches = 0;      // 0: the checkpoint's preprocessor_config.json (2048 for the published ones)
-    std::string font_path;    // empty: the default (Liberation Sans, metric-compatible with the reference's Arial)
-    bool mmap = true;         // false: read model.safetensors into memory (LoadOptions::mmap)
-    // Most bytes of activations and caches a question (or batch) may take; one over it is an Error naming
-    // this option, checked at load for one question of max_patches and before each call. 0: physical memory.
-    int64_t max_memory_bytes = 0;
-};
-
-struct AskOptions {
-    int max_new_tokens = 0;  // 0: HF's default length rule (20 new tokens)
-    // Called with the text each new token adds to the decoded answer (streaming); return false to stop.
-    std::function<bool(std::string_view piece)> on_text;
-};
-
-struct Answer {
-    std::string text;           // decoded, special tokens skipped (HF: decode(ids, skip_special_tokens=True))
-    std::vector<int64_t> ids;   // without the start token: the caption prompt's tokens (if any), then the generated
-                                // ones; ends with eos (1) if it stopped there
-    int64_t real_patches = 0;   // patches the encoder computed (rows × cols of the resized image)
-    struct Times {
-        double preprocess_ms = 0, encoder_ms = 0, cross_kv_ms = 0, decode_ms = 0;
-        std::vector<double> token_ms;
-    } times;
-};
 
 // The backend-independent part of a pipeline; BasicPipeline<Backend> supplies generate().
 class PipelineBase {

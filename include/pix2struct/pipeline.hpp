@@ -1,21 +1,96 @@
-// pix2struct/pipeline.hpp — image (+ question) → answer text: checkpoint, tokenizer, preprocessing, model.
+// pix2struct/pipeline.hpp — the API: image (+ question) → answer text. Light to include (no Eigen, no
+// codecs, no JSON): its functions are compiled once, in the file of the program that defines
+// PIX2STRUCT_IMPLEMENTATION before including pix2struct/pix2struct.hpp (implementation.hpp).
 //
 //   auto p = pix2struct::Pipeline::load("pix2struct-ai2d-base/", {.threads = 2});   // throws pix2struct::Error
 //   pix2struct::Answer a = p.ask(pix2struct::load_image("diagram.png"), "What is the next stage?");
 //   a.text, a.ids, a.times
 //
-// The CPU backend (fp32) runs the model; preprocessing uses the checkpoint's preprocessor_config.json
-// (max_patches, patch size, is_vqa) unless PipelineOptions override it. A VQA checkpoint (is_vqa) needs a
-// question (it is drawn on the image as a header); a captioning checkpoint takes none.
-// Pipeline is BasicPipeline<CpuBackend> (pix2struct/basic_pipeline.hpp, which also runs other backends,
-// e.g. BasicPipeline<CudaBackend> from a .cu file, without this header's Eigen).
+// Pipeline::load runs the model on the CPU backend (fp32 arithmetic; the kernels for this CPU are chosen at
+// run time); preprocessing uses the checkpoint's preprocessor_config.json (max_patches, patch size,
+// is_vqa) unless PipelineOptions override it. A VQA checkpoint (is_vqa) needs a question (it is drawn on the
+// image as a header); a captioning checkpoint takes none. A Pipeline can also hold a pipeline on another
+// backend: Pipeline(std::make_unique<BasicPipeline<CudaBackend>>(...)) (basic_pipeline.hpp).
 #pragma once
 
-#include "pix2struct/backend/cpu.hpp"
-#include "pix2struct/basic_pipeline.hpp"
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pix2struct/error.hpp"
+#include "pix2struct/image/image.hpp"
 
 namespace pix2struct {
 
-using Pipeline = BasicPipeline<CpuBackend>;
+class PipelineBase;  // basic_pipeline.hpp: checkpoint, tokenizer, preprocessing and the model on a backend
+
+struct PipelineOptions {
+    int threads = 0;          // CPU backend threads (0: all hardware threads)
+    int max_patches = 0;      // 0: the checkpoint's preprocessor_config.json (2048 for the published ones)
+    std::string font_path{};  // empty: the default (Liberation Sans, metric-compatible with the reference's Arial)
+    bool mmap = true;         // false: read model.safetensors into memory (LoadOptions::mmap)
+    // Most bytes of activations and caches a question (or batch) may take; one over it is an Error naming
+    // this option, checked at load for one question of max_patches and before each call. 0: physical memory.
+    int64_t max_memory_bytes = 0;
+};
+
+struct AskOptions {
+    int max_new_tokens = 0;  // 0: HF's default length rule (20 new tokens)
+    // Called with the text each new token adds to the decoded answer (streaming); return false to stop.
+    std::function<bool(std::string_view piece)> on_text{};
+};
+
+struct Answer {
+    std::string text;           // decoded, special tokens skipped (HF: decode(ids, skip_special_tokens=True))
+    std::vector<int64_t> ids;   // without the start token: the caption prompt's tokens (if any), then the generated
+                                // ones; ends with eos (1) if it stopped there
+    int64_t real_patches = 0;   // patches the encoder computed (rows × cols of the resized image)
+    struct Times {
+        double preprocess_ms = 0, encoder_ms = 0, cross_kv_ms = 0, decode_ms = 0;
+        std::vector<double> token_ms;
+    } times;
+};
+
+class Pipeline {
+public:
+    // Loads config.json, preprocessor_config.json, model.safetensors and spiece.model from `dir`, with the
+    // model on the CPU backend.
+    static Pipeline load(const std::filesystem::path& dir, const PipelineOptions& options = {});
+    // Holds a pipeline on any backend (e.g. BasicPipeline<CudaBackend>, from a .cu file).
+    explicit Pipeline(std::unique_ptr<PipelineBase> pipeline);
+    Pipeline(Pipeline&&) noexcept;
+    Pipeline& operator=(Pipeline&&) noexcept;
+    ~Pipeline();
+
+    // Preprocess, encode, decode. VQA checkpoints draw the question on the image (required: a missing
+    // question throws pix2struct::Error); captioning checkpoints use a non-empty `question` as the start of
+    // the caption (HF's conditional captioning).
+    Answer ask(const Image& image, std::string_view question = {}, const AskOptions& options = {});
+    // Several images at once (a batch): one encoder pass over all their patches, decode steps shared until
+    // each answer stops; the answers are those ask() gives one by one, in order. `questions` has one question
+    // per image, or one for all. Answer::times holds the batch's encoder and step times.
+    std::vector<Answer> ask_batch(std::span<const Image> images, std::span<const std::string> questions,
+                                  int max_new_tokens = 0);
+    // The model input for an image and question (captioning checkpoints draw no question).
+    Patches prepare(const Image& image, std::string_view question) const;
+    // Encode and decode prepared patches; `prompt` (captioning checkpoints only) starts the answer.
+    Answer run(const Patches& patches, const AskOptions& options = {}, std::string_view prompt = {});
+    std::vector<Answer> run_batch(std::span<const Patches> patches, std::span<const std::string> prompts = {},
+                                  int max_new_tokens = 0);
+
+    bool is_vqa() const;    // preprocessor_config.json's is_vqa: questions are drawn on the image
+    int max_patches() const;  // the patch budget of prepare()
+    // Everything else (config, checkpoint, tokenizer, preprocessing options): include basic_pipeline.hpp.
+    PipelineBase& base() { return *pipeline_; }
+    const PipelineBase& base() const { return *pipeline_; }
+
+private:
+    std::unique_ptr<PipelineBase> pipeline_;
+};
 
 }  // namespace pix2struct

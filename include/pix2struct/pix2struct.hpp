@@ -4,8 +4,10 @@
 // Pix2StructProcessor: the same tensors in, the same token ids out. CPU backend on Eigen (fp32 math,
 // F32/F16/BF16 checkpoint files); a CUDA backend plugs into the same model templates.
 //
-// USAGE
+// USAGE — stb's convention: every file includes the API; exactly one file of the program defines
+// PIX2STRUCT_IMPLEMENTATION first, and compiles the implementation (Eigen, the codecs, the model) once.
 //
+//     #define PIX2STRUCT_IMPLEMENTATION      // in one .cpp file only
 //     #include <pix2struct/pix2struct.hpp>
 //
 //     auto pipe = pix2struct::Pipeline::load("pix2struct-ai2d-base/", {.threads = 2});
@@ -14,26 +16,29 @@
 //                                     {.on_text = [](std::string_view s) { std::cout << s << std::flush; return true; }});
 //     std::cout << a.text << "\n";            // also a.ids, a.times
 //
-// Link: the CMake target pix2struct::pix2struct (Eigen, nlohmann_json, sentencepiece, stb, libjpeg-turbo,
-// libpng, giflib, libwebp, FreeType when found, Threads).
+// Link: the CMake target pix2struct::pix2struct, pkg-config's pix2struct, or meson's pix2struct_dep
+// (Eigen, nlohmann_json, sentencepiece, stb, libjpeg-turbo, libpng, giflib, libwebp, FreeType when found,
+// Threads). No library of ours: the implementation file is the app's own.
 //
-// ENTRY POINTS (all throw pix2struct::Error, a std::runtime_error whose message names the input and the
-// problem: missing/incomplete model folder, mis-shaped tensor, unreadable image, missing question…)
+// ENTRY POINTS of the API (all throw pix2struct::Error, a std::runtime_error whose message names the input
+// and the problem: missing/incomplete model folder, mis-shaped tensor, unreadable image, missing question…)
 //
 //   Pipeline::load(dir, PipelineOptions)      → Pipeline   checkpoint + tokenizer + CPU backend, ready to ask
 //   Pipeline::ask(image, question, AskOptions) → Answer     text, ids (without the start token), timings
+//   Pipeline::ask_batch(images, questions)     → Answers    one encoder pass, shared decode steps
 //   Pipeline::prepare(image, question)         → Patches    the model input (flattened patches + mask)
 //   Pipeline::run(patches, AskOptions)         → Answer     encode + decode prepared patches
 //   load_image(path) / load_image_from_memory  → Image      8-bit RGB as Pillow's convert("RGB") gives
-//   preprocess(image, question, options)       → Patches    Pix2StructImageProcessor (header, normalize, patches)
-//   Checkpoint::load(dir)                      → Checkpoint config + weights bound by their HF names
-//   Tokenizer::load(dir)                       → Tokenizer  decode(ids) == HF decode(skip_special_tokens=True)
-//   ForConditionalGeneration<Backend>(checkpoint, backend)
+// Below the API, inline templates any file may include (they compile the heavy parts where included):
+//   Checkpoint::load(dir) (weights.hpp), Tokenizer::load(dir) (tokenizer.hpp), preprocess (image/patches.hpp),
+//   ForConditionalGeneration<Backend>(checkpoint, backend) (model/generate.hpp)
 //       .encode(flattened, mask) → rows   .compute_cross_kv()   .begin(n) / .step(token) → logits
 //       .forward(flattened, mask, decoder_ids) → logits [T, V]   .generate(flattened, mask, options) → GenerateResult
+//   BasicPipeline<Backend> (basic_pipeline.hpp): the pipeline on any backend, e.g. CudaBackend
 //
 // LAYOUT — every header, in the order data flows (docs/ARCHITECTURE.md; tests/test_layout.cpp keeps this
-// list and the files equal). Paths below include/pix2struct/, then the CUDA kernels in kernels/.
+// list and the files equal). Paths below include/pix2struct/; the CUDA kernels are in kernels/, included (and
+// installed) as pix2struct/kernels/.
 //   version.hpp                   PIX2STRUCT_VERSION
 //   error.hpp                     Error, the one exception type; detail::fail
 //   read_file.hpp                 bounded whole-file reads (images, fonts, weights)
@@ -42,8 +47,8 @@
 //   weights.hpp                   Checkpoint: config + every tensor bound by its transformers name
 //   random_checkpoint.hpp         random-weight checkpoints of any shape (tests, benchmarks)
 //   tokenizer.hpp                 SentencePiece as transformers' T5 tokenizer (decode, encode)
-//   image/image.hpp               Image, ImageLimits
-//   image/load.hpp                load_image: format by signature, then one codec
+//   image/image.hpp               Image, ImageLimits, Patches, load_image (declared)
+//   image/load.hpp                decode_image (behind load_image): format by signature, then one codec
 //   image/codecs/jpeg.hpp image/codecs/png.hpp image/codecs/gif.hpp image/codecs/webp.hpp image/codecs/bmp.hpp
 //   image/font.hpp                the header font (stb_truetype, FreeType when built with it)
 //   image/detail/sfnt_check.hpp   a font's structure checked before stb_truetype reads it
@@ -65,20 +70,18 @@
 //   model/text_decoder.hpp        Pix2StructTextModel: one decode step
 //   model/generate.hpp            ForConditionalGeneration: encode, cross K/V, greedy decoding, batches
 //   basic_pipeline.hpp            PipelineBase, BasicPipeline<Backend>: image + question → Answer
-//   pipeline.hpp                  Pipeline = BasicPipeline<CpuBackend>
-//   pix2struct.hpp                this umbrella header
+//   pipeline.hpp                  the API: Pipeline, PipelineOptions, AskOptions, Answer
+//   implementation.hpp            the API's definitions (with PIX2STRUCT_IMPLEMENTATION)
+//   pix2struct.hpp                this header: the API, and the implementation where asked for
 //   kernels/common.cuh kernels/geometry.hpp kernels/matmul.cuh kernels/attention.cuh kernels/rms_norm.cuh
 //   kernels/embed.cuh             the CUDA kernels behind backend/cuda.hpp
 #pragma once
 
-#include "pix2struct/backend/cpu.hpp"
-#include "pix2struct/config.hpp"
 #include "pix2struct/error.hpp"
-#include "pix2struct/image/load.hpp"
-#include "pix2struct/image/patches.hpp"
-#include "pix2struct/model/generate.hpp"
+#include "pix2struct/image/image.hpp"
 #include "pix2struct/pipeline.hpp"
-#include "pix2struct/safetensors.hpp"
-#include "pix2struct/tokenizer.hpp"
 #include "pix2struct/version.hpp"
-#include "pix2struct/weights.hpp"
+
+#ifdef PIX2STRUCT_IMPLEMENTATION
+#include "pix2struct/implementation.hpp"
+#endif

@@ -12,7 +12,8 @@
 #include <vector>
 
 #include "fuzz.hpp"
-#include "pix2struct/pipeline.hpp"
+#define PIX2STRUCT_IMPLEMENTATION
+#include "pix2struct/pix2struct.hpp"
 #include "pix2struct/read_file.hpp"
 
 namespace {

@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "kernels/attention.cuh"
-#include "kernels/embed.cuh"
-#include "kernels/matmul.cuh"
-#include "kernels/rms_norm.cuh"
+#include "pix2struct/kernels/attention.cuh"
+#include "pix2struct/kernels/embed.cuh"
+#include "pix2struct/kernels/matmul.cuh"
+#include "pix2struct/kernels/rms_norm.cuh"
 
 #include "gpu_test.cuh"
 

@@ -9,8 +9,21 @@
 // thread (each slice is an Eigen GEMM, or a GEMV when M = 1 — the decode step), attention splits heads.
 #pragma once
 
-#include <Eigen/Core>
+// Warnings that are not ours, silenced for these headers only (an app may see Eigen through -I, e.g. from
+// pkg-config): Eigen 3.4's unused variables in its AVX code and (clang -Wpedantic) a C99 compound literal
+// in Eigen/Half.h, and GCC 12's AVX-512 intrinsics warning about
+// their own _mm512_undefined_* placeholders once inlined into Eigen (GCC bug 105593, fixed in 12.3).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-variable"
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wc99-extensions"
+#else
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
+#include <Eigen/Core>
+#pragma GCC diagnostic pop
 #include <algorithm>
 #include <atomic>
 #include <cmath>

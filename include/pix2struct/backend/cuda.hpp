@@ -65,11 +65,11 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/attention.cuh"
-#include "kernels/common.cuh"
-#include "kernels/embed.cuh"
-#include "kernels/matmul.cuh"
-#include "kernels/rms_norm.cuh"
+#include "pix2struct/kernels/attention.cuh"
+#include "pix2struct/kernels/common.cuh"
+#include "pix2struct/kernels/embed.cuh"
+#include "pix2struct/kernels/matmul.cuh"
+#include "pix2struct/kernels/rms_norm.cuh"
 #include "pix2struct/backend/backend.hpp"
 #include "pix2struct/error.hpp"
 #include "pix2struct/weights.hpp"

@@ -1,13 +1,16 @@
-// pix2struct/image/image.hpp — the decoded image type and the limits a decoder checks.
+// pix2struct/image/image.hpp — the front end's types: the decoded image, the limits a decoder checks, the
+// model input (Patches), and load_image / load_image_from_memory (defined by the implementation,
+// image/load.hpp).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
+#include <span>
 #include <string_view>
 #include <vector>
 
 #include "pix2struct/error.hpp"
-#include "pix2struct/read_file.hpp"
 
 namespace pix2struct {
 
@@ -25,6 +28,20 @@ struct Image {
 struct ImageLimits {
     int64_t max_pixels = 100'000'000;    // decoded width x height (Pillow refuses past 178,956,970)
     int64_t max_file_bytes = 1LL << 30;  // bytes read from a file
+};
+
+// Decodes an image file into 8-bit RGB as the reference sees it (Pillow's open + convert("RGB")): JPEG, PNG,
+// GIF, WebP or BMP, told by its first bytes. Throws pix2struct::Error naming the file and the problem.
+Image load_image(const std::filesystem::path& path, const ImageLimits& limits = {});
+// The same for a file's bytes; `name` is used in error messages.
+Image load_image_from_memory(std::span<const std::byte> data, std::string_view name, const ImageLimits& limits = {});
+
+// The model input for one image: Pix2StructImageProcessor's flattened patches and attention mask.
+struct Patches {
+    int rows = 0, cols = 0, max_patches = 0, patch_dim = 0;  // patch_dim = 2 + ph * pw * 3
+    std::vector<float> flattened;  // [max_patches, patch_dim]: row id, col id (1-based), pixels
+    std::vector<float> mask;       // [max_patches]: 1 real, 0 padding
+    int num_real() const { return rows * cols; }
 };
 
 namespace detail {

@@ -1,8 +1,7 @@
 // pix2struct/image/load.hpp — decode an image file into 8-bit RGB exactly as the reference sees it.
 //
-//   Image load_image(path, limits = {});                          // throws pix2struct::Error
-//   Image load_image_from_memory(bytes, name, limits = {});       // `name` is used in error messages
-//   void  save_png(image, path);                                  // throws pix2struct::Error
+//   Image detail::decode_image(bytes, name, limits);  // behind load_image / load_image_from_memory (image.hpp)
+//   void  save_png(image, path);                      // throws pix2struct::Error
 //
 // The reference opens the file with Pillow (`Image.open`) and calls transformers'
 // `image_transforms.convert_to_rgb`, which in transformers 4.57.6 is
@@ -66,10 +65,8 @@ inline std::string_view unsupported_format(std::span<const std::byte> b) {
     return {};
 }
 
-}  // namespace detail
-
-inline Image load_image_from_memory(std::span<const std::byte> data, std::string_view name,
-                                    const ImageLimits& limits = {}) {
+// load_image_from_memory (declared in image/image.hpp, defined by the implementation) is this function.
+inline Image decode_image(std::span<const std::byte> data, std::string_view name, const ImageLimits& limits) {
     if (data.empty()) detail::fail(name, ": the file is empty, not an image");
     if (int64_t(data.size()) > limits.max_file_bytes || data.size() > size_t(INT32_MAX))
         detail::fail(name, ": the file is ", data.size(), " bytes, more than the limit of ",
@@ -90,10 +87,7 @@ inline Image load_image_from_memory(std::span<const std::byte> data, std::string
                  std::string_view(head, 3 * n - 1));
 }
 
-inline Image load_image(const std::filesystem::path& path, const ImageLimits& limits = {}) {
-    return load_image_from_memory(detail::read_whole_file(path, "the image file", limits.max_file_bytes), path.string(),
-                                  limits);
-}
+}  // namespace detail
 
 // Writes an RGB PNG (e.g. the composed header + image, to look at what the model sees).
 inline void save_png(const Image& image, const std::filesystem::path& path) {

@@ -38,17 +38,10 @@ namespace pix2struct {
 struct PreprocessOptions {
     int max_patches = 2048, patch_height = 16, patch_width = 16;
     bool is_vqa = false;
-    std::string font_path;  // empty: Font::default_path() (Liberation Sans)
+    std::string font_path{};  // empty: Font::default_path() (Liberation Sans)
     // Longest question drawn (UTF-8 bytes). The reference has no limit, but a header of hundreds of lines
     // costs ~10 KB of memory per character and leaves the image a sliver of the patch budget.
     size_t max_question_bytes = 16384;
-};
-
-struct Patches {
-    int rows = 0, cols = 0, max_patches = 0, patch_dim = 0;  // patch_dim = 2 + ph * pw * 3
-    std::vector<float> flattened;  // [max_patches, patch_dim]: row id, col id (1-based), pixels
-    std::vector<float> mask;       // [max_patches]: 1 real, 0 padding
-    int num_real() const { return rows * cols; }
 };
 
 // The patch grid extract_flattened_patches chooses for an image of height x width:

@@ -45,9 +45,9 @@ struct GenerateOptions {
     int max_new_tokens = 0;  // 0: HF's default length rule (20 new tokens for max_length 20; see above)
     // Decoder prompt after the start token (HF: generate(decoder_input_ids=...) for conditional captioning;
     // Pix2StructProcessor tokenizes the text WITH its trailing </s>, and generation continues after it).
-    std::vector<int64_t> decoder_prompt;
+    std::vector<int64_t> decoder_prompt{};
     // Called with each generated token (eos included) as soon as it is chosen; return false to stop early.
-    std::function<bool(int64_t token)> on_token;
+    std::function<bool(int64_t token)> on_token{};
     // false: decode past eos up to max_new_tokens (benchmarks: every run does the same work). Not in HF.
     bool stop_at_eos = true;
 };
