@@ -1,5 +1,6 @@
 // Every primitive of the Backend concept (backend/backend.hpp) on the CPU backend — its kernel variants
-// included: Eigen GEMM and GEMV, the BF16 GEMV of the decode step (1 to 16 rows), bias and accumulation,
+// included: Eigen GEMM and GEMV, the BF16 GEMV of the decode step (1 to 16 rows; AVX-512, AVX2 and generic
+// kernels, each this CPU runs), bias and accumulation,
 // 1 and 2 threads (attention: the same bits) — against one float64 evaluation of the primitive's formula, over a table of shapes with
 // the awkward ones (one row, odd widths, d_kv 24/32/64/128, the large model's 1536/3968 widths, a mask that
 // pads every key but one). In the spirit of llama.cpp's test-backend-ops.
@@ -73,21 +74,24 @@ double worst(const std::vector<float>& ours, const std::vector<double>& ref, con
 
 }  // namespace
 
-TEST_CASE("backend ops: linear (GEMM, GEMV, BF16 GEMV 1-16 rows, bias, accumulate, 1 and 2 threads)") {
+TEST_CASE("backend ops: linear (GEMM, GEMV, BF16 GEMV 1-16 rows on every SIMD set, bias, accumulate, 1 and 2 threads)") {
     struct Shape { int64_t M, K, N; };
     const Shape shapes[] = {{1, 1, 1}, {1, 64, 64}, {3, 17, 5}, {2, 768, 64}, {8, 130, 67}, {16, 256, 96},
                             {17, 128, 96}, {5, 1536, 260}, {1, 3968, 129}, {64, 96, 1536}, {9, 33, 3968}};
     Rng rng;
     int cases = 0;
+    std::vector<CpuIsa> isas;  // every kernel set this CPU runs (the BF16 GEMV has one per set)
+    for (int i = 0; i <= int(host_isa()); ++i) isas.push_back(CpuIsa(i));
+    MESSAGE("SIMD sets tested: ", isas.size(), " (widest: ", std::string(isa_name(host_isa())), ")");
+    for (CpuIsa isa : isas)
     for (int threads : {1, 2}) {
         for (const Shape& s : shapes)
             for (bool bf16 : {false, true})
                 for (bool with_bias : {false, true})
                     for (Write mode : {Write::Overwrite, Write::Accumulate}) {
-                        // A backend per case: it keeps a copy of each BF16 weight, found by the Weight's
-                        // address, for its lifetime (weights outlive their backend, as a Checkpoint does).
-                        CpuBackend cpu(threads);
-                        CAPTURE(threads); CAPTURE(s.M); CAPTURE(s.K); CAPTURE(s.N); CAPTURE(bf16); CAPTURE(with_bias);
+                        CpuBackend cpu(threads, isa);
+                        const std::string isa_label = isa_name(isa);
+                        CAPTURE(isa_label); CAPTURE(threads); CAPTURE(s.M); CAPTURE(s.K); CAPTURE(s.N); CAPTURE(bf16); CAPTURE(with_bias);
                         CAPTURE(mode == Write::Accumulate);
                         const TestWeight W(rng.normal(size_t(s.N * s.K), 1.f / std::sqrt(float(s.K))), {s.N, s.K}, bf16);
                         const TestWeight b(rng.normal(size_t(s.N)), {s.N}, false);
@@ -112,7 +116,7 @@ TEST_CASE("backend ops: linear (GEMM, GEMV, BF16 GEMV 1-16 rows, bias, accumulat
                         ++cases;
                     }
     }
-    CHECK(cases == 2 * 11 * 8);
+    CHECK(cases == int(isas.size()) * 2 * 11 * 8);
 }
 
 TEST_CASE("backend ops: rms_norm, gelu_gate, add_rows") {

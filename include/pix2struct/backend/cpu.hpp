@@ -7,6 +7,9 @@
 // Threads: Eigen is single-threaded here (no OpenMP), so the backend splits work itself over a small pool
 // owned by the backend (no global state): a linear layer splits the output features N into one slice per
 // thread (each slice is an Eigen GEMM, or a GEMV when M = 1 — the decode step), attention splits heads.
+//
+// SIMD: Eigen's code is compiled for the flags of the including file; our kernels (the decode step's BF16
+// GEMV) are compiled for AVX-512 and AVX2 whatever the flags and chosen at run time (backend/cpu_isa.hpp).
 #pragma once
 
 // Warnings that are not ours, silenced for these headers only (an app may see Eigen through -I, e.g. from
@@ -40,6 +43,7 @@
 #include <vector>
 
 #include "pix2struct/backend/backend.hpp"
+#include "pix2struct/backend/cpu_isa.hpp"
 #include "pix2struct/error.hpp"
 #include "pix2struct/nn/relative_position.hpp"
 #include "pix2struct/weights.hpp"
@@ -178,27 +182,28 @@ namespace detail {
 // every row whatever M is: a sequence gets the same logits alone or in a batch.
 inline constexpr int64_t kGemvMaxRows = 16;  // up to here the BF16 path beats an fp32 GEMM (bytes vs FLOPs)
 
-#if defined(__AVX512F__)
-// Rows [0, R) of X against one weight row w, R ≤ 8 (two accumulators per row: 16 registers).
+#ifdef PIX2STRUCT_X86_KERNELS
+// Rows [0, R) of X against one weight row w: AVX-512, R ≤ 8 (two accumulators per row: 16 registers).
+PIX2STRUCT_AVX512 inline __m512 load_bf16x16(const uint16_t* p) {
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
 template <int R>
-inline void dot_rows_bf16(const float* X, int64_t K, const uint16_t* w, const uint16_t* prefetch_row, float* out) {
-    auto load = [](const uint16_t* p) {
-        return _mm512_castsi512_ps(
-            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-    };
+PIX2STRUCT_AVX512 inline void dot_rows_bf16_avx512(const float* X, int64_t K, const uint16_t* w,
+                                                   const uint16_t* prefetch_row, float* out) {
     __m512 s0[R], s1[R];
     for (int r = 0; r < R; ++r) s0[r] = s1[r] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {  // one 64-byte line of the row per iteration
         if (prefetch_row) _mm_prefetch(reinterpret_cast<const char*>(prefetch_row + k), _MM_HINT_T0);
-        const __m512 w0 = load(w + k), w1 = load(w + k + 16);
+        const __m512 w0 = load_bf16x16(w + k), w1 = load_bf16x16(w + k + 16);
         for (int r = 0; r < R; ++r) {
             s0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(X + r * K + k), s0[r]);
             s1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(X + r * K + k + 16), s1[r]);
         }
     }
     for (; k + 16 <= K; k += 16) {
-        const __m512 w0 = load(w + k);
+        const __m512 w0 = load_bf16x16(w + k);
         for (int r = 0; r < R; ++r) s0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(X + r * K + k), s0[r]);
     }
     for (int r = 0; r < R; ++r) {
@@ -207,49 +212,90 @@ inline void dot_rows_bf16(const float* X, int64_t K, const uint16_t* w, const ui
         out[r] = t;
     }
 }
+
+// The same with AVX2 + FMA: R ≤ 4 (two 8-wide accumulators per row of the 16 registers).
+PIX2STRUCT_AVX2 inline __m256 load_bf16x8(const uint16_t* p) {
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+PIX2STRUCT_AVX2 inline float reduce_add_avx2(__m256 v) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+template <int R>
+PIX2STRUCT_AVX2 inline void dot_rows_bf16_avx2(const float* X, int64_t K, const uint16_t* w,
+                                               const uint16_t* prefetch_row, float* out) {
+    __m256 s0[R], s1[R];
+    for (int r = 0; r < R; ++r) s0[r] = s1[r] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        if (prefetch_row && k % 32 == 0) _mm_prefetch(reinterpret_cast<const char*>(prefetch_row + k), _MM_HINT_T0);
+        const __m256 w0 = load_bf16x8(w + k), w1 = load_bf16x8(w + k + 8);
+        for (int r = 0; r < R; ++r) {
+            s0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(X + r * K + k), s0[r]);
+            s1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(X + r * K + k + 8), s1[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        float t = reduce_add_avx2(_mm256_add_ps(s0[r], s1[r]));
+        for (int64_t j = k; j < K; ++j) t += bf16_to_float(w[j]) * X[r * K + j];
+        out[r] = t;
+    }
+}
 #endif
 
-inline void gemv_bf16(const float* X, int64_t M, const uint16_t* W, int64_t n0, int64_t n1, int64_t K, float* Y,
-                      int64_t ldy, bool accumulate) {
-    float dots[8];
-    auto store = [&](int64_t m0, int rows, int64_t n) {
-        for (int r = 0; r < rows; ++r) {
-            float& y = Y[(m0 + r) * ldy + n];
-            y = accumulate ? y + dots[r] : dots[r];
+// One weight row against up to 8 rows of X, with the kernel for `isa`: returns how many rows it took.
+inline int dot_rows_bf16(CpuIsa isa, const float* X, int rows, int64_t K, const uint16_t* w,
+                         const uint16_t* prefetch_row, float* out) {
+#ifdef PIX2STRUCT_X86_KERNELS
+    if (isa == CpuIsa::Avx512) {
+        switch (rows) {
+            case 1: dot_rows_bf16_avx512<1>(X, K, w, prefetch_row, out); return 1;
+            case 2: dot_rows_bf16_avx512<2>(X, K, w, prefetch_row, out); return 2;
+            case 3: dot_rows_bf16_avx512<3>(X, K, w, prefetch_row, out); return 3;
+            case 4: dot_rows_bf16_avx512<4>(X, K, w, prefetch_row, out); return 4;
+            case 5: dot_rows_bf16_avx512<5>(X, K, w, prefetch_row, out); return 5;
+            case 6: dot_rows_bf16_avx512<6>(X, K, w, prefetch_row, out); return 6;
+            case 7: dot_rows_bf16_avx512<7>(X, K, w, prefetch_row, out); return 7;
+            default: dot_rows_bf16_avx512<8>(X, K, w, prefetch_row, out); return 8;
         }
-    };
+    }
+    if (isa == CpuIsa::Avx2) {
+        switch (rows) {
+            case 1: dot_rows_bf16_avx2<1>(X, K, w, prefetch_row, out); return 1;
+            case 2: dot_rows_bf16_avx2<2>(X, K, w, prefetch_row, out); return 2;
+            case 3: dot_rows_bf16_avx2<3>(X, K, w, prefetch_row, out); return 3;
+            default: dot_rows_bf16_avx2<4>(X, K, w, prefetch_row, out); return 4;
+        }
+    }
+#endif
+    (void)prefetch_row;
+    float t = 0;
+    for (int64_t k = 0; k < K; ++k) t += bf16_to_float(w[k]) * X[k];
+    out[0] = t;
+    return 1;
+}
+
+inline void gemv_bf16(CpuIsa isa, const float* X, int64_t M, const uint16_t* W, int64_t n0, int64_t n1, int64_t K,
+                      float* Y, int64_t ldy, bool accumulate) {
+    float dots[8];
     for (int64_t n = n0; n < n1; ++n) {
         const uint16_t* w = W + n * K;
-#if defined(__AVX512F__)
         // A software prefetch of the row kPrefetchRows ahead: rows are short streams (K·2 bytes) the
         // hardware prefetcher ramps up on too late. Measured on this machine (2 threads, 300 MB of bf16
         // rows, noisy): 4 rows/pass without prefetch 13-20 GB/s, 4 rows + prefetch 16-21, this 19-23.
         constexpr int64_t kPrefetchRows = 4;
         const uint16_t* ahead = n + kPrefetchRows < n1 ? w + kPrefetchRows * K : nullptr;
-        for (int64_t m0 = 0; m0 < M; m0 += 8) {
-            const int rows = int(std::min<int64_t>(8, M - m0));
-            const float* x = X + m0 * K;
-            switch (rows) {
-                case 8: dot_rows_bf16<8>(x, K, w, ahead, dots); break;
-                case 7: dot_rows_bf16<7>(x, K, w, ahead, dots); break;
-                case 6: dot_rows_bf16<6>(x, K, w, ahead, dots); break;
-                case 5: dot_rows_bf16<5>(x, K, w, ahead, dots); break;
-                case 4: dot_rows_bf16<4>(x, K, w, ahead, dots); break;
-                case 3: dot_rows_bf16<3>(x, K, w, ahead, dots); break;
-                case 2: dot_rows_bf16<2>(x, K, w, ahead, dots); break;
-                default: dot_rows_bf16<1>(x, K, w, ahead, dots); break;
-            }
+        for (int64_t m0 = 0; m0 < M;) {
+            const int rows = dot_rows_bf16(isa, X + m0 * K, int(std::min<int64_t>(8, M - m0)), K, w, ahead, dots);
             ahead = nullptr;  // once per weight row
-            store(m0, rows, n);
+            for (int r = 0; r < rows; ++r) {
+                float& y = Y[(m0 + r) * ldy + n];
+                y = accumulate ? y + dots[r] : dots[r];
+            }
+            m0 += rows;
         }
-#else
-        for (int64_t m = 0; m < M; ++m) {
-            float r = 0;
-            for (int64_t k = 0; k < K; ++k) r += bf16_to_float(w[k]) * X[m * K + k];
-            dots[0] = r;
-            store(m, 1, n);
-        }
-#endif
     }
 }
 
@@ -262,10 +308,15 @@ struct CpuBackend {
     using IdBuffer = std::vector<int32_t>;     // n token ids
     static constexpr bool reads_host_weights = true;  // Weight::data, and Weight::bf16 in decode steps
 
-    explicit CpuBackend(int threads = 0)
-        : pool_(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()))) {}
+    // `isa`: the widest kernels to use (default: what this CPU runs; a wider one than that is refused).
+    explicit CpuBackend(int threads = 0, CpuIsa isa = host_isa())
+        : isa_(isa), pool_(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()))) {
+        if (int(isa) > int(host_isa()))
+            detail::fail("CpuBackend: this CPU does not run ", isa_name(isa), " kernels (it runs ", isa_name(host_isa()), ")");
+    }
 
     int threads() const { return pool_.size(); }
+    CpuIsa isa() const { return isa_; }
     Buffer alloc(size_t n) const { return Buffer(n); }
     FloatBuffer alloc_float(size_t n) const { return FloatBuffer(n); }
     IdBuffer alloc_ids(size_t n) const { return IdBuffer(n); }
@@ -289,7 +340,7 @@ struct CpuBackend {
             const int64_t n0 = s * step, n = std::min(step, N - n0);
             if (n <= 0) return;
             if (bf16_gemv) {
-                detail::gemv_bf16(X, M, bf16, n0, n0 + n, K, Y, N, mode == Write::Accumulate);
+                detail::gemv_bf16(isa_, X, M, bf16, n0, n0 + n, K, Y, N, mode == Write::Accumulate);
                 return;
             }
             Eigen::Map<const RowMat> x(X, M, K);
@@ -439,6 +490,7 @@ struct CpuBackend {
     }
 
 private:
+    CpuIsa isa_;
     detail::ThreadPool pool_;
     std::vector<detail::AlignedFloats> scratch_;
 };

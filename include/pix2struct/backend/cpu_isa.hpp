@@ -1,0 +1,45 @@
+// pix2struct/backend/cpu_isa.hpp — which SIMD kernels this CPU runs, chosen at run time (cpuid).
+//
+// Kernels of our own are compiled for each instruction set with a target attribute (PIX2STRUCT_AVX512 /
+// PIX2STRUCT_AVX2 below), whatever flags the file is compiled with, and CpuBackend calls the widest one the
+// CPU and the OS support (host_isa()). A backend may be asked for a narrower set (tests run every variant).
+// Eigen's code still takes its SIMD width from the compiler flags (README: build the implementation file
+// with -march=native).
+#pragma once
+
+namespace pix2struct {
+
+enum class CpuIsa { Generic = 0, Avx2 = 1, Avx512 = 2 };  // AVX2 means AVX2 + FMA; AVX-512 means F, BW, DQ, VL
+
+inline const char* isa_name(CpuIsa isa) {
+    switch (isa) {
+        case CpuIsa::Avx512: return "AVX-512";
+        case CpuIsa::Avx2: return "AVX2";
+        default: return "generic";
+    }
+}
+
+// The widest set this CPU and OS run (libgcc's cpuid check includes the OS's XSAVE support of the registers).
+inline CpuIsa host_isa() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static const CpuIsa isa = [] {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+            return CpuIsa::Avx512;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuIsa::Avx2;
+        return CpuIsa::Generic;
+    }();
+    return isa;
+#else
+    return CpuIsa::Generic;
+#endif
+}
+
+}  // namespace pix2struct
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define PIX2STRUCT_X86_KERNELS 1
+#define PIX2STRUCT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define PIX2STRUCT_AVX2 __attribute__((target("avx2,fma")))
+#endif
