@@ -77,7 +77,8 @@ double worst(const std::vector<float>& ours, const std::vector<double>& ref, con
 TEST_CASE("backend ops: linear (GEMM, GEMV, BF16 GEMV 1-16 rows on every SIMD set, bias, accumulate, 1 and 2 threads)") {
     struct Shape { int64_t M, K, N; };
     const Shape shapes[] = {{1, 1, 1}, {1, 64, 64}, {3, 17, 5}, {2, 768, 64}, {8, 130, 67}, {16, 256, 96},
-                            {17, 128, 96}, {5, 1536, 260}, {1, 3968, 129}, {64, 96, 1536}, {9, 33, 3968}};
+                            {17, 128, 96}, {5, 1536, 260}, {1, 3968, 129}, {64, 96, 1536}, {9, 33, 3968},
+                            {40, 700, 70}, {300, 257, 33}};  // GEMM: K blocks of 256, > 240-row blocks, tails
     Rng rng;
     int cases = 0;
     std::vector<CpuIsa> isas;  // every kernel set this CPU runs (the BF16 GEMV has one per set)
@@ -116,7 +117,7 @@ TEST_CASE("backend ops: linear (GEMM, GEMV, BF16 GEMV 1-16 rows on every SIMD se
                         ++cases;
                     }
     }
-    CHECK(cases == int(isas.size()) * 2 * 11 * 8);
+    CHECK(cases == int(isas.size()) * 2 * 13 * 8);
 }
 
 TEST_CASE("backend ops: rms_norm, gelu_gate, add_rows") {
@@ -163,17 +164,19 @@ TEST_CASE("backend ops: rms_norm, gelu_gate, add_rows") {
     }
 }
 
-TEST_CASE("backend ops: attention (d_kv 24/32/64/128, one query and many, masks with one real key, bias, 1 = 2 threads)") {
+TEST_CASE("backend ops: attention (every SIMD set; d_kv 24/32/64/128, one query and many, masks with one real key, bias, 1 = 2 threads)") {
     struct Shape { int Lq, Lk, H, D; };
     const Shape shapes[] = {{1, 1, 1, 24}, {1, 1000, 2, 64}, {5, 7, 3, 32}, {64, 64, 2, 128},
-                            {130, 130, 24, 64}, {1, 2048, 12, 64}, {65, 3, 1, 24}};
+                            {130, 130, 24, 64}, {1, 2048, 12, 64}, {65, 3, 1, 24}, {40, 700, 2, 64}, {17, 300, 3, 24}};
     Rng rng;
-    CpuBackend one(1), two(2);
-    {
+    for (int i = 0; i <= int(host_isa()); ++i) {
+        const CpuIsa isa = CpuIsa(i);
+        const std::string isa_label = isa_name(isa);
+        CpuBackend one(1, isa), two(2, isa);
         for (const Shape& s : shapes)
             for (int mask_kind : {0, 1, 2})  // none, every third key padded, all keys padded but one
                 for (bool with_bias : {false, true}) {
-                    CAPTURE(s.Lq); CAPTURE(s.Lk); CAPTURE(s.H); CAPTURE(s.D); CAPTURE(mask_kind);
+                    CAPTURE(isa_label); CAPTURE(s.Lq); CAPTURE(s.Lk); CAPTURE(s.H); CAPTURE(s.D); CAPTURE(mask_kind);
                     CAPTURE(with_bias);
                     const int64_t I = int64_t(s.H) * s.D, ld = I + 8;  // strided rows
                     const std::vector<float> q = rng.normal(size_t(s.Lq * ld), 0.3f), k = rng.normal(size_t(s.Lk * ld), 0.3f),

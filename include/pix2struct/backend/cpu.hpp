@@ -44,6 +44,7 @@
 
 #include "pix2struct/backend/backend.hpp"
 #include "pix2struct/backend/cpu_isa.hpp"
+#include "pix2struct/backend/cpu_kernels.hpp"
 #include "pix2struct/error.hpp"
 #include "pix2struct/nn/relative_position.hpp"
 #include "pix2struct/weights.hpp"
@@ -172,135 +173,6 @@ private:
 
 }  // namespace detail
 
-namespace detail {
-
-// Y[m, n] (=|+=) Σ_k W[n, k] · X[m, k] for the M rows of X [M, K] and n in [n0, n1), Y [M, N]; W stored as
-// BF16 [N, K] (the checkpoint's bytes). Decode steps (M = one row per sequence of the batch, a handful) are
-// memory-bound: reading the stored BF16 instead of the fp32 copy halves the bytes, and each weight row is
-// read from memory once for all M rows (it stays in L1 while they pass over it). BF16 → fp32 is exact (a
-// 16-bit shift), so the arithmetic is the same fp32 dot product as with the copy, in the same order for
-// every row whatever M is: a sequence gets the same logits alone or in a batch.
-inline constexpr int64_t kGemvMaxRows = 16;  // up to here the BF16 path beats an fp32 GEMM (bytes vs FLOPs)
-
-#ifdef PIX2STRUCT_X86_KERNELS
-// Rows [0, R) of X against one weight row w: AVX-512, R ≤ 8 (two accumulators per row: 16 registers).
-PIX2STRUCT_AVX512 inline __m512 load_bf16x16(const uint16_t* p) {
-    return _mm512_castsi512_ps(
-        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-}
-template <int R>
-PIX2STRUCT_AVX512 inline void dot_rows_bf16_avx512(const float* X, int64_t K, const uint16_t* w,
-                                                   const uint16_t* prefetch_row, float* out) {
-    __m512 s0[R], s1[R];
-    for (int r = 0; r < R; ++r) s0[r] = s1[r] = _mm512_setzero_ps();
-    int64_t k = 0;
-    for (; k + 32 <= K; k += 32) {  // one 64-byte line of the row per iteration
-        if (prefetch_row) _mm_prefetch(reinterpret_cast<const char*>(prefetch_row + k), _MM_HINT_T0);
-        const __m512 w0 = load_bf16x16(w + k), w1 = load_bf16x16(w + k + 16);
-        for (int r = 0; r < R; ++r) {
-            s0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(X + r * K + k), s0[r]);
-            s1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(X + r * K + k + 16), s1[r]);
-        }
-    }
-    for (; k + 16 <= K; k += 16) {
-        const __m512 w0 = load_bf16x16(w + k);
-        for (int r = 0; r < R; ++r) s0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(X + r * K + k), s0[r]);
-    }
-    for (int r = 0; r < R; ++r) {
-        float t = _mm512_reduce_add_ps(_mm512_add_ps(s0[r], s1[r]));
-        for (int64_t j = k; j < K; ++j) t += bf16_to_float(w[j]) * X[r * K + j];
-        out[r] = t;
-    }
-}
-
-// The same with AVX2 + FMA: R ≤ 4 (two 8-wide accumulators per row of the 16 registers).
-PIX2STRUCT_AVX2 inline __m256 load_bf16x8(const uint16_t* p) {
-    return _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
-}
-PIX2STRUCT_AVX2 inline float reduce_add_avx2(__m256 v) {
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
-template <int R>
-PIX2STRUCT_AVX2 inline void dot_rows_bf16_avx2(const float* X, int64_t K, const uint16_t* w,
-                                               const uint16_t* prefetch_row, float* out) {
-    __m256 s0[R], s1[R];
-    for (int r = 0; r < R; ++r) s0[r] = s1[r] = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 16 <= K; k += 16) {
-        if (prefetch_row && k % 32 == 0) _mm_prefetch(reinterpret_cast<const char*>(prefetch_row + k), _MM_HINT_T0);
-        const __m256 w0 = load_bf16x8(w + k), w1 = load_bf16x8(w + k + 8);
-        for (int r = 0; r < R; ++r) {
-            s0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(X + r * K + k), s0[r]);
-            s1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(X + r * K + k + 8), s1[r]);
-        }
-    }
-    for (int r = 0; r < R; ++r) {
-        float t = reduce_add_avx2(_mm256_add_ps(s0[r], s1[r]));
-        for (int64_t j = k; j < K; ++j) t += bf16_to_float(w[j]) * X[r * K + j];
-        out[r] = t;
-    }
-}
-#endif
-
-// One weight row against up to 8 rows of X, with the kernel for `isa`: returns how many rows it took.
-inline int dot_rows_bf16(CpuIsa isa, const float* X, int rows, int64_t K, const uint16_t* w,
-                         const uint16_t* prefetch_row, float* out) {
-#ifdef PIX2STRUCT_X86_KERNELS
-    if (isa == CpuIsa::Avx512) {
-        switch (rows) {
-            case 1: dot_rows_bf16_avx512<1>(X, K, w, prefetch_row, out); return 1;
-            case 2: dot_rows_bf16_avx512<2>(X, K, w, prefetch_row, out); return 2;
-            case 3: dot_rows_bf16_avx512<3>(X, K, w, prefetch_row, out); return 3;
-            case 4: dot_rows_bf16_avx512<4>(X, K, w, prefetch_row, out); return 4;
-            case 5: dot_rows_bf16_avx512<5>(X, K, w, prefetch_row, out); return 5;
-            case 6: dot_rows_bf16_avx512<6>(X, K, w, prefetch_row, out); return 6;
-            case 7: dot_rows_bf16_avx512<7>(X, K, w, prefetch_row, out); return 7;
-            default: dot_rows_bf16_avx512<8>(X, K, w, prefetch_row, out); return 8;
-        }
-    }
-    if (isa == CpuIsa::Avx2) {
-        switch (rows) {
-            case 1: dot_rows_bf16_avx2<1>(X, K, w, prefetch_row, out); return 1;
-            case 2: dot_rows_bf16_avx2<2>(X, K, w, prefetch_row, out); return 2;
-            case 3: dot_rows_bf16_avx2<3>(X, K, w, prefetch_row, out); return 3;
-            default: dot_rows_bf16_avx2<4>(X, K, w, prefetch_row, out); return 4;
-        }
-    }
-#endif
-    (void)prefetch_row;
-    float t = 0;
-    for (int64_t k = 0; k < K; ++k) t += bf16_to_float(w[k]) * X[k];
-    out[0] = t;
-    return 1;
-}
-
-inline void gemv_bf16(CpuIsa isa, const float* X, int64_t M, const uint16_t* W, int64_t n0, int64_t n1, int64_t K,
-                      float* Y, int64_t ldy, bool accumulate) {
-    float dots[8];
-    for (int64_t n = n0; n < n1; ++n) {
-        const uint16_t* w = W + n * K;
-        // A software prefetch of the row kPrefetchRows ahead: rows are short streams (K·2 bytes) the
-        // hardware prefetcher ramps up on too late. Measured on this machine (2 threads, 300 MB of bf16
-        // rows, noisy): 4 rows/pass without prefetch 13-20 GB/s, 4 rows + prefetch 16-21, this 19-23.
-        constexpr int64_t kPrefetchRows = 4;
-        const uint16_t* ahead = n + kPrefetchRows < n1 ? w + kPrefetchRows * K : nullptr;
-        for (int64_t m0 = 0; m0 < M;) {
-            const int rows = dot_rows_bf16(isa, X + m0 * K, int(std::min<int64_t>(8, M - m0)), K, w, ahead, dots);
-            ahead = nullptr;  // once per weight row
-            for (int r = 0; r < rows; ++r) {
-                float& y = Y[(m0 + r) * ldy + n];
-                y = accumulate ? y + dots[r] : dots[r];
-            }
-            m0 += rows;
-        }
-    }
-}
-
-}  // namespace detail
-
 struct CpuBackend {
     using Scalar = float;                      // activations are fp32
     using Buffer = detail::AlignedFloats;      // n Scalars
@@ -322,44 +194,46 @@ struct CpuBackend {
     IdBuffer alloc_ids(size_t n) const { return IdBuffer(n); }
 
     // Y[M, N] (=|+=) X[M, K] · Wᵀ (+ bias[N]).  W: [N, K] row-major (torch nn.Linear).
-    // Split over N: each thread owns a column slice of Y (a GEMM; for a decode step's few rows and BF16
-    // weights, detail::gemv_bf16).
+    // Split over N: each thread owns a column slice of Y. A decode step's few rows: detail::gemv over the
+    // BF16 copy (Weight::bf16) or the fp32 rows; more rows: detail::sgemm (Eigen's GEMM on a CPU without AVX2).
     void linear(const float* X, int64_t M, const Weight& W, float* Y, Write mode = Write::Overwrite,
                 const Weight* bias = nullptr) {
-        using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-        using Stride = Eigen::OuterStride<>;
         const int64_t N = W.rows(), K = W.cols();
-        // Slices of ≥ 64 output features; a handful per thread for balance.
-        const int64_t min_slice = 64;
-        const uint16_t* bf16 = (M <= detail::kGemvMaxRows && !bias) ? W.bf16 : nullptr;
-        const bool bf16_gemv = bf16 != nullptr;
-        int64_t slices = std::min<int64_t>(std::max<int64_t>(1, N / min_slice), int64_t(pool_.size()) * (M == 1 || bf16_gemv ? 1 : 2));
-        if (M * N * K < 64 * 1024) slices = 1;  // too small to be worth a wake-up
-        const int64_t step = (N + slices - 1) / slices;
-        pool_.parallel_for(slices, [&](int64_t s, int) {
+        const bool accumulate = mode == Write::Accumulate;
+        const bool gemv = M <= detail::kGemvMaxRows && !bias && (W.bf16 || isa_ != CpuIsa::Generic);
+        if (gemv) {  // slices of ≥ 64 output features, one per thread
+            int64_t slices = std::min<int64_t>(std::max<int64_t>(1, N / 64), pool_.size());
+            if (M * N * K < 64 * 1024) slices = 1;  // too small to be worth a wake-up
+            const int64_t step = (N + slices - 1) / slices;
+            pool_.parallel_for(slices, [&](int64_t s, int) {
+                const int64_t n0 = s * step, n1 = std::min(N, n0 + step);
+                if (W.bf16) detail::gemv(isa_, X, K, M, W.bf16, K, n0, n1, K, Y, N, accumulate);
+                else detail::gemv(isa_, X, K, M, W.data, K, n0, n1, K, Y, N, accumulate);
+            });
+            return;
+        }
+        const int64_t nr = isa_ == CpuIsa::Generic ? 64 : detail::gemm_nr(isa_);
+        int64_t slices = std::min<int64_t>((N + nr - 1) / nr, pool_.size());
+        if (M * N * K < 64 * 1024) slices = 1;
+        const int64_t step = ((N + nr - 1) / nr + slices - 1) / slices * nr;  // whole register panels
+        if (isa_ != CpuIsa::Generic) reserve(pack_, detail::sgemm_pack_floats(isa_, step));
+        pool_.parallel_for(slices, [&](int64_t s, int worker) {
             const int64_t n0 = s * step, n = std::min(step, N - n0);
             if (n <= 0) return;
-            if (bf16_gemv) {
-                detail::gemv_bf16(isa_, X, M, bf16, n0, n0 + n, K, Y, N, mode == Write::Accumulate);
-                return;
-            }
-            Eigen::Map<const RowMat> x(X, M, K);
-            Eigen::Map<const RowMat> w(W.data + n0 * K, n, K);
-            Eigen::Map<RowMat, 0, Stride> y(Y + n0, M, n, Stride(N));
-            if (M == 1) {
-                // GEMV: y = W x; Eigen's row-major matrix × vector kernel.
-                Eigen::Map<const Eigen::VectorXf> xv(X, K);
-                Eigen::Map<Eigen::RowVectorXf> yv(Y + n0, n);
-                if (mode == Write::Overwrite) yv.noalias() = (w * xv).transpose();
-                else yv.noalias() += (w * xv).transpose();
+            if (isa_ != CpuIsa::Generic) {
+                detail::sgemm(isa_, M, n, K, X, K, W.data, K, false, n0, Y + n0, N, accumulate,
+                              pack_[size_t(worker)].data());
             } else {
-                if (mode == Write::Overwrite) y.noalias() = x * w.transpose();
-                else y.noalias() += x * w.transpose();
+                using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+                Eigen::Map<const RowMat> x(X, M, K);
+                Eigen::Map<const RowMat> w(W.data + n0 * K, n, K);
+                Eigen::Map<RowMat, 0, Eigen::OuterStride<>> y(Y + n0, M, n, Eigen::OuterStride<>(N));
+                if (accumulate) y.noalias() += x * w.transpose();
+                else y.noalias() = x * w.transpose();
             }
-            if (bias) {
-                Eigen::Map<const Eigen::RowVectorXf> b(bias->data + n0, n);
-                y.rowwise() += b;
-            }
+            if (bias)
+                for (int64_t m = 0; m < M; ++m)
+                    for (int64_t j = 0; j < n; ++j) Y[m * N + n0 + j] += bias->data[n0 + j];
         });
     }
 
@@ -390,25 +264,53 @@ struct CpuBackend {
     }
 
     // O = softmax(Q·Kᵀ + bias, keys masked) · V for each head; scores are NOT scaled by 1/√D (the reference
-    // folds the scale into the trained query weights). Softmax in fp32. Work is split into (head, block of
-    // kQueryBlock query rows) tasks so a block's scores [kQueryBlock, Tk] stay in the core's L2 cache
-    // (a whole head's [N, N] scores, 16 MB at N = 2048, would stream through memory three times).
-    static constexpr int64_t kQueryBlock = 64;
+    // folds the scale into the trained query weights). Softmax in fp32. Queries go in blocks of kQueryBlock
+    // rows so a block's scores [kQueryBlock, Tk] stay in the core's L2 cache (a whole head's [N, N] scores,
+    // 16 MB at N = 2048, would stream through memory three times). With AVX2 or AVX-512 a task is a head:
+    // with at least kPackedMinQueries queries (the encoder) its keys and values are packed once for
+    // detail::sgemm_packed, then its query blocks run; with fewer (decode steps: one query) detail::dot_keys and
+    // detail::weighted_rows read them in place. Without AVX2 a task is a (head, query block), on Eigen.
+    static constexpr int64_t kQueryBlock = 64, kPackedMinQueries = 16;
     void attention(const AttentionArgs<float>& args) {
-        using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-        using Stride = Eigen::OuterStride<>;
         const AttentionArgs<float> a = with_default_strides(args);
         // What the model asks of a backend: one sequence (B = 1), the bias as [H, Lq, Lk], causality by
         // the cache length (the CUDA kernels also take batches, strided biases and a causal flag).
         if (a.B != 1 || a.causal || a.bias_row != a.Lk || a.bias_head != int64_t(a.Lq) * a.Lk || a.D < 1)
             detail::fail("CpuBackend::attention: takes B = 1, no causal flag, a [H, Lq, Lk] bias and D >= 1");
-        const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D;
-        const int64_t block = std::min(Tq, kQueryBlock);
-        const int64_t need = block * Tk;
-        if (int64_t(scratch_.size()) < pool_.size() || int64_t(scratch_[0].size()) < need) {
-            scratch_.clear();
-            for (int i = 0; i < pool_.size(); ++i) scratch_.emplace_back(size_t(need));
+        const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D, block = std::min(Tq, kQueryBlock);
+        reserve(scratch_, block * Tk);
+        if (isa_ != CpuIsa::Generic && Tq >= kPackedMinQueries) {
+            reserve(pack_, detail::sgemm_packed_floats(isa_, Tk, D));
+            reserve(pack_v_, detail::sgemm_packed_floats(isa_, D, Tk));
+            pool_.parallel_for(a.H, [&](int64_t h, int worker) {
+                float *keys = pack_[size_t(worker)].data(), *values = pack_v_[size_t(worker)].data();
+                float* scores = scratch_[size_t(worker)].data();
+                detail::pack_b_all(isa_, a.k + h * D, a.k_row, false, Tk, D, keys);
+                detail::pack_b_all(isa_, a.v + h * D, a.v_row, true, D, Tk, values);
+                for (int64_t i0 = 0; i0 < Tq; i0 += block) {
+                    const int64_t m = std::min(block, Tq - i0);
+                    // scores = torch.matmul(query_states, key_states.transpose(3, 2))
+                    detail::sgemm_packed(isa_, m, Tk, D, a.q + i0 * a.q_row + h * D, a.q_row, keys, scores, Tk, false);
+                    bias_mask_softmax(a, h, i0, m, scores);
+                    // attn_output = torch.matmul(attn_weights, value_states)
+                    detail::sgemm_packed(isa_, m, D, Tk, scores, Tk, values, a.o + i0 * a.o_row + h * D, a.o_row, false);
+                }
+            });
+            return;
         }
+        if (isa_ != CpuIsa::Generic) {  // few queries: keys and values read in place, a head per task
+            pool_.parallel_for(a.H, [&](int64_t h, int worker) {
+                float* scores = scratch_[size_t(worker)].data();
+                for (int64_t i = 0; i < Tq; ++i)
+                    detail::dot_keys(isa_, a.q + i * a.q_row + h * D, D, a.k + h * D, a.k_row, Tk, scores + i * Tk);
+                bias_mask_softmax(a, h, 0, Tq, scores);
+                for (int64_t i = 0; i < Tq; ++i)
+                    detail::weighted_rows(isa_, scores + i * Tk, Tk, a.v + h * D, a.v_row, D, a.o + i * a.o_row + h * D);
+            });
+            return;
+        }
+        using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+        using Stride = Eigen::OuterStride<>;
         const int64_t blocks = (Tq + block - 1) / block;
         pool_.parallel_for(int64_t(a.H) * blocks, [&](int64_t task, int worker) {
             const int64_t h = task / blocks, i0 = (task % blocks) * block, m = std::min(block, Tq - i0);
@@ -417,23 +319,8 @@ struct CpuBackend {
             Eigen::Map<const RowMat, 0, Stride> v(a.v + h * D, Tk, D, Stride(a.v_row));
             Eigen::Map<RowMat, 0, Stride> o(a.o + i0 * a.o_row + h * D, m, D, Stride(a.o_row));
             Eigen::Map<RowMat> scores(scratch_[size_t(worker)].data(), m, Tk);  // [m, Tk]
-            // scores = torch.matmul(query_states, key_states.transpose(3, 2))
             scores.noalias() = q * k.transpose();
-            if (a.bias) scores += Eigen::Map<const RowMat>(a.bias + (h * Tq + i0) * Tk, m, Tk);
-            if (a.key_mask) {
-                // The reference adds finfo(float32).min to masked scores (then clamps at min): exp → 0.
-                const float lowest = std::numeric_limits<float>::lowest();
-                for (int64_t j = 0; j < Tk; ++j)
-                    if (a.key_mask[j] == 0.0f) scores.col(j).setConstant(lowest);
-            }
-            // attn_weights = nn.functional.softmax(scores.float(), dim=-1)
-            for (int64_t i = 0; i < m; ++i) {
-                auto row = scores.row(i).array();
-                const float mx = row.maxCoeff();
-                row = (row - mx).exp();
-                row /= row.sum();
-            }
-            // attn_output = torch.matmul(attn_weights, value_states)
+            bias_mask_softmax(a, h, i0, m, scores.data());
             o.noalias() = scores * v;  // [m, D]
         });
     }
@@ -490,9 +377,36 @@ struct CpuBackend {
     }
 
 private:
+    // Query rows i0 .. i0 + m of head h: scores [m, Lk] += bias; masked keys; softmax, in fp32.
+    void bias_mask_softmax(const AttentionArgs<float>& a, int64_t h, int64_t i0, int64_t m, float* scores) const {
+        const int64_t Tk = a.Lk;
+        const float lowest = std::numeric_limits<float>::lowest();
+        for (int64_t i = 0; i < m; ++i) {
+            float* row = scores + i * Tk;
+            if (a.bias) {
+                const float* bias = a.bias + (h * a.Lq + i0 + i) * Tk;
+                for (int64_t j = 0; j < Tk; ++j) row[j] += bias[j];
+            }
+            // The reference adds finfo(float32).min to masked scores (then clamps at min): exp → 0.
+            if (a.key_mask)
+                for (int64_t j = 0; j < Tk; ++j)
+                    if (a.key_mask[j] == 0.0f) row[j] = lowest;
+            // attn_weights = nn.functional.softmax(scores.float(), dim=-1)
+            detail::softmax_row(isa_, row, Tk);
+        }
+    }
+
+    // Gives every worker a buffer of at least n floats in `per_worker`.
+    void reserve(std::vector<detail::AlignedFloats>& per_worker, int64_t n) {
+        if (int64_t(per_worker.size()) < pool_.size() || int64_t(per_worker[0].size()) < n) {
+            per_worker.clear();
+            for (int i = 0; i < pool_.size(); ++i) per_worker.emplace_back(size_t(n));
+        }
+    }
+
     CpuIsa isa_;
     detail::ThreadPool pool_;
-    std::vector<detail::AlignedFloats> scratch_;
+    std::vector<detail::AlignedFloats> scratch_, pack_, pack_v_;  // per worker: scores, packed B (keys), packed values
 };
 
 static_assert(Backend<CpuBackend>, "CpuBackend must provide every primitive of the Backend concept");
