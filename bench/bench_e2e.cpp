@@ -7,8 +7,9 @@
 // (every decoder layer's K/V of the encoder states, once per image), decode (per-token median of `tokens`
 // greedy steps, forced to run all steps even past eos so every run does the same work).
 // Beside each time: the stage's GFLOP/s (encoder, cross K/V) or GB/s of weights+cache read (decode), and
-// two yardsticks measured in the same run: the backend's best GEMM rate on an encoder-sized product and
-// the memory bandwidth of a large copy.
+// the machine's ceilings measured in the same run: the peak fp32 FMA rate (independent FMAs in registers on
+// every thread, the widest SIMD the CPU runs) and the memory bandwidth of a large copy; beside them the
+// backend's own GEMM rate on an encoder-sized product.
 // --batch B (> 1) also times B copies of the input as one batch (generate_batch's path: one encoder pass
 // over B·N rows, decode steps of B sequences): the batch's encoder, cross K/V and per-step medians.
 #include <CLI/CLI.hpp>
@@ -20,6 +21,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #define PIX2STRUCT_IMPLEMENTATION  // this program's one implementation file of the library
@@ -37,6 +39,56 @@ static double median(std::vector<double> v) {
     if (v.empty()) return 0;
     std::sort(v.begin(), v.end());
     return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+// The peak fp32 FMA rate of one thread: 12 independent accumulators (more than FMA latency × ports), in
+// registers, `iters` rounds. Returns the FLOPs done.
+#ifdef PIX2STRUCT_X86_KERNELS
+PIX2STRUCT_AVX512 static double fma_loop_avx512(int64_t iters, float* sink) {
+    __m512 acc[12];
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(float(i));
+    const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+    for (int64_t it = 0; it < iters; ++it)
+        for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+    for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+    *sink = _mm512_reduce_add_ps(acc[0]);
+    return double(iters) * 12 * 16 * 2;
+}
+PIX2STRUCT_AVX2 static double fma_loop_avx2(int64_t iters, float* sink) {
+    __m256 acc[12];
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(float(i));
+    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+    for (int64_t it = 0; it < iters; ++it)
+        for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+    for (int i = 1; i < 12; ++i) acc[0] = _mm256_add_ps(acc[0], acc[i]);
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc[0]);
+    *sink = lanes[0];
+    return double(iters) * 12 * 8 * 2;
+}
+#endif
+
+// GFLOP/s of the FMA loop on `threads` threads at once (best of 3), with the SIMD set `isa` (0: generic).
+static double peak_fma_gflops(int threads, pix2struct::CpuIsa isa) {
+    double best = 0;
+    for (int round = 0; round < 3; ++round) {
+        std::vector<float> sinks(static_cast<size_t>(threads));
+        std::vector<double> flops(static_cast<size_t>(threads));
+        std::vector<std::thread> pool;
+        const auto t = clock_type::now();
+        for (int i = 0; i < threads; ++i)
+            pool.emplace_back([&, i] {
+#ifdef PIX2STRUCT_X86_KERNELS
+                if (isa == pix2struct::CpuIsa::Avx512) flops[size_t(i)] = fma_loop_avx512(20'000'000, &sinks[size_t(i)]);
+                else if (isa == pix2struct::CpuIsa::Avx2) flops[size_t(i)] = fma_loop_avx2(20'000'000, &sinks[size_t(i)]);
+#endif
+            });
+        for (auto& th : pool) th.join();
+        double total = 0;
+        for (double f : flops) total += f;
+        best = std::max(best, total / (ms_since(t) * 1e6));
+    }
+    return best;
 }
 
 int main(int argc, char** argv) {
@@ -123,8 +175,9 @@ int main(int argc, char** argv) {
         weight_bytes += double(lm.size()) * (lm.source && lm.source->dtype == pix2struct::DType::BF16 ? 2 : 4);
         const double dec_bytes = weight_bytes + 4 * Lt * 2 * n * It;
 
-        // Yardsticks, same run: GEMM rate of the backend on an encoder-sized product; copy bandwidth.
+        // Ceilings, same run: peak FMA rate, copy bandwidth; and the backend's GEMM rate on an encoder-sized product.
         double gemm_gflops = 0, copy_gbs = 0;
+        const double fma_gflops = peak_fma_gflops(backend.threads(), backend.isa());
         {
             const int64_t M = std::max<int64_t>(N, 256), K = int64_t(H), Nn = int64_t(F);
             std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * Nn)), wdata(size_t(Nn * K), 0.25f);
@@ -152,7 +205,8 @@ int main(int argc, char** argv) {
                              {"max_patches", P}, {"repeats", repeats}, {"tokens", tokens}, {"load_ms", load_ms},
                              {"preprocess_ms", pre}, {"encoder_ms", enc}, {"cross_kv_ms", kv}, {"token_ms", tok},
                              {"encoder_gflops", enc_flop / (enc * 1e6)}, {"decode_gbs", dec_bytes / (tok * 1e6)},
-                             {"yardstick_gemm_gflops", gemm_gflops}, {"yardstick_copy_gbs", copy_gbs}};
+                             {"yardstick_gemm_gflops", gemm_gflops}, {"yardstick_copy_gbs", copy_gbs},
+                             {"peak_fma_gflops", fma_gflops}, {"isa", pix2struct::isa_name(backend.isa())}};
             if (batch > 1)
                 j["batch"] = {{"size", batch}, {"encoder_ms", median(b_enc)}, {"cross_kv_ms", median(b_kv)},
                               {"step_ms", median(b_step)}};
@@ -166,8 +220,9 @@ int main(int argc, char** argv) {
             std::printf("  cross K/V   %9.1f ms   %7.1f GFLOP/s\n", kv, kv_flop / (kv * 1e6));
             std::printf("  decode      %9.2f ms/token  %5.1f GB/s (%.0f MB read per token)\n", tok,
                         dec_bytes / (tok * 1e6), dec_bytes / 1e6);
-            std::printf("  yardsticks: backend GEMM %.1f GFLOP/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ), memcpy %.1f GB/s\n",
-                        gemm_gflops, (long long)std::max<int64_t>(N, 256), H, F, H, copy_gbs);
+            std::printf("  ceilings: peak FMA %.1f GFLOP/s (%s, %d threads), memcpy %.1f GB/s; backend GEMM %.1f GFLOP/s "
+                        "([%lld, %.0f]·[%.0f, %.0f]ᵀ)\n", fma_gflops, pix2struct::isa_name(backend.isa()),
+                        backend.threads(), copy_gbs, gemm_gflops, (long long)std::max<int64_t>(N, 256), H, F, H);
             if (batch > 1)
                 std::printf("  batch of %d: encoder %.1f ms, cross K/V %.1f ms, decode %.2f ms/step (%.2f ms/token; "
                             "alone %.2f)\n", batch, median(b_enc), median(b_kv), median(b_step), median(b_step) / batch, tok);

@@ -1,8 +1,8 @@
 // pix2struct.hpp — Pix2Struct (Google's screenshot/diagram → text model) in header-only C++20.
 //
 // A reproduction of Hugging Face transformers' Pix2StructForConditionalGeneration (4.57.6) and its
-// Pix2StructProcessor: the same tensors in, the same token ids out. CPU backend on Eigen (fp32 math,
-// F32/F16/BF16 checkpoint files); a CUDA backend plugs into the same model templates.
+// Pix2StructProcessor: the same tensors in, the same token ids out. CPU backend on kernels of our own chosen
+// at run time (fp32 math, F32/F16/BF16 checkpoint files); a CUDA backend plugs into the same model templates.
 //
 // USAGE — stb's convention: every file includes the API; exactly one file of the program defines
 // PIX2STRUCT_IMPLEMENTATION first, and compiles the implementation (Eigen, the codecs, the model) once.

@@ -1,15 +1,16 @@
-// pix2struct/backend/cpu.hpp — the CPU backend: fp32 arithmetic on Eigen, threads of our own.
+// pix2struct/backend/cpu.hpp — the CPU backend: fp32 arithmetic on kernels of our own, threads of our own.
 //
 // CpuBackend supplies every primitive of the Backend concept (backend/backend.hpp lists them, with their
 // formulas) on host memory: Scalar = float, buffers are 64-byte aligned host arrays, ids are host vectors.
-// tests/test_backend_ops.cpp checks each against float64.
+// tests/test_backend_ops.cpp checks each, with every SIMD set the CPU runs, against float64.
 //
-// Threads: Eigen is single-threaded here (no OpenMP), so the backend splits work itself over a small pool
-// owned by the backend (no global state): a linear layer splits the output features N into one slice per
-// thread (each slice is an Eigen GEMM, or a GEMV when M = 1 — the decode step), attention splits heads.
+// Threads: the backend splits work over a small pool it owns (no global state): a linear layer splits the
+// output features N into one slice per thread (each an SGEMM, or a GEMV for a decode step's few rows),
+// attention splits heads.
 //
-// SIMD: Eigen's code is compiled for the flags of the including file; our kernels (the decode step's BF16
-// GEMV) are compiled for AVX-512 and AVX2 whatever the flags and chosen at run time (backend/cpu_isa.hpp).
+// SIMD: the products and the softmax are backend/cpu_kernels.hpp's, compiled for AVX-512 and AVX2 whatever
+// the flags and chosen at run time (backend/cpu_isa.hpp), so an app needs no -march flag. Eigen does the
+// norms and the GELU (with the flags the including file has) and everything on a CPU without AVX2.
 #pragma once
 
 // Warnings that are not ours, silenced for these headers only (an app may see Eigen through -I, e.g. from

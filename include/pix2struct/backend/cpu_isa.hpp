@@ -3,8 +3,6 @@
 // Kernels of our own are compiled for each instruction set with a target attribute (PIX2STRUCT_AVX512 /
 // PIX2STRUCT_AVX2 below), whatever flags the file is compiled with, and CpuBackend calls the widest one the
 // CPU and the OS support (host_isa()). A backend may be asked for a narrower set (tests run every variant).
-// Eigen's code still takes its SIMD width from the compiler flags (README: build the implementation file
-// with -march=native).
 #pragma once
 
 namespace pix2struct {
