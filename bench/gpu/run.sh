@@ -28,7 +28,7 @@ if [[ ! -x $build/gpu_test_kernels || ! -x $build/gpu_bench_kernels ]]; then
             -DPIX2STRUCT_BUILD_EXAMPLES=OFF >"$out/build.log" 2>&1 &&
         cmake --build "$build" --target gpu_test_kernels gpu_bench_kernels -j "$jobs" >>"$out/build.log" 2>&1; then
         echo "built with CMake in $build"
-        cmake --build "$build" --target gpu_test_model_gpu gpu_test_pipeline_gpu gpu_bench_e2e_gpu -j "$jobs" >>"$out/build.log" 2>&1 ||
+        cmake --build "$build" --target gpu_test_backend_ops_gpu gpu_test_model_gpu gpu_test_pipeline_gpu gpu_bench_e2e_gpu -j "$jobs" >>"$out/build.log" 2>&1 ||
             echo "the model test / end-to-end bench did not build (see $out/build.log)"
     else
         echo "CMake build failed (tail of $out/build.log below); building with nvcc directly"

@@ -13,19 +13,15 @@
 // norms and the GELU (with the flags the including file has) and everything on a CPU without AVX2.
 #pragma once
 
-// Warnings that are not ours, silenced for these headers only (an app may see Eigen through -I, e.g. from
-// pkg-config): Eigen 3.4's unused variables in its AVX code and (clang -Wpedantic) a C99 compound literal
-// in Eigen/Half.h, and GCC 12's AVX-512 intrinsics warning about
-// their own _mm512_undefined_* placeholders once inlined into Eigen (GCC bug 105593, fixed in 12.3).
+#include "pix2struct/backend/cpu_kernels.hpp"  // first: it includes <immintrin.h> (see there)
+
+// Warnings that are not ours, silenced for Eigen only (an app may see it through -I, e.g. from pkg-config):
+// Eigen 3.4's unused variables in its AVX code and (clang -Wpedantic) a C99 compound literal in Eigen/Half.h.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-variable"
 #if defined(__clang__)
 #pragma clang diagnostic ignored "-Wc99-extensions"
-#else
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-#include <immintrin.h>
 #include <Eigen/Core>
 #pragma GCC diagnostic pop
 #include <algorithm>
@@ -45,7 +41,6 @@
 
 #include "pix2struct/backend/backend.hpp"
 #include "pix2struct/backend/cpu_isa.hpp"
-#include "pix2struct/backend/cpu_kernels.hpp"
 #include "pix2struct/error.hpp"
 #include "pix2struct/nn/relative_position.hpp"
 #include "pix2struct/weights.hpp"

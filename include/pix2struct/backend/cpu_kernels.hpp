@@ -10,7 +10,20 @@
 // The generic set (no AVX2) has no GEMM here: CpuBackend then uses Eigen's.
 #pragma once
 
+// GCC 12's AVX-512 intrinsics warn about their own _mm512_undefined_* placeholders once inlined (GCC bug
+// 105593, fixed in 12.3): the warning's location is in the intrinsics' headers, silenced here where they are
+// included (the first inclusion decides), for our kernels and Eigen's alike.
+#if defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
 
 #include <algorithm>
 #include <cmath>

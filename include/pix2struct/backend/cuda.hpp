@@ -60,6 +60,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -160,16 +161,17 @@ public:
     using IdBuffer = detail::ManagedArray<int32_t>;  // n token ids
 
     // Picks the device, checks free memory and uploads every weight of `checkpoint` (which must outlive
-    // the backend: weights are found by their address).
+    // the backend: the primitives are given its Weights).
     explicit BasicCudaBackend(const Checkpoint& checkpoint, const CudaOptions& options = {})
         : options_(options) {
-        try {
-            open_device();
-            upload(checkpoint);
-        } catch (...) {
-            release();
-            throw;
-        }
+        std::vector<const Weight*> all;  // in checkpoint order: all[i]->index == i
+        checkpoint.for_each([&](const Weight& w) { all.push_back(&w); });
+        open_and_upload(all, checkpoint.dir().string());
+    }
+    // The same for a list of weights that is not a checkpoint's (weights[i]->index must be i), e.g. a test's.
+    explicit BasicCudaBackend(std::span<const Weight* const> weights, const CudaOptions& options = {})
+        : options_(options) {
+        open_and_upload(std::vector<const Weight*>(weights.begin(), weights.end()), "weights");
     }
     BasicCudaBackend(const BasicCudaBackend&) = delete;
     BasicCudaBackend& operator=(const BasicCudaBackend&) = delete;
@@ -483,10 +485,23 @@ private:
         PIX2STRUCT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     }
 
-    // One fp32 allocation (and one bf16) for every weight, each at a 256-byte boundary.
-    void upload(const Checkpoint& ckpt) {
-        std::vector<const Weight*> all;  // in checkpoint order: all[i]->index == i
-        ckpt.for_each([&](const Weight& w) { all.push_back(&w); });
+    void open_and_upload(const std::vector<const Weight*>& all, const std::string& what) {
+        try {
+            open_device();
+            upload(all, what);
+        } catch (...) {
+            release();
+            throw;
+        }
+    }
+
+    // One fp32 allocation (and one bf16) for every weight, each at a 256-byte boundary. `what` names them in
+    // errors (the checkpoint's folder).
+    void upload(const std::vector<const Weight*>& all, const std::string& what) {
+        for (size_t i = 0; i < all.size(); ++i)
+            if (all[i]->index != int(i))
+                detail::fail("CUDA backend: weight '", all[i]->name, "' has index ", all[i]->index, " at place ", i,
+                             " of the weights to upload");
         weights_.assign(all.size(), DeviceWeight{});
         auto padded = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
         auto stored_bf16 = [](const Weight* w) { return w->source && w->source->dtype == DType::BF16; };
@@ -499,7 +514,7 @@ private:
         size_t free_bytes = 0, total_bytes = 0;
         PIX2STRUCT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
         if (f32 + b16 + options_.headroom_bytes > free_bytes)
-            detail::fail(ckpt.dir().string(), ": the weights need ", detail::mib(f32 + b16), " MiB of GPU memory (fp32 ",
+            detail::fail(what, ": the weights need ", detail::mib(f32 + b16), " MiB of GPU memory (fp32 ",
                          detail::mib(f32), " MiB + bf16 ", detail::mib(b16), " MiB) plus ",
                          detail::mib(options_.headroom_bytes), " MiB for activations, but ", device_name_, " has ",
                          detail::mib(free_bytes), " MiB free of ", detail::mib(total_bytes), " MiB");
@@ -516,7 +531,7 @@ private:
             const float* src = w->data;
             if (!src) {
                 if (!w->source)
-                    detail::fail(ckpt.dir().string(), ": weight '", w->name, "' has neither a float view nor a stored tensor");
+                    detail::fail(what, ": weight '", w->name, "' has neither a float view nor a stored tensor");
                 staging.resize(n);
                 w->source->to_float(staging.data());
                 src = staging.data();
