@@ -21,7 +21,6 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <thread>
 #include <vector>
 
 #define PIX2STRUCT_IMPLEMENTATION  // this program's one implementation file of the library
@@ -31,6 +30,8 @@
 #include "pix2struct/model/generate.hpp"
 #include "pix2struct/weights.hpp"
 
+#include "peak.hpp"
+
 using clock_type = std::chrono::steady_clock;
 static double ms_since(clock_type::time_point t) {
     return std::chrono::duration<double, std::milli>(clock_type::now() - t).count();
@@ -39,56 +40,6 @@ static double median(std::vector<double> v) {
     if (v.empty()) return 0;
     std::sort(v.begin(), v.end());
     return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
-// The peak fp32 FMA rate of one thread: 12 independent accumulators (more than FMA latency × ports), in
-// registers, `iters` rounds. Returns the FLOPs done.
-#ifdef PIX2STRUCT_X86_KERNELS
-PIX2STRUCT_AVX512 static double fma_loop_avx512(int64_t iters, float* sink) {
-    __m512 acc[12];
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(float(i));
-    const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-    for (int64_t it = 0; it < iters; ++it)
-        for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-    for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-    *sink = _mm512_reduce_add_ps(acc[0]);
-    return double(iters) * 12 * 16 * 2;
-}
-PIX2STRUCT_AVX2 static double fma_loop_avx2(int64_t iters, float* sink) {
-    __m256 acc[12];
-    for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(float(i));
-    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-    for (int64_t it = 0; it < iters; ++it)
-        for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
-    for (int i = 1; i < 12; ++i) acc[0] = _mm256_add_ps(acc[0], acc[i]);
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, acc[0]);
-    *sink = lanes[0];
-    return double(iters) * 12 * 8 * 2;
-}
-#endif
-
-// GFLOP/s of the FMA loop on `threads` threads at once (best of 3), with the SIMD set `isa` (0: generic).
-static double peak_fma_gflops(int threads, pix2struct::CpuIsa isa) {
-    double best = 0;
-    for (int round = 0; round < 3; ++round) {
-        std::vector<float> sinks(static_cast<size_t>(threads));
-        std::vector<double> flops(static_cast<size_t>(threads));
-        std::vector<std::thread> pool;
-        const auto t = clock_type::now();
-        for (int i = 0; i < threads; ++i)
-            pool.emplace_back([&, i] {
-#ifdef PIX2STRUCT_X86_KERNELS
-                if (isa == pix2struct::CpuIsa::Avx512) flops[size_t(i)] = fma_loop_avx512(20'000'000, &sinks[size_t(i)]);
-                else if (isa == pix2struct::CpuIsa::Avx2) flops[size_t(i)] = fma_loop_avx2(20'000'000, &sinks[size_t(i)]);
-#endif
-            });
-        for (auto& th : pool) th.join();
-        double total = 0;
-        for (double f : flops) total += f;
-        best = std::max(best, total / (ms_since(t) * 1e6));
-    }
-    return best;
 }
 
 int main(int argc, char** argv) {
@@ -177,7 +128,7 @@ int main(int argc, char** argv) {
 
         // Ceilings, same run: peak FMA rate, copy bandwidth; and the backend's GEMM rate on an encoder-sized product.
         double gemm_gflops = 0, copy_gbs = 0;
-        const double fma_gflops = peak_fma_gflops(backend.threads(), backend.isa());
+        const double fma_gflops = peak::fp32_fma_gflops(backend.isa(), backend.threads());
         {
             const int64_t M = std::max<int64_t>(N, 256), K = int64_t(H), Nn = int64_t(F);
             std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * Nn)), wdata(size_t(Nn * K), 0.25f);

@@ -1,128 +1,19 @@
-// bench_peak — what this CPU's arithmetic units can do: a register-only loop per instruction (12
-// independent accumulators, more than latency × ports), on 1 thread and on every thread at once; best of 3.
+// bench_peak — what this CPU's arithmetic units can do: bench/peak.hpp's register-only loop per instruction,
+// on 1 thread and on every thread at once. An instruction the CPU lacks is reported as such. These are the
+// ceilings the kernels of bench_e2e and the int8/fp16 work are measured against.
 //
 //   bench_peak [--threads N] [--json]
-//
-// Counted per instruction: fp32 FMA (AVX-512 vfmadd231ps zmm, AVX2 ymm): 2 FLOP per lane; AVX512-BF16
-// vdpbf16ps: 2 bf16 products + 2 adds per fp32 lane (4 FLOP); AVX512-FP16 vfmadd231ph: 2 FLOP per fp16 lane
-// (32 lanes); AVX512-VNNI vpdpbusd: 4 u8·s8 products + 4 adds per int32 lane (8 OP). An instruction the CPU
-// lacks is reported as such. These are the ceilings the kernels of bench_e2e and the int8/fp16 work are
-// measured against.
 #include <CLI/CLI.hpp>
-#include <cpuid.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
-#include <vector>
 
-#include "pix2struct/backend/cpu_kernels.hpp"  // <immintrin.h>, GCC 12's false warnings about it silenced
+#include "peak.hpp"
 #include "pix2struct/version.hpp"
-
-namespace {
-
-constexpr int64_t kIters = 20'000'000;
-
-// Leaf 7 feature bits (sub-leaf 0: ECX bit 11 AVX512-VNNI, EDX bit 23 AVX512-FP16; sub-leaf 1: EAX bit 5
-// AVX512-BF16). All of them need AVX-512 (and the OS's zmm state, which host_isa() checks).
-bool cpu_has(const char* what) {
-    if (pix2struct::host_isa() != pix2struct::CpuIsa::Avx512) return false;
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    const std::string w = what;
-    if (w == "avx512vnni") return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c >> 11 & 1);
-    if (w == "avx512fp16") return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 23 & 1);
-    if (w == "avx512bf16") return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 5 & 1);
-    return false;
-}
-
-#ifdef PIX2STRUCT_X86_KERNELS
-PIX2STRUCT_AVX512 double fma_f32_zmm(int64_t n, float* sink) {
-    __m512 acc[12];
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(float(i));
-    const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-    for (int64_t it = 0; it < n; ++it)
-        for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-    for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-    *sink = _mm512_reduce_add_ps(acc[0]);
-    return double(n) * 12 * 16 * 2;
-}
-
-PIX2STRUCT_AVX2 double fma_f32_ymm(int64_t n, float* sink) {
-    __m256 acc[12];
-    for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(float(i));
-    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-    for (int64_t it = 0; it < n; ++it)
-        for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
-    for (int i = 1; i < 12; ++i) acc[0] = _mm256_add_ps(acc[0], acc[i]);
-    *sink = _mm256_cvtss_f32(acc[0]);
-    return double(n) * 12 * 8 * 2;
-}
-
-__attribute__((target("avx512f,avx512bf16"))) double dp_bf16_zmm(int64_t n, float* sink) {
-    __m512 acc[12];
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(float(i));
-    const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3F80), b = (__m512bh)_mm512_set1_epi16(0x3400);  // 1, ~1.2e-7
-    for (int64_t it = 0; it < n; ++it)
-        for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
-    for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-    *sink = _mm512_reduce_add_ps(acc[0]);
-    return double(n) * 12 * 16 * 4;
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512fp16"))) double fma_f16_zmm(int64_t n, float* sink) {
-    __m512h acc[12];
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ph(_Float16(i));
-    const __m512h a = _mm512_set1_ph(_Float16(0.999f)), b = _mm512_set1_ph(_Float16(0.0001f));
-    for (int64_t it = 0; it < n; ++it)
-        for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ph(acc[i], a, b);
-    for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ph(acc[0], acc[i]);
-    *sink = float(_mm512_reduce_add_ph(acc[0]));
-    return double(n) * 12 * 32 * 2;
-}
-
-__attribute__((target("avx512f,avx512vnni"))) double dp_u8s8_zmm(int64_t n, float* sink) {
-    __m512i acc[12];
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_epi32(i);
-    const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
-    for (int64_t it = 0; it < n; ++it)
-        for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
-    for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_epi32(acc[0], acc[i]);
-    *sink = float(_mm512_reduce_add_epi32(acc[0]));
-    return double(n) * 12 * 16 * 8;
-}
-#endif
-
-struct Loop {
-    std::string name, unit;
-    bool available;
-    std::function<double(int64_t, float*)> run;  // returns the operations done
-};
-
-// Operations per second (G) of `loop` on `threads` threads at once, best of 3.
-double rate(const Loop& loop, int threads) {
-    double best = 0;
-    for (int round = 0; round < 3; ++round) {
-        std::vector<float> sinks(static_cast<size_t>(threads));
-        std::vector<double> ops(static_cast<size_t>(threads));
-        std::vector<std::thread> pool;
-        const auto t = std::chrono::steady_clock::now();
-        for (int i = 0; i < threads; ++i)
-            pool.emplace_back([&, i] { ops[size_t(i)] = loop.run(kIters, &sinks[size_t(i)]); });
-        for (auto& th : pool) th.join();
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-        double total = 0;
-        for (double o : ops) total += o;
-        best = std::max(best, total / s / 1e9);
-    }
-    return best;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"Peak rate of this CPU's arithmetic instructions (register-only loops)."};
@@ -133,26 +24,16 @@ int main(int argc, char** argv) {
     app.add_flag("--json", json, "Print one JSON object");
     CLI11_PARSE(app, argc, argv);
 
-    const bool avx512 = pix2struct::host_isa() == pix2struct::CpuIsa::Avx512;
-    const bool avx2 = pix2struct::host_isa() != pix2struct::CpuIsa::Generic;
-    std::vector<Loop> loops;
-#ifdef PIX2STRUCT_X86_KERNELS
-    loops = {{"fp32 FMA, AVX-512 (vfmadd231ps zmm)", "GFLOP/s", avx512, fma_f32_zmm},
-             {"fp32 FMA, AVX2 (vfmadd231ps ymm)", "GFLOP/s", avx2, fma_f32_ymm},
-             {"bf16 dot, AVX512-BF16 (vdpbf16ps zmm)", "GFLOP/s", cpu_has("avx512bf16"), dp_bf16_zmm},
-             {"fp16 FMA, AVX512-FP16 (vfmadd231ph zmm)", "GFLOP/s", cpu_has("avx512fp16"), fma_f16_zmm},
-             {"int8 dot, AVX512-VNNI (vpdpbusd zmm)", "GOP/s", cpu_has("avx512vnni"), dp_u8s8_zmm}};
-#endif
     nlohmann::json out = nlohmann::json::object();
     out["threads"] = threads;
     if (!json) std::printf("%-42s %12s %14s\n", "instruction", "1 thread", (std::to_string(threads) + " threads").c_str());
-    for (const Loop& loop : loops) {
+    for (const peak::Loop& loop : peak::loops()) {
         if (!loop.available) {
             if (!json) std::printf("%-42s %27s\n", loop.name.c_str(), "not on this CPU");
             out[loop.name] = nullptr;
             continue;
         }
-        const double one = rate(loop, 1), all = rate(loop, threads);
+        const double one = peak::rate(loop, 1), all = peak::rate(loop, threads);
         if (!json) std::printf("%-42s %8.1f %-7s %6.1f %s\n", loop.name.c_str(), one, loop.unit.c_str(), all, loop.unit.c_str());
         out[loop.name] = {{"one_thread", one}, {"all_threads", all}, {"unit", loop.unit}};
     }
