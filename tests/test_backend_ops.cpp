@@ -43,7 +43,11 @@ TEST_CASE("backend ops (CPU): linear — SGEMM, GEMV of fp32 and BF16 rows, bias
 
 TEST_CASE("backend ops (CPU): rms_norm, gelu_gate, add_rows") {
     Rng rng;
-    for (CpuIsa isa : isas()) check_elementwise(cpu(2, isa), {}, rng);
+    for (CpuIsa isa : isas()) {
+        const std::string label = isa_name(isa);
+        CAPTURE(label);
+        check_elementwise(cpu(2, isa), {}, rng);
+    }
 }
 
 TEST_CASE("backend ops (CPU): attention — every SIMD set; d_kv 24/32/64/128, one query and many, one real key, bias; 1 and 2 threads give the same bits") {

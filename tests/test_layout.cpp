@@ -24,7 +24,7 @@ std::string read(const fs::path& p) {
 }
 
 // Header paths named in `text`: words ending in .hpp or .cuh, relative to include/pix2struct/ unless
-// they start with kernels/ (or are written in full).
+// they start with kernels/, tests/ or bench/ (or are written in full).
 std::set<fs::path> named_headers(const std::string& text) {
     std::set<fs::path> out;
     static const std::regex word(R"(([A-Za-z0-9_./]+)\.(hpp|cuh))");
@@ -32,7 +32,8 @@ std::set<fs::path> named_headers(const std::string& text) {
         std::string p = (*it)[0];
         if (p.rfind("include/pix2struct/", 0) == 0) p = p.substr(19);
         if (p.rfind("pix2struct/", 0) == 0) p = p.substr(11);
-        out.insert(p.rfind("kernels/", 0) == 0 ? kRoot / p : kRoot / "include" / "pix2struct" / p);
+        const bool from_root = p.rfind("kernels/", 0) == 0 || p.rfind("tests/", 0) == 0 || p.rfind("bench/", 0) == 0;
+        out.insert(from_root ? kRoot / p : kRoot / "include" / "pix2struct" / p);
     }
     return out;
 }

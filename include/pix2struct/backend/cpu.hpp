@@ -8,9 +8,9 @@
 // output features N into one slice per thread (each an SGEMM, or a GEMV for a decode step's few rows),
 // attention splits heads.
 //
-// SIMD: the products and the softmax are backend/cpu_kernels.hpp's, compiled for AVX-512 and AVX2 whatever
-// the flags and chosen at run time (backend/cpu_isa.hpp), so an app needs no -march flag. Eigen does the
-// norms and the GELU (with the flags the including file has) and everything on a CPU without AVX2.
+// SIMD: the products, the softmax, the norms and the GELU are backend/cpu_kernels.hpp's, compiled for
+// AVX-512 and AVX2 whatever the flags and chosen at run time (backend/cpu_isa.hpp), so an app needs no
+// -march flag. On a CPU without AVX2, Eigen computes (at the width the including file's flags allow).
 #pragma once
 
 #include "pix2struct/backend/cpu_kernels.hpp"  // first: it includes <immintrin.h> (see there)
@@ -236,22 +236,25 @@ struct CpuBackend {
     // Y[M, H] = w ⊙ X / sqrt(mean(X²) + eps). The mean is taken in fp32 (the reference casts to fp32).
     void rms_norm(const float* X, int64_t M, const Weight& w, float eps, float* Y) {
         const int64_t H = w.rows();
-        Eigen::Map<const Eigen::ArrayXf> g(w.data, H);
         for (int64_t i = 0; i < M; ++i) {
-            Eigen::Map<const Eigen::ArrayXf> x(X + i * H, H);
+            if (isa_ != CpuIsa::Generic) {
+                detail::rms_norm(isa_, X + i * H, w.data, H, eps, Y + i * H);
+                continue;
+            }
+            Eigen::Map<const Eigen::ArrayXf> g(w.data, H), x(X + i * H, H);
             Eigen::Map<Eigen::ArrayXf> y(Y + i * H, H);
-            const float variance = x.square().mean();
-            y = g * (x * (1.0f / std::sqrt(variance + eps)));
+            y = g * (x * (1.0f / std::sqrt(x.square().mean() + eps)));
         }
     }
 
     // A[n] = gelu_new(A) ⊙ B with gelu_new(a) = 0.5·a·(1 + tanh(√(2/π)·(a + 0.044715·a³))) (the tanh form,
-    // transformers' NewGELUActivation). Eigen's vectorised tanh.
+    // transformers' NewGELUActivation): detail::gelu_gate, or Eigen's vectorised tanh without AVX2.
     void gelu_gate(float* A, const float* B, int64_t n) {
         const int64_t chunk = 1 << 14;
         const int64_t chunks = (n + chunk - 1) / chunk;
         pool_.parallel_for(chunks, [&](int64_t c, int) {
             const int64_t i0 = c * chunk, m = std::min(chunk, n - i0);
+            if (isa_ != CpuIsa::Generic) return detail::gelu_gate(isa_, A + i0, B + i0, m);
             Eigen::Map<Eigen::ArrayXf> a(A + i0, m);
             Eigen::Map<const Eigen::ArrayXf> b(B + i0, m);
             const float k = 0.7978845608028654f;  // sqrt(2/π)

@@ -5,9 +5,10 @@
 //                B [K, N] (attention values); fp32, blocked for the caches: B packed into panels of NR
 //                columns (pack_b), A read in place, register tiles of MR × NR (AVX-512 12 × 32, AVX2 6 × 16)
 //   softmax_row  x = exp(x - max x) / Σ, in place (the attention's fp32 softmax)
+//   gelu_gate, rms_norm   the MLP's gated GELU and the T5 norm
 //   gemv         the decode step: a few rows of X against weight rows (BF16 or fp32), read once for all rows
 //   dot_keys, weighted_rows   a decode step's attention scores and output, keys and values read in place
-// The generic set (no AVX2) has no GEMM here: CpuBackend then uses Eigen's.
+// The generic set (no AVX2) has no GEMM, GELU or norm here: CpuBackend then uses Eigen's.
 #pragma once
 
 // GCC 12's AVX-512 intrinsics warn about their own _mm512_undefined_* placeholders once inlined (GCC bug
@@ -289,9 +290,11 @@ PIX2STRUCT_AVX512 inline void softmax_row_avx512(float* x, int64_t n) {
     }
 }
 
+// As exp_avx512, but above 88.376 the result stays at 3.4e38 (float's largest power of two times the
+// polynomial) instead of turning infinite: the exponent bits built below must not overflow.
 PIX2STRUCT_AVX2 inline __m256 exp_avx2(__m256 v) {
     const __m256 keep = _mm256_cmp_ps(v, _mm256_set1_ps(kExpLowest), _CMP_NLT_UQ);  // NaN kept
-    const __m256 x = _mm256_max_ps(_mm256_set1_ps(kExpLowest), v);
+    const __m256 x = _mm256_min_ps(_mm256_max_ps(_mm256_set1_ps(kExpLowest), v), _mm256_set1_ps(88.3762626647949f));
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
@@ -346,6 +349,94 @@ inline void softmax_row(CpuIsa isa, float* x, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Gated GELU and RMS norm, elementwise. gelu_new(a) = 0.5·a·(1 + tanh(√(2/π)(a + 0.044715·a³))) is computed
+// as a · σ(2y) = a / (1 + exp(-2y)), the same function without tanh's cancellation near -1.
+// ---------------------------------------------------------------------------------------------------------
+
+#ifdef PIX2STRUCT_X86_KERNELS
+PIX2STRUCT_AVX2 inline float reduce_add_avx2(__m256 v) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+PIX2STRUCT_AVX512 inline void gelu_gate_avx512(float* A, const float* B, int64_t n) {
+    const __m512 k = _mm512_set1_ps(-2.0f * 0.7978845608028654f), c = _mm512_set1_ps(0.044715f), one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+        const __m512 a = _mm512_maskz_loadu_ps(m, A + i), b = _mm512_maskz_loadu_ps(m, B + i);
+        const __m512 inner = _mm512_fmadd_ps(_mm512_mul_ps(c, a), _mm512_mul_ps(a, a), a);  // a + 0.044715 a³
+        const __m512 e = exp_avx512(_mm512_mul_ps(k, inner));                            // exp(-2y)
+        _mm512_mask_storeu_ps(A + i, m, _mm512_mul_ps(_mm512_div_ps(a, _mm512_add_ps(one, e)), b));
+    }
+}
+
+PIX2STRUCT_AVX512 inline void rms_norm_avx512(const float* x, const float* g, int64_t H, float eps, float* y) {
+    __m512 ss = _mm512_setzero_ps();
+    for (int64_t i = 0; i < H; i += 16) {
+        const __mmask16 m = H - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (H - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        ss = _mm512_fmadd_ps(v, v, ss);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(ss) / float(H) + eps));
+    for (int64_t i = 0; i < H; i += 16) {
+        const __mmask16 m = H - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (H - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, g + i),
+                                                      _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv)));
+    }
+}
+
+PIX2STRUCT_AVX2 inline void gelu_gate_avx2(float* A, const float* B, int64_t n) {
+    const __m256 k = _mm256_set1_ps(-2.0f * 0.7978845608028654f), c = _mm256_set1_ps(0.044715f), one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 a = _mm256_loadu_ps(A + i), b = _mm256_loadu_ps(B + i);
+        const __m256 inner = _mm256_fmadd_ps(_mm256_mul_ps(c, a), _mm256_mul_ps(a, a), a);
+        const __m256 e = exp_avx2(_mm256_mul_ps(k, inner));
+        _mm256_storeu_ps(A + i, _mm256_mul_ps(_mm256_div_ps(a, _mm256_add_ps(one, e)), b));
+    }
+    for (; i < n; ++i) {
+        const float a = A[i];
+        A[i] = a / (1.0f + std::exp(-2.0f * 0.7978845608028654f * (a + 0.044715f * a * a * a))) * B[i];
+    }
+}
+
+PIX2STRUCT_AVX2 inline void rms_norm_avx2(const float* x, const float* g, int64_t H, float eps, float* y) {
+    __m256 ss = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= H; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        ss = _mm256_fmadd_ps(v, v, ss);
+    }
+    float sum = reduce_add_avx2(ss);
+    for (int64_t j = i; j < H; ++j) sum += x[j] * x[j];
+    const float inv = 1.0f / std::sqrt(sum / float(H) + eps);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= H; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(g + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv)));
+    for (; i < H; ++i) y[i] = g[i] * (x[i] * inv);
+}
+#endif
+
+// A[n] = gelu_new(A) ⊙ B, with AVX2 or AVX-512 (the generic set: Eigen's, in CpuBackend).
+inline void gelu_gate(CpuIsa isa, float* A, const float* B, int64_t n) {
+#ifdef PIX2STRUCT_X86_KERNELS
+    if (isa == CpuIsa::Avx512) return gelu_gate_avx512(A, B, n);
+    if (isa == CpuIsa::Avx2) return gelu_gate_avx2(A, B, n);
+#endif
+    (void)isa, (void)A, (void)B, (void)n;
+}
+
+// y[H] = g ⊙ x / sqrt(mean(x²) + eps), with AVX2 or AVX-512 (the generic set: Eigen's, in CpuBackend).
+inline void rms_norm(CpuIsa isa, const float* x, const float* g, int64_t H, float eps, float* y) {
+#ifdef PIX2STRUCT_X86_KERNELS
+    if (isa == CpuIsa::Avx512) return rms_norm_avx512(x, g, H, eps, y);
+    if (isa == CpuIsa::Avx2) return rms_norm_avx2(x, g, H, eps, y);
+#endif
+    (void)isa, (void)x, (void)g, (void)H, (void)eps, (void)y;
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // GEMV: Y[m, n] (=|+=) Σ_k W[n, k] · X[m, k] for the M rows of X [M, K] and n in [n0, n1), Y [M, N]; W [N, K]
 // stored as BF16 (the checkpoint's bytes) or fp32. Decode steps (M = one row per sequence of the batch, a
 // handful) are memory-bound: each weight row is read from memory once for all M rows (it stays in L1 while
@@ -367,11 +458,6 @@ PIX2STRUCT_AVX2 inline __m256 load8(const uint16_t* p) {
         _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 PIX2STRUCT_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-PIX2STRUCT_AVX2 inline float reduce_add_avx2(__m256 v) {
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
 #endif
 
 inline float widen(uint16_t w) { return bf16_to_float(w); }
