@@ -7,7 +7,9 @@
 // (32 lanes); AVX512-VNNI vpdpbusd: 4 u8·s8 products + 4 adds per int32 lane (8 OP).
 #pragma once
 
+#if defined(__x86_64__)
 #include <cpuid.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -25,12 +27,15 @@ inline constexpr int64_t kIters = 20'000'000;
 // Leaf 7 feature bits (sub-leaf 0: ECX bit 11 AVX512-VNNI, EDX bit 23 AVX512-FP16; sub-leaf 1: EAX bit 5
 // AVX512-BF16). All of them need AVX-512 (and the OS's zmm state, which host_isa() checks).
 inline bool cpu_has(const char* what) {
+#if defined(__x86_64__)
     if (pix2struct::host_isa() != pix2struct::CpuIsa::Avx512) return false;
     unsigned a = 0, b = 0, c = 0, d = 0;
     const std::string w = what;
     if (w == "avx512vnni") return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c >> 11 & 1);
     if (w == "avx512fp16") return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 23 & 1);
     if (w == "avx512bf16") return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 5 & 1);
+#endif
+    (void)what;
     return false;
 }
 
