@@ -10,7 +10,8 @@
 //
 // SIMD: the products, the softmax, the norms and the GELU are backend/cpu_kernels.hpp's, compiled for
 // AVX-512 and AVX2 whatever the flags and chosen at run time (backend/cpu_isa.hpp), so an app needs no
-// -march flag. On a CPU without AVX2, Eigen computes (at the width the including file's flags allow).
+// -march flag. On a CPU without AVX2 they are plain loops, and Eigen does the GEMMs (at the width the
+// including file's flags allow).
 #pragma once
 
 #include "pix2struct/backend/cpu_kernels.hpp"  // first: it includes <immintrin.h> (see there)
@@ -236,39 +237,28 @@ struct CpuBackend {
     // Y[M, H] = w ⊙ X / sqrt(mean(X²) + eps). The mean is taken in fp32 (the reference casts to fp32).
     void rms_norm(const float* X, int64_t M, const Weight& w, float eps, float* Y) {
         const int64_t H = w.rows();
-        for (int64_t i = 0; i < M; ++i) {
-            if (isa_ != CpuIsa::Generic) {
-                detail::rms_norm(isa_, X + i * H, w.data, H, eps, Y + i * H);
-                continue;
-            }
-            Eigen::Map<const Eigen::ArrayXf> g(w.data, H), x(X + i * H, H);
-            Eigen::Map<Eigen::ArrayXf> y(Y + i * H, H);
-            y = g * (x * (1.0f / std::sqrt(x.square().mean() + eps)));
-        }
+        for (int64_t i = 0; i < M; ++i) detail::rms_norm(isa_, X + i * H, w.data, H, eps, Y + i * H);
     }
 
     // A[n] = gelu_new(A) ⊙ B with gelu_new(a) = 0.5·a·(1 + tanh(√(2/π)·(a + 0.044715·a³))) (the tanh form,
-    // transformers' NewGELUActivation): detail::gelu_gate, or Eigen's vectorised tanh without AVX2.
+    // transformers' NewGELUActivation), in chunks over the threads.
     void gelu_gate(float* A, const float* B, int64_t n) {
         const int64_t chunk = 1 << 14;
         const int64_t chunks = (n + chunk - 1) / chunk;
         pool_.parallel_for(chunks, [&](int64_t c, int) {
-            const int64_t i0 = c * chunk, m = std::min(chunk, n - i0);
-            if (isa_ != CpuIsa::Generic) return detail::gelu_gate(isa_, A + i0, B + i0, m);
-            Eigen::Map<Eigen::ArrayXf> a(A + i0, m);
-            Eigen::Map<const Eigen::ArrayXf> b(B + i0, m);
-            const float k = 0.7978845608028654f;  // sqrt(2/π)
-            a = (0.5f * a * (1.0f + (k * (a + 0.044715f * a.cube())).tanh())) * b;
+            const int64_t i0 = c * chunk;
+            detail::gelu_gate(isa_, A + i0, B + i0, std::min(chunk, n - i0));
         });
     }
 
     // O = softmax(Q·Kᵀ + bias, keys masked) · V for each head; scores are NOT scaled by 1/√D (the reference
     // folds the scale into the trained query weights). Softmax in fp32. Queries go in blocks of kQueryBlock
     // rows so a block's scores [kQueryBlock, Tk] stay in the core's L2 cache (a whole head's [N, N] scores,
-    // 16 MB at N = 2048, would stream through memory three times). With AVX2 or AVX-512 a task is a head:
-    // with at least kPackedMinQueries queries (the encoder) its keys and values are packed once for
-    // detail::sgemm_packed, then its query blocks run; with fewer (decode steps: one query) detail::dot_keys and
-    // detail::weighted_rows read them in place. Without AVX2 a task is a (head, query block), on Eigen.
+    // 16 MB at N = 2048, would stream through memory three times). With fewer than kPackedMinQueries
+    // queries (decode steps: one) a task is a head, and detail::dot_keys and detail::weighted_rows read its
+    // keys and values in place. With more (the encoder) and AVX2 or AVX-512 a task is a head too: its keys
+    // and values are packed once for detail::sgemm_packed, then its query blocks run; without AVX2 a task is
+    // a (head, query block), on Eigen.
     static constexpr int64_t kQueryBlock = 64, kPackedMinQueries = 16;
     void attention(const AttentionArgs<float>& args) {
         const AttentionArgs<float> a = with_default_strides(args);
@@ -297,7 +287,7 @@ struct CpuBackend {
             });
             return;
         }
-        if (isa_ != CpuIsa::Generic) {  // few queries: keys and values read in place, a head per task
+        if (Tq < kPackedMinQueries) {  // few queries: keys and values read in place, a head per task
             pool_.parallel_for(a.H, [&](int64_t h, int worker) {
                 float* scores = scratch_[size_t(worker)].data();
                 for (int64_t i = 0; i < Tq; ++i)

@@ -8,7 +8,7 @@
 //   gelu_gate, rms_norm   the MLP's gated GELU and the T5 norm
 //   gemv         the decode step: a few rows of X against weight rows (BF16 or fp32), read once for all rows
 //   dot_keys, weighted_rows   a decode step's attention scores and output, keys and values read in place
-// The generic set (no AVX2) has no GEMM, GELU or norm here: CpuBackend then uses Eigen's.
+// The generic set (no AVX2) has plain loops, except SGEMM: CpuBackend multiplies with Eigen there.
 #pragma once
 
 // GCC 12's AVX-512 intrinsics warn about their own _mm512_undefined_* placeholders once inlined (GCC bug
@@ -27,11 +27,15 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
+#include <utility>
 
 #include "pix2struct/backend/cpu_isa.hpp"
+#include "pix2struct/error.hpp"
 #include "pix2struct/safetensors.hpp"
 
 #if defined(__clang__)
@@ -144,51 +148,39 @@ PIX2STRUCT_AVX2 inline void sgemm_tile_avx2(int64_t kc, const float* A, int64_t 
 }
 #endif
 
-// Rows [0, m) of C, its columns [0, n): one packed kc-block of B against the same kc columns of A.
+// Each kernel's register-tile variants in a table by row count: table[r - 1] is the variant for r rows.
+#ifdef PIX2STRUCT_X86_KERNELS
+template <int... R>
+constexpr auto sgemm_tiles_avx512(std::integer_sequence<int, R...>) { return std::array{&sgemm_tile_avx512<R + 1>...}; }
+template <int... R>
+constexpr auto sgemm_tiles_avx2(std::integer_sequence<int, R...>) { return std::array{&sgemm_tile_avx2<R + 1>...}; }
+#endif
+
+// Rows [0, m) of C, its columns [0, n): one packed kc-block of B against the same kc columns of A. AVX2 or
+// AVX-512 only (CpuBackend multiplies with Eigen on a CPU without AVX2).
 inline void sgemm_block(CpuIsa isa, int64_t m, int64_t n, int64_t kc, const float* A, int64_t lda, const float* Bp,
                         float* C, int64_t ldc, bool add) {
 #ifdef PIX2STRUCT_X86_KERNELS
-    const int nr = gemm_nr(isa), mr = gemm_mr(isa);
-    for (int64_t m0 = 0; m0 < m; m0 += kMc) {
-        const int64_t mc = std::min(kMc, m - m0);
-        for (int64_t p = 0; p * nr < n; ++p) {
-            const int cols = int(std::min<int64_t>(nr, n - p * nr));
-            const float* panel = Bp + p * nr * kc;
-            for (int64_t i = m0; i < m0 + mc; i += mr) {
-                const int rows = int(std::min<int64_t>(mr, m0 + mc - i));
-                const float* a = A + i * lda;
-                float* c = C + i * ldc + p * nr;
-                if (isa == CpuIsa::Avx512) {
-                    switch (rows) {
-                        case 12: sgemm_tile_avx512<12>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 11: sgemm_tile_avx512<11>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 10: sgemm_tile_avx512<10>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 9: sgemm_tile_avx512<9>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 8: sgemm_tile_avx512<8>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 7: sgemm_tile_avx512<7>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 6: sgemm_tile_avx512<6>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 5: sgemm_tile_avx512<5>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 4: sgemm_tile_avx512<4>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 3: sgemm_tile_avx512<3>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 2: sgemm_tile_avx512<2>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        default: sgemm_tile_avx512<1>(kc, a, lda, panel, c, ldc, cols, add); break;
-                    }
-                } else {
-                    switch (rows) {
-                        case 6: sgemm_tile_avx2<6>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 5: sgemm_tile_avx2<5>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 4: sgemm_tile_avx2<4>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 3: sgemm_tile_avx2<3>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        case 2: sgemm_tile_avx2<2>(kc, a, lda, panel, c, ldc, cols, add); break;
-                        default: sgemm_tile_avx2<1>(kc, a, lda, panel, c, ldc, cols, add); break;
-                    }
+    static constexpr auto k512 = sgemm_tiles_avx512(std::make_integer_sequence<int, 12>{});
+    static constexpr auto k2 = sgemm_tiles_avx2(std::make_integer_sequence<int, 6>{});
+    if (isa != CpuIsa::Generic) {
+        const int nr = gemm_nr(isa), mr = gemm_mr(isa);
+        for (int64_t m0 = 0; m0 < m; m0 += kMc) {
+            const int64_t mc = std::min(kMc, m - m0);
+            for (int64_t p = 0; p * nr < n; ++p) {
+                const int cols = int(std::min<int64_t>(nr, n - p * nr));
+                for (int64_t i = m0; i < m0 + mc; i += mr) {
+                    const int rows = int(std::min<int64_t>(mr, m0 + mc - i));
+                    const auto tile = isa == CpuIsa::Avx512 ? k512[size_t(rows - 1)] : k2[size_t(rows - 1)];
+                    tile(kc, A + i * lda, lda, Bp + p * nr * kc, C + i * ldc + p * nr, ldc, cols, add);
                 }
             }
         }
+        return;
     }
-#else
-    (void)isa, (void)m, (void)n, (void)kc, (void)A, (void)lda, (void)Bp, (void)C, (void)ldc, (void)add;
 #endif
+    (void)m, (void)n, (void)kc, (void)A, (void)lda, (void)Bp, (void)C, (void)ldc, (void)add;
+    fail("sgemm: the ", isa_name(isa), " set has no SGEMM kernel (AVX2 or AVX-512 needed)");
 }
 
 // Floats of packing space sgemm() needs for n columns.
@@ -418,22 +410,28 @@ PIX2STRUCT_AVX2 inline void rms_norm_avx2(const float* x, const float* g, int64_
 }
 #endif
 
-// A[n] = gelu_new(A) ⊙ B, with AVX2 or AVX-512 (the generic set: Eigen's, in CpuBackend).
+// A[n] = gelu_new(A) ⊙ B.
 inline void gelu_gate(CpuIsa isa, float* A, const float* B, int64_t n) {
 #ifdef PIX2STRUCT_X86_KERNELS
     if (isa == CpuIsa::Avx512) return gelu_gate_avx512(A, B, n);
     if (isa == CpuIsa::Avx2) return gelu_gate_avx2(A, B, n);
 #endif
-    (void)isa, (void)A, (void)B, (void)n;
+    (void)isa;
+    for (int64_t i = 0; i < n; ++i)
+        A[i] = A[i] / (1.0f + std::exp(-2.0f * 0.7978845608028654f * (A[i] + 0.044715f * A[i] * A[i] * A[i]))) * B[i];
 }
 
-// y[H] = g ⊙ x / sqrt(mean(x²) + eps), with AVX2 or AVX-512 (the generic set: Eigen's, in CpuBackend).
+// y[H] = g ⊙ x / sqrt(mean(x²) + eps), the mean in fp32.
 inline void rms_norm(CpuIsa isa, const float* x, const float* g, int64_t H, float eps, float* y) {
 #ifdef PIX2STRUCT_X86_KERNELS
     if (isa == CpuIsa::Avx512) return rms_norm_avx512(x, g, H, eps, y);
     if (isa == CpuIsa::Avx2) return rms_norm_avx2(x, g, H, eps, y);
 #endif
-    (void)isa, (void)x, (void)g, (void)H, (void)eps, (void)y;
+    (void)isa;
+    float sum = 0;
+    for (int64_t i = 0; i < H; ++i) sum += x[i] * x[i];
+    const float inv = 1.0f / std::sqrt(sum / float(H) + eps);
+    for (int64_t i = 0; i < H; ++i) y[i] = g[i] * (x[i] * inv);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -523,30 +521,26 @@ PIX2STRUCT_AVX2 inline void dot_rows_avx2(const float* X, int64_t ldx, int64_t K
 }
 #endif
 
+#ifdef PIX2STRUCT_X86_KERNELS
+template <class Wt, int... R>
+constexpr auto dot_rows_table_avx512(std::integer_sequence<int, R...>) { return std::array{&dot_rows_avx512<R + 1, Wt>...}; }
+template <class Wt, int... R>
+constexpr auto dot_rows_table_avx2(std::integer_sequence<int, R...>) { return std::array{&dot_rows_avx2<R + 1, Wt>...}; }
+#endif
+
 // One weight row against up to 8 rows of X with the kernel for `isa`: returns how many rows it took.
 template <class Wt>
 inline int dot_rows(CpuIsa isa, const float* X, int64_t ldx, int rows, int64_t K, const Wt* w, const Wt* prefetch_row,
                     float* out) {
 #ifdef PIX2STRUCT_X86_KERNELS
-    if (isa == CpuIsa::Avx512) {
-        switch (rows) {
-            case 1: dot_rows_avx512<1>(X, ldx, K, w, prefetch_row, out); return 1;
-            case 2: dot_rows_avx512<2>(X, ldx, K, w, prefetch_row, out); return 2;
-            case 3: dot_rows_avx512<3>(X, ldx, K, w, prefetch_row, out); return 3;
-            case 4: dot_rows_avx512<4>(X, ldx, K, w, prefetch_row, out); return 4;
-            case 5: dot_rows_avx512<5>(X, ldx, K, w, prefetch_row, out); return 5;
-            case 6: dot_rows_avx512<6>(X, ldx, K, w, prefetch_row, out); return 6;
-            case 7: dot_rows_avx512<7>(X, ldx, K, w, prefetch_row, out); return 7;
-            default: dot_rows_avx512<8>(X, ldx, K, w, prefetch_row, out); return 8;
-        }
-    }
-    if (isa == CpuIsa::Avx2) {
-        switch (rows) {
-            case 1: dot_rows_avx2<1>(X, ldx, K, w, prefetch_row, out); return 1;
-            case 2: dot_rows_avx2<2>(X, ldx, K, w, prefetch_row, out); return 2;
-            case 3: dot_rows_avx2<3>(X, ldx, K, w, prefetch_row, out); return 3;
-            default: dot_rows_avx2<4>(X, ldx, K, w, prefetch_row, out); return 4;
-        }
+    static constexpr auto k512 = dot_rows_table_avx512<Wt>(std::make_integer_sequence<int, 8>{});
+    static constexpr auto k2 = dot_rows_table_avx2<Wt>(std::make_integer_sequence<int, 4>{});
+    if (isa != CpuIsa::Generic) {
+        using Kernel = typename decltype(k512)::value_type;
+        const std::span<const Kernel> table = isa == CpuIsa::Avx512 ? std::span<const Kernel>(k512) : std::span<const Kernel>(k2);
+        rows = std::min<int>(rows, int(table.size()));
+        table[size_t(rows - 1)](X, ldx, K, w, prefetch_row, out);
+        return rows;
     }
 #endif
     (void)isa, (void)rows, (void)prefetch_row;
