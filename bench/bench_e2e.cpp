@@ -1,7 +1,7 @@
 // bench_e2e — end-to-end CPU timing of one question: per-stage medians over repeats.
 //
 //   bench_e2e --model tests/reference/out/base-random --image tests/data/models/images/diagram.png
-//             --question "What is shown?" --repeats 5 --tokens 20 --threads 2 [--json]
+//             --question "What is shown?" --repeats 5 --tokens 20 --threads 2 [--dtype int8] [--json]
 //
 // Stages: preprocess (header + resize + patches), encoder (vision tower on the real patches), cross K/V
 // (every decoder layer's K/V of the encoder states, once per image), decode (per-token median of `tokens`
@@ -9,7 +9,8 @@
 // Beside each time: the stage's GFLOP/s (encoder, cross K/V) or GB/s of weights+cache read (decode), and
 // the machine's ceilings measured in the same run: the peak fp32 FMA rate (independent FMAs in registers on
 // every thread, the widest SIMD the CPU runs) and the memory bandwidth of a large copy; beside them the
-// backend's own GEMM rate on an encoder-sized product.
+// backend's own GEMM rate on an encoder-sized product. --dtype int8 times the int8 mode (CpuOptions), its
+// ceiling the peak int8 dot-product rate (vpdpbusd) beside the fp32 one.
 // --batch B (> 1) also times B copies of the input as one batch (generate_batch's path: one encoder pass
 // over B·N rows, decode steps of B sequences): the batch's encoder, cross K/V and per-step medians.
 #include <CLI/CLI.hpp>
@@ -21,6 +22,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #define PIX2STRUCT_IMPLEMENTATION  // this program's one implementation file of the library
@@ -48,7 +50,8 @@ int main(int argc, char** argv) {
     std::string model_dir = "tests/reference/out/base-random", image_path = "tests/data/models/images/diagram.png";
     std::string question = "What is shown in the diagram?";
     int repeats = 5, tokens = 20, threads = 0, max_patches = 0, batch = 1;
-    bool json = false;
+    std::string dtype = "f32";
+    bool json = false, int8_lm_head = false, fp32_wo = false;
     app.add_option("--model", model_dir, "Model folder (HF layout)")->capture_default_str();
     app.add_option("--image", image_path, "Image")->capture_default_str();
     app.add_option("--question", question, "Question (VQA checkpoints)")->capture_default_str();
@@ -59,6 +62,9 @@ int main(int argc, char** argv) {
     app.add_option("--batch", batch, "Also time a batch of this many copies of the input (1: no)")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
+    app.add_option("--dtype", dtype, "Arithmetic: f32 or int8")->check(CLI::IsMember({"f32", "int8"}))->capture_default_str();
+    app.add_flag("--int8-lm-head", int8_lm_head, "With --dtype int8: quantise lm_head too");
+    app.add_flag("--fp32-wo", fp32_wo, "With --dtype int8: keep the MLPs' output projections (wo) in fp32");
     app.add_flag("--json", json, "Print one JSON object");
     CLI11_PARSE(app, argc, argv);
 
@@ -66,12 +72,18 @@ int main(int argc, char** argv) {
         const auto t_load = clock_type::now();
         const pix2struct::Checkpoint ckpt = pix2struct::Checkpoint::load(model_dir);
         const double load_ms = ms_since(t_load);
-        pix2struct::CpuBackend backend(threads);
-        pix2struct::ForConditionalGeneration<pix2struct::CpuBackend> model(ckpt, backend);
+        pix2struct::CpuOptions cpu{.threads = threads, .dtype = dtype == "int8" ? pix2struct::Dtype::Int8 : pix2struct::Dtype::F32};
+        cpu.int8.lm_head = int8_lm_head;
+        cpu.int8.mlp_out = !fp32_wo;
+        // the backend a pipeline runs: CpuInt8Backend (BF16 cross K/V) for int8, CpuBackend for f32
+        auto run = [&](auto& backend) {
+        using B = std::remove_reference_t<decltype(backend)>;
+        pix2struct::ForConditionalGeneration<B> model(ckpt, backend);
         const auto& cfg = ckpt.config();
         const int P = max_patches > 0 ? max_patches : ckpt.preprocessor().max_patches;
 
         std::vector<double> t_pre, t_enc, t_kv, t_tok;
+        std::vector<int64_t> ids;  // the generated ids (the same every run)
         int64_t N = 0;
         const pix2struct::Image image = pix2struct::load_image(image_path);
         pix2struct::PreprocessOptions po;
@@ -86,6 +98,7 @@ int main(int argc, char** argv) {
             const pix2struct::GenerateResult g =
                 model.generate(p.flattened, p.mask, {.max_new_tokens = tokens, .stop_at_eos = false});
             N = g.encoder_rows;
+            ids = g.ids;
             if (count) {
                 t_enc.push_back(g.times.encoder_ms);
                 t_kv.push_back(g.times.cross_kv_ms);
@@ -114,25 +127,30 @@ int main(int argc, char** argv) {
         const double enc_flop = 2 * n * D * H + L * (2 * n * H * I * 4 + 2 * 2 * n * n * I + 3 * 2 * n * H * F);
         const double Ht = cfg.text.hidden_size, It = cfg.text.inner_dim(), Lt = cfg.text.num_layers;
         const double kv_flop = Lt * 2 * 2 * n * Ht * It;
-        // Bytes read per token: decoder weights as the backend reads them (BF16 files: the stored 2 bytes;
-        // otherwise the fp32 view; cross K/V projections are not read at decode time) + the fp32 cross K/V cache.
+        // Bytes read per token: decoder weights as the backend reads them (int8 panels: 1 byte; BF16 copies: 2;
+        // otherwise the fp32 view; cross K/V projections are not read at decode time) + the cross K/V cache (fp32;
+// BF16 in int8 mode).
         double weight_bytes = 0;
+        auto bytes = [&](const pix2struct::Weight& w) { return double(w.size()) * backend.bytes_per_value(w); };
         for (const auto& l : ckpt.text().layers)
             for (const pix2struct::Weight* w : {&l.self_attention.query, &l.self_attention.key, &l.self_attention.value,
                                                 &l.self_attention.output, &l.cross_attention.query,
                                                 &l.cross_attention.output, &l.mlp.wi_0, &l.mlp.wi_1, &l.mlp.wo})
-                weight_bytes += double(w->size()) * (w->source && w->source->dtype == pix2struct::DType::BF16 ? 2 : 4);
-        const auto& lm = ckpt.text().lm_head;
-        weight_bytes += double(lm.size()) * (lm.source && lm.source->dtype == pix2struct::DType::BF16 ? 2 : 4);
-        const double dec_bytes = weight_bytes + 4 * Lt * 2 * n * It;
+                weight_bytes += bytes(*w);
+        weight_bytes += bytes(ckpt.text().lm_head);
+        const double dec_bytes = weight_bytes + double(sizeof(pix2struct::cross_t<B>)) * Lt * 2 * n * It;
 
         // Ceilings, same run: peak FMA rate, copy bandwidth; and the backend's GEMM rate on an encoder-sized product.
         double gemm_gflops = 0, copy_gbs = 0;
         const double fma_gflops = peak::fp32_fma_gflops(backend.isa(), backend.threads());
+        const double int8_gops = cpu.dtype == pix2struct::Dtype::Int8 ? peak::int8_dot_gops(backend.int8_isa(), backend.threads()) : 0;
         {
             const int64_t M = std::max<int64_t>(N, 256), K = int64_t(H), Nn = int64_t(F);
             std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * Nn)), wdata(size_t(Nn * K), 0.25f);
             pix2struct::Weight w{"yardstick", {Nn, K}, wdata.data(), nullptr};
+            ckpt.for_each([&](const pix2struct::Weight&) { ++w.index; });  // the index after the checkpoint's
+            ++w.index;
+            if (cpu.dtype == pix2struct::Dtype::Int8) backend.quantise(std::vector<const pix2struct::Weight*>{&w});
             std::vector<double> ts;
             for (int i = 0; i < 4; ++i) {
                 auto t = clock_type::now();
@@ -157,26 +175,38 @@ int main(int argc, char** argv) {
                              {"preprocess_ms", pre}, {"encoder_ms", enc}, {"cross_kv_ms", kv}, {"token_ms", tok},
                              {"encoder_gflops", enc_flop / (enc * 1e6)}, {"decode_gbs", dec_bytes / (tok * 1e6)},
                              {"yardstick_gemm_gflops", gemm_gflops}, {"yardstick_copy_gbs", copy_gbs},
-                             {"peak_fma_gflops", fma_gflops}, {"isa", pix2struct::isa_name(backend.isa())}};
+                             {"peak_fma_gflops", fma_gflops}, {"peak_int8_gops", int8_gops},
+                             {"isa", pix2struct::isa_name(backend.isa())}, {"dtype", dtype}, {"kernels", backend.describe()},
+                             {"ids", ids}};
             if (batch > 1)
                 j["batch"] = {{"size", batch}, {"encoder_ms", median(b_enc)}, {"cross_kv_ms", median(b_kv)},
                               {"step_ms", median(b_step)}};
             std::cout << j.dump() << "\n";
         } else {
-            std::printf("model %s, %d threads, %lld real patches of %d, %d repeats (medians)\n", model_dir.c_str(),
-                        backend.threads(), (long long)N, P, repeats);
+            std::printf("model %s, %s, %lld real patches of %d, %d repeats (medians)\n", model_dir.c_str(),
+                        backend.describe().c_str(), (long long)N, P, repeats);
             std::printf("  load        %9.1f ms\n", load_ms);
             std::printf("  preprocess  %9.2f ms\n", pre);
             std::printf("  encoder     %9.1f ms   %7.1f GFLOP/s (%.1f GFLOP)\n", enc, enc_flop / (enc * 1e6), enc_flop / 1e9);
             std::printf("  cross K/V   %9.1f ms   %7.1f GFLOP/s\n", kv, kv_flop / (kv * 1e6));
             std::printf("  decode      %9.2f ms/token  %5.1f GB/s (%.0f MB read per token)\n", tok,
                         dec_bytes / (tok * 1e6), dec_bytes / 1e6);
-            std::printf("  ceilings: peak FMA %.1f GFLOP/s (%s, %d threads), memcpy %.1f GB/s; backend GEMM %.1f GFLOP/s "
-                        "([%lld, %.0f]·[%.0f, %.0f]ᵀ)\n", fma_gflops, pix2struct::isa_name(backend.isa()),
-                        backend.threads(), copy_gbs, gemm_gflops, (long long)std::max<int64_t>(N, 256), H, F, H);
+            std::printf("  ceilings: peak FMA %.1f GFLOP/s (%s, %d threads), ", fma_gflops, pix2struct::isa_name(backend.isa()),
+                        backend.threads());
+            if (int8_gops > 0) std::printf("peak int8 dot %.1f GOP/s, ", int8_gops);
+            std::printf("memcpy %.1f GB/s; backend %s GEMM %.1f G%s/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ)\n", copy_gbs, dtype.c_str(),
+                        gemm_gflops, dtype == "int8" ? "OP" : "FLOP", (long long)std::max<int64_t>(N, 256), H, F, H);
             if (batch > 1)
                 std::printf("  batch of %d: encoder %.1f ms, cross K/V %.1f ms, decode %.2f ms/step (%.2f ms/token; "
                             "alone %.2f)\n", batch, median(b_enc), median(b_kv), median(b_step), median(b_step) / batch, tok);
+        }
+        };
+        if (cpu.dtype == pix2struct::Dtype::Int8) {
+            pix2struct::CpuInt8Backend backend(ckpt, cpu);
+            run(backend);
+        } else {
+            pix2struct::CpuBackend backend(ckpt, cpu);
+            run(backend);
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_e2e: %s\n", e.what());

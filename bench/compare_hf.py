@@ -12,7 +12,10 @@ torch.set_num_threads(threads). Stages, medians over repeats:
   decode      model.generate(encoder_outputs=..., max_new_tokens=T, min_new_tokens=T) / T per token: includes
               the cross K/V projection and, as HF does, no early stop. Run with use_cache=True (HF's fast
               path) and with the checkpoint's own generation config (use_cache false in Pix2Struct configs).
-pix2struct.cpp: bench_e2e --json with the same threads, repeats and tokens ((cross K/V + T·token) / T).
+pix2struct.cpp: bench_e2e --json with the same threads, repeats and tokens ((cross K/V + T·token) / T), once
+per --dtypes entry (default f32,int8), each beside HF fp32, with each stage's rate beside the machine's
+ceiling measured in the same run (peak FMA or int8 dot rate; memcpy bandwidth for decode's bytes) and the
+generated ids against HF's (tokens equal up to HF's first eos).
 --batch B (> 1) adds the same input B times as one batch: HF's encoder and generate on the stacked
 [B, P, ·] inputs, ours bench_e2e --batch B (one encoder pass, decode steps of B sequences).
 """
@@ -48,6 +51,7 @@ def main():
     ap.add_argument("--image", default="tests/data/models/images/diagram.png")
     ap.add_argument("--question", default="What is shown in the diagram?")
     ap.add_argument("--bench", default="build-model/bench_e2e")
+    ap.add_argument("--dtypes", default="f32,int8", help="our arithmetic modes to time, comma-separated")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=20)
@@ -57,10 +61,12 @@ def main():
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
 
-    ours = json.loads(subprocess.run([args.bench, "--model", args.model, "--image", args.image, "--question",
-                                      args.question, "--threads", str(args.threads), "--repeats", str(args.repeats),
-                                      "--tokens", str(args.tokens), "--batch", str(args.batch), "--json"],
-                                     check=True, capture_output=True, text=True).stdout)
+    dtypes = args.dtypes.split(",")
+    runs = {d: json.loads(subprocess.run([args.bench, "--model", args.model, "--image", args.image, "--question",
+                                          args.question, "--threads", str(args.threads), "--repeats",
+                                          str(args.repeats), "--tokens", str(args.tokens), "--batch", str(args.batch),
+                                          "--dtype", d, "--json"],
+                                         check=True, capture_output=True, text=True).stdout) for d in dtypes}
 
     model = Pix2StructForConditionalGeneration.from_pretrained(args.model, torch_dtype=torch.float32).eval()
     ip = Pix2StructImageProcessor.from_pretrained(args.model)
@@ -77,38 +83,53 @@ def main():
         return model.generate(encoder_outputs=enc, attention_mask=mask, max_new_tokens=T, min_new_tokens=T,
                               do_sample=False, num_beams=1, use_cache=use_cache)
 
-    dec_cache_ms, _ = med(lambda: gen(True), args.repeats)
+    dec_cache_ms, hf_ids = med(lambda: gen(True), args.repeats)
+    hf_ids = hf_ids[0, 1:].tolist()  # without the start token
     dec_nocache_ms = None
     if not args.skip_no_cache:
         dec_nocache_ms, _ = med(lambda: gen(False), max(1, args.repeats // 2))
 
-    ours_dec = ours["cross_kv_ms"] + T * ours["token_ms"]
-    rows = [("preprocess", pre_ms, ours["preprocess_ms"]), ("encoder", enc_ms, ours["encoder_ms"]),
-            (f"decode {T} tok (cache)", dec_cache_ms, ours_dec)]
+    def dec(o):
+        return o["cross_kv_ms"] + T * o["token_ms"]
+
+    rows = [("preprocess", pre_ms, lambda o: o["preprocess_ms"]), ("encoder", enc_ms, lambda o: o["encoder_ms"]),
+            (f"decode {T} tok (cache)", dec_cache_ms, dec)]
     if dec_nocache_ms is not None:
-        rows.append((f"decode {T} tok (HF default, no cache)", dec_nocache_ms, ours_dec))
+        rows.append((f"decode {T} tok (HF default, no cache)", dec_nocache_ms, dec))
+    rows.append(("end to end (HF with cache)", pre_ms + enc_ms + dec_cache_ms,
+                 lambda o: o["preprocess_ms"] + o["encoder_ms"] + dec(o)))
     print(f"model {args.model}, {int(mask.sum())} real patches of {mask.shape[1]}, threads {args.threads}, "
-          f"repeats {args.repeats} (medians, ms)")
-    print(f"{'stage':38s} {'HF':>10s} {'ours':>10s} {'HF/ours':>8s}")
-    for name, hf, us in rows:
-        print(f"{name:38s} {hf:10.1f} {us:10.1f} {hf / max(us, 1e-9):8.2f}")
-    hf_total = pre_ms + enc_ms + dec_cache_ms
-    us_total = ours["preprocess_ms"] + ours["encoder_ms"] + ours_dec
-    print(f"{'end to end (HF with cache)':38s} {hf_total:10.1f} {us_total:10.1f} {hf_total / us_total:8.2f}")
+          f"repeats {args.repeats} (medians, ms); HF in fp32")
+    print(f"{'stage':38s} {'HF':>10s}" + "".join(f" {d:>10s} {'HF/' + d:>8s}" for d in dtypes))
+    for name, hf, ours in rows:
+        print(f"{name:38s} {hf:10.1f}" + "".join(f" {ours(runs[d]):10.1f} {hf / max(ours(runs[d]), 1e-9):8.2f}"
+                                                  for d in dtypes))
+    # accuracy: our greedy ids against HF's, up to HF's first eos (HF's min_new_tokens hides eos after it)
+    n = hf_ids.index(1) + 1 if 1 in hf_ids else len(hf_ids)
+    for d in dtypes:
+        o = runs[d]
+        same = next((i for i in range(n) if i >= len(o["ids"]) or o["ids"][i] != hf_ids[i]), n)
+        ceiling = (f"peak int8 dot {o['peak_int8_gops']:.0f} GOP/s" if d == "int8"
+                   else f"peak FMA {o['peak_fma_gflops']:.0f} GFLOP/s")
+        print(f"{d}: ids equal to HF fp32's for {same} of {n} tokens; encoder {o['encoder_gflops']:.0f} GFLOP/s "
+              f"({ceiling}); decode {o['decode_gbs']:.1f} GB/s of memcpy {o['yardstick_copy_gbs']:.1f} GB/s "
+              f"({o['decode_gbs'] / o['yardstick_copy_gbs']:.0%})")
     hf = {"preprocess_ms": pre_ms, "encoder_ms": enc_ms, "decode_cache_ms": dec_cache_ms,
-          "decode_nocache_ms": dec_nocache_ms}
+          "decode_nocache_ms": dec_nocache_ms, "ids": hf_ids}
     if args.batch > 1:
-        B, ob = args.batch, ours["batch"]
+        B = args.batch
         fpb, maskb = fp.repeat(B, 1, 1), mask.repeat(B, 1)
         b_enc_ms, encb = med(lambda: model.encoder(flattened_patches=fpb, attention_mask=maskb), args.repeats)
         b_dec_ms, _ = med(lambda: gen(True, encb, maskb), args.repeats)
-        ob_dec = ob["cross_kv_ms"] + T * ob["step_ms"]
-        for name, h, us in [(f"batch {B}: encoder", b_enc_ms, ob["encoder_ms"]),
-                            (f"batch {B}: decode {T} tok (cache)", b_dec_ms, ob_dec),
-                            (f"batch {B}: encoder + decode", b_enc_ms + b_dec_ms, ob["encoder_ms"] + ob_dec)]:
-            print(f"{name:38s} {h:10.1f} {us:10.1f} {h / max(us, 1e-9):8.2f}")
+        for d in dtypes:
+            ob = runs[d]["batch"]
+            ob_dec = ob["cross_kv_ms"] + T * ob["step_ms"]
+            for name, h, us in [(f"batch {B}, {d}: encoder", b_enc_ms, ob["encoder_ms"]),
+                                (f"batch {B}, {d}: decode {T} tok (cache)", b_dec_ms, ob_dec),
+                                (f"batch {B}, {d}: encoder + decode", b_enc_ms + b_dec_ms, ob["encoder_ms"] + ob_dec)]:
+                print(f"{name:38s} {h:10.1f} {us:10.1f} {h / max(us, 1e-9):8.2f}")
         hf["batch"] = {"size": B, "encoder_ms": b_enc_ms, "decode_cache_ms": b_dec_ms}
-    print(json.dumps({"hf": hf, "ours": ours}))
+    print(json.dumps({"hf": hf, "ours": runs}))
 
 
 if __name__ == "__main__":

@@ -144,4 +144,11 @@ inline double fp32_fma_gflops(pix2struct::CpuIsa isa, int threads) {
     return rate(all[isa == pix2struct::CpuIsa::Avx512 ? 0 : 1], threads);
 }
 
+// GOP/s of int8 dot products (vpdpbusd) on `threads` threads (0 without AVX512-VNNI).
+inline double int8_dot_gops(pix2struct::Int8Isa isa, int threads) {
+    const std::vector<Loop> all = loops();
+    if (isa == pix2struct::Int8Isa::Generic || all.empty()) return 0;
+    return rate(all[4], threads);
+}
+
 }  // namespace peak

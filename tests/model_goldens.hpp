@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -291,6 +292,95 @@ int check_batch(Model& model, const Goldens& g, float logits_tol, float encoder_
         CHECK(results[j].stopped_at_eos == (!expect[j].empty() && expect[j].back() == 1));
     }
     return int(requests.size());
+}
+
+// A reduced-precision mode (CpuOptions::dtype Int8) against the reference's fp32 goldens, over every case
+// of the "random" list: the encoder states' max |diff| / max(1, max |ref|); teacher-forced, each step's top-1
+// against the reference's, max |Δlogit| relative to that step's spread of reference logits (max - min), and
+// for every step whose top-1 differs, the reference's margin there (top-1 minus top-2 logit); then greedy
+// generation with each golden configuration: whether the ids are the reference's, and the smallest margin
+// of those configurations that differ. A difference is explained when the reference's margin there is within
+// 2·max |Δlogit| (each of the two logits may move by that much): check_explained.
+struct Accuracy {
+    float encoder_rel = 0, logit_rel = 0, logit_abs = 0;  // logit_abs: max |Δlogit| teacher-forced
+    int steps = 0, agree = 0, generations = 0, same_ids = 0;
+    std::vector<float> disagree_margins;  // the reference's top-1 margin at each disagreeing step
+    float min_margin_differing = INFINITY;  // the smallest golden min_margin among generations that differ
+};
+
+inline float top1_margin(const float* logits, int64_t V, int64_t* top = nullptr) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < V; ++i)
+        if (logits[i] > logits[best]) best = i;
+    float second = -INFINITY;
+    for (int64_t i = 0; i < V; ++i)
+        if (i != best) second = std::max(second, logits[i]);
+    if (top) *top = best;
+    return logits[best] - second;
+}
+
+template <class Model>
+Accuracy measure_accuracy(Model& model, const Goldens& g) {
+    const int64_t H = model.config().vision.hidden_size, V = model.config().text.vocab_size;
+    const int64_t P = g.meta["max_patches"].get<int64_t>();
+    Accuracy a;
+    for (const auto& c : g.meta["random"]) {
+        const int k = c["index"].get<int>();
+        const Input in = padded(g.file.at("patches_" + std::to_string(k)), P);
+        const int64_t n = model.encode(in.flattened, in.mask);
+        const std::vector<float> ref = g.file.at("encoder_" + std::to_string(k)).to_float();
+        REQUIRE(int64_t(ref.size()) == n * H);
+        const float scale = std::max(1.0f, max_abs(ref.data(), ref.size()));
+        a.encoder_rel = std::max(a.encoder_rel,
+                                 max_abs_diff(host_floats(model, model.encoder_states(), n * H).data(), ref.data(), ref.size()) / scale);
+
+        const auto ids = to_i64(g.file.at("tf_ids_" + std::to_string(k)));
+        const std::vector<float> logits = model.forward(in.flattened, in.mask, ids);
+        const std::vector<float> ref_logits = g.file.at("logits_" + std::to_string(k)).to_float();
+        REQUIRE(logits.size() == ref_logits.size());
+        for (size_t t = 0; t < ids.size(); ++t) {
+            const float* ours = logits.data() + t * size_t(V);
+            const float* theirs = ref_logits.data() + t * size_t(V);
+            const auto [lo, hi] = std::minmax_element(theirs, theirs + V);
+            const float diff = max_abs_diff(ours, theirs, size_t(V));
+            a.logit_abs = std::max(a.logit_abs, diff);
+            a.logit_rel = std::max(a.logit_rel, diff / std::max(*hi - *lo, 1e-30f));
+            int64_t top_ours = 0, top_ref = 0;
+            top1_margin(ours, V, &top_ours);
+            const float margin = top1_margin(theirs, V, &top_ref);
+            ++a.steps;
+            if (top_ours == top_ref) ++a.agree;
+            else a.disagree_margins.push_back(margin);
+        }
+        for (const auto& gen : c["generate"]) {
+            pix2struct::GenerateOptions opt;
+            if (gen["kwargs"].contains("max_new_tokens")) opt.max_new_tokens = gen["kwargs"]["max_new_tokens"].get<int>();
+            const pix2struct::GenerateResult r = model.generate(in.flattened, in.mask, opt);
+            ++a.generations;
+            if (r.ids == without_start(gen["ids"])) ++a.same_ids;
+            else a.min_margin_differing = std::min(a.min_margin_differing, gen["min_margin"].get<float>());
+        }
+    }
+    return a;
+}
+
+// Every top-1 difference, teacher-forced or greedy, where the reference's margin is within 2·max |Δlogit|.
+inline void check_explained(const Accuracy& a) {
+    for (float m : a.disagree_margins) CHECK(m <= 2 * a.logit_abs);
+    if (a.same_ids < a.generations) CHECK(a.min_margin_differing <= 2 * a.logit_abs);
+}
+
+inline std::string describe(const Accuracy& a) {
+    std::ostringstream s;
+    s << "encoder max|diff|/scale " << a.encoder_rel << ", teacher-forced top-1 " << a.agree << "/" << a.steps
+      << ", max|dlogit| " << a.logit_abs << " (/spread " << a.logit_rel << "), greedy ids identical " << a.same_ids
+      << "/" << a.generations;
+    if (a.same_ids < a.generations) s << " (smallest reference margin of those differing: " << a.min_margin_differing << ")";
+    if (!a.disagree_margins.empty()) {
+        s << ", reference margins where top-1 differs:";
+        for (float m : a.disagree_margins) s << " " << m;
+    }
+    return s.str();
 }
 
 }  // namespace p2s_test

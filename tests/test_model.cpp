@@ -188,3 +188,34 @@ TEST_CASE("model: full pipeline (image + question → preprocess → generate) g
     CHECK(check_full_pipeline("wide") >= 3);  // > 1024 patches from real images
 }
 #endif
+
+// Int8 mode (CpuOptions::dtype) against the reference's fp32 goldens, for the default choice of int8 layers
+// and the two alternatives bench/RESULTS.md compares (lm_head in int8 too; the MLPs' wo kept fp32).
+TEST_CASE("model: int8 mode against HF fp32 (tiny, tiny-bf16, wide): encoder error, teacher-forced top-1, greedy ids") {
+    struct Choice {
+        const char* label;
+        Int8Layers layers;
+    };
+    const Choice choices[] = {{"default: all but lm_head", {}},
+                              {"lm_head int8 too", {.lm_head = true}},
+                              {"wo fp32", {.mlp_out = false}}};
+    for (const char* name : {"tiny", "tiny-bf16", "wide"}) {
+        CAPTURE(name);
+        fs::path st = kData / "goldens" / name, js = st;
+        const Goldens g = load_goldens(st += ".safetensors", js += ".json");
+        const Checkpoint ckpt = Checkpoint::load(kData / name);
+        for (const Choice& c : choices) {
+            CpuInt8Backend backend(ckpt, CpuOptions{.threads = 2, .int8 = c.layers});
+            REQUIRE(backend.int8_bytes() > 0);
+            ForConditionalGeneration<CpuInt8Backend> model(ckpt, backend);
+            const Accuracy a = measure_accuracy(model, g);
+            MESSAGE(std::string(name), " int8 (", std::string(c.label), "): ", describe(a));
+            CHECK(a.steps > 0);
+            if (&c != &choices[0]) continue;
+            check_explained(a);
+            CHECK(a.agree == a.steps);
+            CHECK(a.encoder_rel <= 0.03f);
+            CHECK(a.logit_rel <= 0.03f);
+        }
+    }
+}

@@ -37,3 +37,20 @@ TEST_CASE("model: base shapes (12 + 12 layers, 2048 patches; tests/reference/out
             f.generations, " generations");
     CHECK(f.generations >= 1);
 }
+
+TEST_CASE("model: int8 mode on the base shapes against HF fp32: greedy ids identical, teacher-forced top-1" *
+          doctest::skip(missing("base-random"))) {
+    const fs::path dir = kOut / "base-random";
+    const Goldens g = load_goldens(dir / "goldens.safetensors", dir / "goldens.json");
+    const Checkpoint ckpt = Checkpoint::load(dir);
+    CpuInt8Backend backend(ckpt, CpuOptions{.threads = 2});
+    ForConditionalGeneration<CpuInt8Backend> model(ckpt, backend);
+    const Accuracy a = measure_accuracy(model, g);
+    MESSAGE("base random, int8: ", describe(a));
+    CHECK(a.generations >= 1);
+    CHECK(a.same_ids == a.generations);
+    check_explained(a);
+    CHECK(a.agree == a.steps);
+    CHECK(a.encoder_rel <= 0.06f);
+    CHECK(a.logit_rel <= 0.03f);
+}

@@ -9,20 +9,15 @@ namespace vqa {
 
 namespace {
 template <class Backend>
-std::unique_ptr<pix2struct::PipelineBase> load(const std::filesystem::path& dir, const pix2struct::PipelineOptions& options,
-                                               std::string& device_name) {
+std::unique_ptr<pix2struct::PipelineBase> load(const std::filesystem::path& dir, const pix2struct::PipelineOptions& options) {
     using GpuPipeline = pix2struct::BasicPipeline<Backend>;
-    auto pipe = std::make_unique<GpuPipeline>(GpuPipeline::load(dir, options));
-    device_name = pipe->backend().device_name();
-    return pipe;
+    return std::make_unique<GpuPipeline>(GpuPipeline::load(dir, options));
 }
 }  // namespace
 
 std::unique_ptr<pix2struct::PipelineBase> load_cuda_pipeline(const std::filesystem::path& dir,
-                                                             const pix2struct::PipelineOptions& options, bool bf16,
-                                                             std::string& device_name) {
-    return bf16 ? load<pix2struct::CudaBackendBf16>(dir, options, device_name)
-                : load<pix2struct::CudaBackend>(dir, options, device_name);
+                                                             const pix2struct::PipelineOptions& options, bool bf16) {
+    return bf16 ? load<pix2struct::CudaBackendBf16>(dir, options) : load<pix2struct::CudaBackend>(dir, options);
 }
 
 }  // namespace vqa

@@ -13,10 +13,9 @@
 namespace vqa {
 
 // BasicPipeline<CudaBackend> (bf16 false: fp32) or BasicPipeline<CudaBackendBf16> (bf16 activations and
-// weights) for the checkpoint in `dir`; `device_name` is set to the GPU's name. Throws pix2struct::Error
+// weights) for the checkpoint in `dir`. Throws pix2struct::Error
 // when there is no usable CUDA device or not enough free GPU memory.
 std::unique_ptr<pix2struct::PipelineBase> load_cuda_pipeline(const std::filesystem::path& dir,
-                                                             const pix2struct::PipelineOptions& options, bool bf16,
-                                                             std::string& device_name);
+                                                             const pix2struct::PipelineOptions& options, bool bf16);
 
 }  // namespace vqa

@@ -47,6 +47,8 @@ public:
     const Tokenizer& tokenizer() const { return tokenizer_; }
     const PreprocessOptions& preprocess_options() const { return preprocess_; }
     const Checkpoint& checkpoint() const { return *checkpoint_; }
+    // The backend and the kernels it chose, for logs (e.g. "CPU, 2 threads, fp32 AVX-512, int8 AVX-512 VNNI").
+    virtual std::string describe() const = 0;
 
     // The model input for an image and question (captioning checkpoints draw no question).
     Patches prepare(const Image& image, std::string_view question) const {
@@ -195,6 +197,10 @@ public:
     BasicPipeline& operator=(BasicPipeline&&) = default;
 
     Backend& backend() { return *backend_; }
+    std::string describe() const override {
+        if constexpr (requires { backend_->describe(); }) return backend_->describe();
+        else return "a backend without describe()";
+    }
     ForConditionalGeneration<Backend>& model() { return *model_; }
 
 protected:
@@ -207,7 +213,8 @@ protected:
 
 private:
     BasicPipeline(const std::filesystem::path& dir, const PipelineOptions& options, const BackendFactory& make_backend)
-        : PipelineBase(dir, options, {.mmap = options.mmap, .decode_copies = reads_host_weights<Backend>}) {
+        : PipelineBase(dir, options,
+                       {.mmap = options.mmap, .decode_copies = reads_host_weights<Backend> && options.dtype == Dtype::F32}) {
         if (make_backend) {
             backend_ = make_backend(checkpoint());
             if (!backend_) detail::fail(dir.string(), ": the backend factory returned no backend");

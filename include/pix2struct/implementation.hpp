@@ -23,8 +23,18 @@ Image load_image(const std::filesystem::path& path, const ImageLimits& limits) {
                                 limits);
 }
 
+namespace detail {
+template <class B>
+Pipeline load_cpu(const std::filesystem::path& dir, const PipelineOptions& options) {
+    return Pipeline(std::make_unique<BasicPipeline<B>>(BasicPipeline<B>::load(dir, options, [&](const Checkpoint& c) {
+        return std::make_unique<B>(c, CpuOptions{.threads = options.threads, .dtype = options.dtype});
+    })));
+}
+}  // namespace detail
+
 Pipeline Pipeline::load(const std::filesystem::path& dir, const PipelineOptions& options) {
-    return Pipeline(std::make_unique<BasicPipeline<CpuBackend>>(BasicPipeline<CpuBackend>::load(dir, options)));
+    return options.dtype == Dtype::Int8 ? detail::load_cpu<CpuInt8Backend>(dir, options)
+                                        : detail::load_cpu<CpuBackend>(dir, options);
 }
 
 Pipeline::Pipeline(std::unique_ptr<PipelineBase> pipeline) : pipeline_(std::move(pipeline)) {
@@ -53,5 +63,6 @@ std::vector<Answer> Pipeline::run_batch(std::span<const Patches> patches, std::s
 }
 bool Pipeline::is_vqa() const { return pipeline_->is_vqa(); }
 int Pipeline::max_patches() const { return pipeline_->preprocess_options().max_patches; }
+std::string Pipeline::describe() const { return pipeline_->describe(); }
 
 }  // namespace pix2struct

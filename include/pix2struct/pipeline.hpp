@@ -29,9 +29,17 @@ namespace pix2struct {
 
 class PipelineBase;  // basic_pipeline.hpp: checkpoint, tokenizer, preprocessing and the model on a backend
 
+// What the CPU computes in. F32: exactly the reference's arithmetic (the default). Int8: the linear layers'
+// products in int8 (weights quantised at load, per output row; activations per row), the rest in fp32 —
+// about 2x faster, with answers that can differ where the model is unsure (bench/RESULTS.md, "Int8").
+enum class Dtype { F32, Int8 };
+
+inline const char* dtype_name(Dtype d) { return d == Dtype::Int8 ? "int8" : "f32"; }
+
 struct PipelineOptions {
     int threads = 0;          // CPU backend threads (0: all hardware threads)
     int max_patches = 0;      // 0: the checkpoint's preprocessor_config.json (2048 for the published ones)
+    Dtype dtype = Dtype::F32; // the CPU's arithmetic (F32 or Int8)
     std::string font_path{};  // empty: the default (Liberation Sans, metric-compatible with the reference's Arial)
     bool mmap = true;         // false: read model.safetensors into memory (LoadOptions::mmap)
     // Most bytes of activations and caches a question (or batch) may take; one over it is an Error naming
@@ -85,6 +93,7 @@ public:
 
     bool is_vqa() const;    // preprocessor_config.json's is_vqa: questions are drawn on the image
     int max_patches() const;  // the patch budget of prepare()
+    std::string describe() const;  // the backend and the kernels it chose, for logs
     // Everything else (config, checkpoint, tokenizer, preprocessing options): include basic_pipeline.hpp.
     PipelineBase& base() { return *pipeline_; }
     const PipelineBase& base() const { return *pipeline_; }

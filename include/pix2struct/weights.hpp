@@ -177,14 +177,19 @@ struct HugePageFree {
 };
 using HugePageBytes = std::unique_ptr<void, HugePageFree>;
 
-inline HugePageBytes huge_page_copy(std::span<const std::byte> src) {
-    const size_t huge = HugePageFree::kHuge, alloc = (src.size() + huge - 1) / huge * huge;
-    void* p = ::operator new[](std::max(alloc, huge), std::align_val_t(huge));
+inline HugePageBytes huge_page_alloc(size_t bytes) {
+    const size_t huge = HugePageFree::kHuge, alloc = std::max((bytes + huge - 1) / huge * huge, huge);
+    void* p = ::operator new[](alloc, std::align_val_t(huge));
 #ifdef MADV_HUGEPAGE
-    ::madvise(p, std::max(alloc, huge), MADV_HUGEPAGE);
+    ::madvise(p, alloc, MADV_HUGEPAGE);
 #endif
-    std::memcpy(p, src.data(), src.size());
     return HugePageBytes(p);
+}
+
+inline HugePageBytes huge_page_copy(std::span<const std::byte> src) {
+    HugePageBytes p = huge_page_alloc(src.size());
+    std::memcpy(p.get(), src.data(), src.size());
+    return p;
 }
 
 }  // namespace detail

@@ -12,11 +12,13 @@
 
 namespace pix2struct {
 
-template <class T>
+// T: the activations (queries, output); KV: the keys and values, T unless a backend keeps its cross-attention
+// K/V narrower (cross_t in backend/backend.hpp).
+template <class T, class KV = T>
 struct AttentionArgs {
     const T* q = nullptr;
-    const T* k = nullptr;
-    const T* v = nullptr;
+    const KV* k = nullptr;
+    const KV* v = nullptr;
     T* o = nullptr;
     int B = 1, H = 1, Lq = 0, Lk = 0;
     int D = 64;                                                  // head dim (d_kv)
@@ -29,8 +31,8 @@ struct AttentionArgs {
 };
 
 // The strides left 0 / -1 filled with their defaults (above).
-template <class T>
-AttentionArgs<T> with_default_strides(AttentionArgs<T> a) {
+template <class T, class KV>
+AttentionArgs<T, KV> with_default_strides(AttentionArgs<T, KV> a) {
     const int64_t hd = int64_t(a.H) * a.D;
     auto fill = [hd](int64_t& row, int64_t& batch, int64_t L) {
         if (!row) row = hd;

@@ -42,6 +42,22 @@ enum class Write { Overwrite, Accumulate };
 template <class B>
 using scalar_t = typename B::Scalar;
 
+// The element type of the decoder's cross-attention K/V caches: B::CrossScalar when the backend names one
+// (CpuInt8Backend: BF16 bits, half the bytes every decode step reads), else its Scalar. Such a backend also
+// has alloc_cross(n), a linear() writing CrossScalar rows (the K/V projections) and an attention() reading
+// AttentionArgs<Scalar, CrossScalar> (the decode steps' cross-attention).
+template <class B>
+struct cross_scalar {
+    using type = scalar_t<B>;
+};
+template <class B>
+    requires requires { typename B::CrossScalar; }
+struct cross_scalar<B> {
+    using type = typename B::CrossScalar;
+};
+template <class B>
+using cross_t = typename cross_scalar<B>::type;
+
 // Whether a backend multiplies by the checkpoint's host memory (`static constexpr bool reads_host_weights
 // = true;`, the CPU) rather than by copies of its own (a GPU): a pipeline then loads the checkpoint with
 // the host copies of the decode matrices (LoadOptions::decode_copies).
@@ -98,6 +114,13 @@ void to_host(B& b, T* dst, const T* src, int64_t n) {
     if constexpr (requires { b.download(dst, src, n); }) b.download(dst, src, n);
     else std::copy(src, src + n, dst);
 }
+// n elements for the cross-attention K/V caches (cross_t<B>).
+template <class B>
+auto alloc_cross(B& b, size_t n) {
+    if constexpr (requires { b.alloc_cross(n); }) return b.alloc_cross(n);
+    else return b.alloc(n);
+}
+
 // backend ← backend
 template <class B, class T>
 void within_backend(B& b, T* dst, const T* src, int64_t n) {

@@ -12,9 +12,14 @@
 // AVX-512 and AVX2 whatever the flags and chosen at run time (backend/cpu_isa.hpp), so an app needs no
 // -march flag. On a CPU without AVX2 they are plain loops, and Eigen does the GEMMs (at the width the
 // including file's flags allow).
+//
+// Int8 (CpuOptions::dtype = Dtype::Int8): the linear layers CpuOptions::int8 names are quantised once, at
+// construction, and multiplied in int8 (backend/cpu_int8.hpp: symmetric per output row, activations per
+// row on the fly, int32 accumulation); norms, softmax, attention and the residual stream stay fp32.
 #pragma once
 
 #include "pix2struct/backend/cpu_kernels.hpp"  // first: it includes <immintrin.h> (see there)
+#include "pix2struct/backend/cpu_int8.hpp"
 
 // Warnings that are not ours, silenced for Eigen only (an app may see it through -I, e.g. from pkg-config):
 // Eigen 3.4's unused variables in its AVX code and (clang -Wpedantic) a C99 compound literal in Eigen/Half.h.
@@ -34,6 +39,8 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <span>
+#include <string>
 #include <system_error>
 #include <thread>
 #include <type_traits>
@@ -44,6 +51,7 @@
 #include "pix2struct/backend/cpu_isa.hpp"
 #include "pix2struct/error.hpp"
 #include "pix2struct/nn/relative_position.hpp"
+#include "pix2struct/pipeline.hpp"
 #include "pix2struct/weights.hpp"
 
 namespace pix2struct {
@@ -140,35 +148,75 @@ private:
     bool stop_ = false;
 };
 
-// 64-byte aligned float storage (Eigen and AVX-512 like aligned rows).
-class AlignedFloats {
+// 64-byte aligned storage of n T's, zeroed (Eigen and AVX-512 like aligned rows).
+template <class T>
+class AlignedArray {
 public:
-    AlignedFloats() = default;
-    explicit AlignedFloats(size_t n) : n_(n) {
+    AlignedArray() = default;
+    explicit AlignedArray(size_t n) : n_(n) {
         if (n) {
-            p_ = static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64)));
-            std::fill(p_, p_ + n, 0.0f);
+            p_ = static_cast<T*>(::operator new[](n * sizeof(T), std::align_val_t(64)));
+            std::fill(p_, p_ + n, T(0));
         }
     }
-    AlignedFloats(AlignedFloats&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-    AlignedFloats& operator=(AlignedFloats&& o) noexcept {
+    AlignedArray(AlignedArray&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+    AlignedArray& operator=(AlignedArray&& o) noexcept {
         std::swap(p_, o.p_);
         std::swap(n_, o.n_);
         return *this;
     }
-    ~AlignedFloats() {
+    ~AlignedArray() {
         if (p_) ::operator delete[](p_, std::align_val_t(64));
     }
-    float* data() { return p_; }
-    const float* data() const { return p_; }
+    T* data() { return p_; }
+    const T* data() const { return p_; }
     size_t size() const { return n_; }
 
 private:
-    float* p_ = nullptr;
+    T* p_ = nullptr;
     size_t n_ = 0;
 };
+using AlignedFloats = AlignedArray<float>;
 
 }  // namespace detail
+
+// Which linear layers int8 mode quantises (the rest stay fp32; the patch projection and the embeddings
+// always do; lm_head is read as BF16 in decode steps). The defaults are the measured choice
+// (bench/RESULTS.md, "Int8"): everything but lm_head, whose int8 rounding changed greedy answers.
+struct Int8Layers {
+    bool encoder = true;      // the vision layers' attention projections and MLP
+    bool decoder = true;      // the text layers' self- and cross-attention projections and MLP
+    bool mlp_out = true;      // the MLPs' output projection wo (T5's sensitive one), in both towers
+    bool lm_head = false;     // the decoder's output projection to the vocabulary
+};
+
+// The linear layers of `c` that `layers` names.
+inline std::vector<const Weight*> int8_weights(const Checkpoint& c, const Int8Layers& layers) {
+    std::vector<const Weight*> out;
+    auto add = [&](const AttentionWeights& a, const GatedMlpWeights& m) {
+        for (const Weight* w : {&a.query, &a.key, &a.value, &a.output, &m.wi_0, &m.wi_1}) out.push_back(w);
+        if (layers.mlp_out) out.push_back(&m.wo);
+    };
+    if (layers.encoder)
+        for (const VisionLayerWeights& l : c.vision().layers) add(l.attention, l.mlp);
+    if (layers.decoder)
+        for (const TextLayerWeights& l : c.text().layers) {
+            add(l.self_attention, l.mlp);
+            for (const Weight* w : {&l.cross_attention.query, &l.cross_attention.key, &l.cross_attention.value,
+                                    &l.cross_attention.output})
+                out.push_back(w);
+        }
+    if (layers.lm_head) out.push_back(&c.text().lm_head);
+    return out;
+}
+
+struct CpuOptions {
+    int threads = 0;                    // 0: all hardware threads
+    Dtype dtype = Dtype::F32;           // F32 or Int8
+    Int8Layers int8{};                  // with Int8: the layers quantised
+    CpuIsa isa = host_isa();            // the widest fp32 kernels to use (tests ask for narrower ones)
+    Int8Isa int8_isa = host_int8_isa(); // the same for the int8 kernels
+};
 
 struct CpuBackend {
     using Scalar = float;                      // activations are fp32
@@ -178,14 +226,60 @@ struct CpuBackend {
     static constexpr bool reads_host_weights = true;  // Weight::data, and Weight::bf16 in decode steps
 
     // `isa`: the widest kernels to use (default: what this CPU runs; a wider one than that is refused).
-    explicit CpuBackend(int threads = 0, CpuIsa isa = host_isa())
-        : isa_(isa), pool_(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()))) {
+    explicit CpuBackend(int threads = 0, CpuIsa isa = host_isa(), Int8Isa int8_isa = host_int8_isa())
+        : isa_(isa), int8_isa_(int8_isa),
+          pool_(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()))) {
         if (int(isa) > int(host_isa()))
             detail::fail("CpuBackend: this CPU does not run ", isa_name(isa), " kernels (it runs ", isa_name(host_isa()), ")");
+        if (int(int8_isa) > int(host_int8_isa()))
+            detail::fail("CpuBackend: this CPU does not run ", isa_name(int8_isa), " kernels (it runs ",
+                         isa_name(host_int8_isa()), ")");
+    }
+    // For a checkpoint: with Dtype::Int8, its layers `options.int8` names are quantised here, and lm_head, when
+    // it stays wider, gets a BF16 copy for the decode steps (the stored bytes of a BF16 checkpoint; rounded to
+    // nearest even from an F32 one): half of fp32's bytes, at a fraction of int8's error.
+    CpuBackend(const Checkpoint& c, const CpuOptions& options) : CpuBackend(options.threads, options.isa, options.int8_isa) {
+        if (options.dtype != Dtype::Int8) return;
+        quantise(int8_weights(c, options.int8));
+        const Weight& lm = c.text().lm_head;
+        if (!options.int8.lm_head && !lm.bf16 && lm.data) {
+            std::vector<uint16_t> h(size_t(lm.size()));
+            for (size_t i = 0; i < h.size(); ++i) h[i] = float_to_bf16(lm.data[i]);
+            if (size_t(lm.index) >= bf16_.size()) bf16_.resize(size_t(lm.index) + 1);
+            bf16_[size_t(lm.index)] = detail::huge_page_copy(std::as_bytes(std::span(h)));
+        }
+    }
+
+    // Quantises these linear weights (fp32 views) for int8 products from now on, threads over their panels.
+    void quantise(std::span<const Weight* const> weights) {
+        for (const Weight* w : weights) {
+            if (!w->data) detail::fail("CpuBackend::quantise: '", w->name, "' has no fp32 view");
+            if (w->index < 0) detail::fail("CpuBackend::quantise: '", w->name, "' has no index");
+            if (size_t(w->index) >= int8_.size()) int8_.resize(size_t(w->index) + 1);
+            detail::Int8Matrix& q = int8_[size_t(w->index)];
+            q = detail::int8_matrix(w->data, w->rows(), w->cols());
+            pool_.parallel_for(q.panel_count(), [&](int64_t p, int) { detail::quantise_panels(q, p, p + 1); });
+        }
     }
 
     int threads() const { return pool_.size(); }
     CpuIsa isa() const { return isa_; }
+    Int8Isa int8_isa() const { return int8_isa_; }
+    // For logs: the threads and the kernels chosen.
+    std::string describe() const {
+        std::string s = "CPU, " + std::to_string(threads()) + " threads, fp32 kernels " + isa_name(isa_);
+        if (const int64_t b = int8_bytes())
+            s += ", int8 kernels " + std::string(isa_name(int8_isa_)) + " (" + std::to_string(b >> 20) + " MiB of int8 weights)";
+        return s;
+    }
+    // Bytes per value linear() reads of W: 1 (int8 panels), 2 (a BF16 copy, in decode steps), 4 (fp32).
+    int bytes_per_value(const Weight& W) const { return int8(W) ? 1 : W.bf16 || own_bf16(W) ? 2 : 4; }
+    // Bytes of int8 weight panels held (0 in fp32 mode).
+    int64_t int8_bytes() const {
+        int64_t n = 0;
+        for (const detail::Int8Matrix& q : int8_) n += q.n ? q.bytes() : 0;
+        return n;
+    }
     Buffer alloc(size_t n) const { return Buffer(n); }
     FloatBuffer alloc_float(size_t n) const { return FloatBuffer(n); }
     IdBuffer alloc_ids(size_t n) const { return IdBuffer(n); }
@@ -197,14 +291,16 @@ struct CpuBackend {
                 const Weight* bias = nullptr) {
         const int64_t N = W.rows(), K = W.cols();
         const bool accumulate = mode == Write::Accumulate;
-        const bool gemv = M <= detail::kGemvMaxRows && !bias && (W.bf16 || isa_ != CpuIsa::Generic);
+        if (const detail::Int8Matrix* q = int8(W)) return linear_int8(X, M, W, *q, Y, accumulate, bias);
+        const uint16_t* bf16 = W.bf16 ? W.bf16 : own_bf16(W);
+        const bool gemv = M <= detail::kGemvMaxRows && !bias && (bf16 || isa_ != CpuIsa::Generic);
         if (gemv) {  // slices of ≥ 64 output features, one per thread
             int64_t slices = std::min<int64_t>(std::max<int64_t>(1, N / 64), pool_.size());
             if (M * N * K < 64 * 1024) slices = 1;  // too small to be worth a wake-up
             const int64_t step = (N + slices - 1) / slices;
             pool_.parallel_for(slices, [&](int64_t s, int) {
                 const int64_t n0 = s * step, n1 = std::min(N, n0 + step);
-                if (W.bf16) detail::gemv(isa_, X, K, M, W.bf16, K, n0, n1, K, Y, N, accumulate);
+                if (bf16) detail::gemv(isa_, X, K, M, bf16, K, n0, n1, K, Y, N, accumulate);
                 else detail::gemv(isa_, X, K, M, W.data, K, n0, n1, K, Y, N, accumulate);
             });
             return;
@@ -287,17 +383,7 @@ struct CpuBackend {
             });
             return;
         }
-        if (Tq < kPackedMinQueries) {  // few queries: keys and values read in place, a head per task
-            pool_.parallel_for(a.H, [&](int64_t h, int worker) {
-                float* scores = scratch_[size_t(worker)].data();
-                for (int64_t i = 0; i < Tq; ++i)
-                    detail::dot_keys(isa_, a.q + i * a.q_row + h * D, D, a.k + h * D, a.k_row, Tk, scores + i * Tk);
-                bias_mask_softmax(a, h, 0, Tq, scores);
-                for (int64_t i = 0; i < Tq; ++i)
-                    detail::weighted_rows(isa_, scores + i * Tk, Tk, a.v + h * D, a.v_row, D, a.o + i * a.o_row + h * D);
-            });
-            return;
-        }
+        if (Tq < kPackedMinQueries) return attention_few_queries(a);
         using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
         using Stride = Eigen::OuterStride<>;
         const int64_t blocks = (Tq + block - 1) / block;
@@ -365,9 +451,63 @@ struct CpuBackend {
         relative_position_bias_host(table, num_buckets, max_distance, q, out);
     }
 
+protected:
+    // attention() of a few queries (decode steps): keys and values (fp32 or BF16) read in place, a head per task.
+    template <class KV>
+    void attention_few_queries(const AttentionArgs<float, KV>& a) {
+        const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D;
+        reserve(scratch_, Tq * Tk);
+        pool_.parallel_for(a.H, [&](int64_t h, int worker) {
+            float* scores = scratch_[size_t(worker)].data();
+            for (int64_t i = 0; i < Tq; ++i)
+                detail::dot_keys(isa_, a.q + i * a.q_row + h * D, D, a.k + h * D, a.k_row, Tk, scores + i * Tk);
+            bias_mask_softmax(a, h, 0, Tq, scores);
+            for (int64_t i = 0; i < Tq; ++i)
+                detail::weighted_rows(isa_, scores + i * Tk, Tk, a.v + h * D, a.v_row, D, a.o + i * a.o_row + h * D);
+        });
+    }
+
 private:
+    const uint16_t* own_bf16(const Weight& W) const {
+        return W.index >= 0 && size_t(W.index) < bf16_.size() ? static_cast<const uint16_t*>(bf16_[size_t(W.index)].get())
+                                                              : nullptr;
+    }
+    const detail::Int8Matrix* int8(const Weight& W) const {
+        return W.index >= 0 && size_t(W.index) < int8_.size() && int8_[size_t(W.index)].n ? &int8_[size_t(W.index)] : nullptr;
+    }
+
+    // linear() with W's int8 panels: X quantised per row (in row chunks over the threads), then slices of
+    // whole panels, one per thread.
+    void linear_int8(const float* X, int64_t M, const Weight& W, const detail::Int8Matrix& q, float* Y, bool accumulate,
+                     const Weight* bias) {
+        if (q.source != W.data || q.n != W.rows() || q.k != W.cols())
+            detail::fail("CpuBackend: '", W.name, "' is not the weight quantised at its index ", W.index);
+        const int64_t N = q.n, K = q.k, ldq = detail::int8_row_bytes(K);
+        if (int64_t(qx_.size()) < M * ldq) qx_.resize(size_t(M * ldq));
+        if (int64_t(sx_.size()) < M) sx_.resize(size_t(M));
+        const int64_t chunk = 64, chunks = (M + chunk - 1) / chunk;
+        pool_.parallel_for(chunks, [&](int64_t c, int) {
+            const int64_t m0 = c * chunk;
+            detail::quantise_rows(int8_isa_, X + m0 * K, K, std::min(chunk, M - m0), K, qx_.data() + m0 * ldq, ldq,
+                                  sx_.data() + m0);
+        });
+        const int64_t panels = q.panel_count();
+        int64_t slices = std::min<int64_t>(panels, pool_.size());
+        if (M * N * K < 64 * 1024) slices = 1;
+        const int64_t step = (panels + slices - 1) / slices * detail::kI8Nr;
+        pool_.parallel_for(slices, [&](int64_t s, int) {
+            const int64_t n0 = s * step, n = std::min(step, N - n0);
+            if (n <= 0) return;
+            detail::igemm(int8_isa_, M, qx_.data(), ldq, sx_.data(), q, n0, n, Y + n0, N, accumulate);
+            if (bias)
+                for (int64_t m = 0; m < M; ++m)
+                    for (int64_t j = 0; j < n; ++j) Y[m * N + n0 + j] += bias->data[n0 + j];
+        });
+    }
+
     // Query rows i0 .. i0 + m of head h: scores [m, Lk] += bias; masked keys; softmax, in fp32.
-    void bias_mask_softmax(const AttentionArgs<float>& a, int64_t h, int64_t i0, int64_t m, float* scores) const {
+    template <class KV>
+    void bias_mask_softmax(const AttentionArgs<float, KV>& a, int64_t h, int64_t i0, int64_t m, float* scores) const {
         const int64_t Tk = a.Lk;
         const float lowest = std::numeric_limits<float>::lowest();
         for (int64_t i = 0; i < m; ++i) {
@@ -394,10 +534,64 @@ private:
     }
 
     CpuIsa isa_;
+    Int8Isa int8_isa_;
     detail::ThreadPool pool_;
+    std::vector<detail::Int8Matrix> int8_;  // by Weight::index: the quantised weights (n = 0: fp32)
+    std::vector<detail::HugePageBytes> bf16_; // by Weight::index: int8 mode's BF16 copy of a wider decode matrix
+    std::vector<uint8_t> qx_;               // a linear's quantised input rows
+    std::vector<float> sx_;                 // and their scales
     std::vector<detail::AlignedFloats> scratch_, pack_, pack_v_;  // per worker: scores, packed B (keys), packed values
 };
 
 static_assert(Backend<CpuBackend>, "CpuBackend must provide every primitive of the Backend concept");
+
+// The int8 mode as a pipeline runs it: CpuBackend with Dtype::Int8, and the decoder's cross-attention K/V kept
+// as BF16 (CrossScalar; rounded to nearest even from the projections' fp32). A decode step reads every
+// layer's cross K/V once per token — 2 · layers · patches · inner values, 148 MB in fp32 for the base model
+// at 2009 patches, more than its int8 weights — so halving them is most of what decoding gains beyond the
+// weights. Attention still computes in fp32 (the BF16 values widen exactly).
+struct CpuInt8Backend : CpuBackend {
+    using CrossScalar = uint16_t;  // BF16 bits
+    using CrossBuffer = detail::AlignedArray<uint16_t>;
+
+    // options.dtype is taken as Int8.
+    explicit CpuInt8Backend(const Checkpoint& c, CpuOptions options = {}) : CpuBackend(c, with_int8(options)) {}
+
+    CrossBuffer alloc_cross(size_t n) const { return CrossBuffer(n); }
+
+    using CpuBackend::linear;
+    // Y[M, N] = X · Wᵀ rounded to BF16: the cross K/V projections, through fp32 rows in blocks of kRows.
+    void linear(const float* X, int64_t M, const Weight& W, uint16_t* Y, Write mode = Write::Overwrite,
+                const Weight* bias = nullptr) {
+        if (mode != Write::Overwrite) detail::fail("CpuInt8Backend: a BF16 output is written, not accumulated");
+        const int64_t N = W.rows(), K = W.cols();
+        if (int64_t(rows_.size()) < std::min(M, kRows) * N) rows_ = detail::AlignedFloats(size_t(std::min(M, kRows) * N));
+        for (int64_t m0 = 0; m0 < M; m0 += kRows) {
+            const int64_t m = std::min(kRows, M - m0);
+            CpuBackend::linear(X + m0 * K, m, W, rows_.data(), Write::Overwrite, bias);
+            for (int64_t i = 0; i < m * N; ++i) Y[m0 * N + i] = float_to_bf16(rows_.data()[i]);
+        }
+    }
+
+    using CpuBackend::attention;
+    // A decode step's cross-attention: fp32 queries against BF16 keys and values.
+    void attention(const AttentionArgs<float, uint16_t>& args) {
+        const AttentionArgs<float, uint16_t> a = with_default_strides(args);
+        if (a.B != 1 || a.causal || a.Lq >= kPackedMinQueries || a.bias || a.D < 1)
+            detail::fail("CpuInt8Backend::attention: BF16 keys take B = 1, fewer than ", kPackedMinQueries,
+                         " queries, no bias, no causal flag");
+        attention_few_queries(a);
+    }
+
+private:
+    static constexpr int64_t kRows = 256;
+    static CpuOptions with_int8(CpuOptions o) {
+        o.dtype = Dtype::Int8;
+        return o;
+    }
+    detail::AlignedFloats rows_;  // linear()'s fp32 rows before rounding
+};
+
+static_assert(Backend<CpuInt8Backend>, "CpuInt8Backend must provide every primitive of the Backend concept");
 
 }  // namespace pix2struct

@@ -9,6 +9,9 @@ namespace pix2struct {
 
 enum class CpuIsa { Generic = 0, Avx2 = 1, Avx512 = 2 };  // AVX2 means AVX2 + FMA; AVX-512 means F, BW, DQ, VL
 
+// The int8 kernels' sets (backend/cpu_int8.hpp): AVX-512 VNNI (vpdpbusd), or plain loops.
+enum class Int8Isa { Generic = 0, Avx512Vnni = 1 };
+
 inline const char* isa_name(CpuIsa isa) {
     switch (isa) {
         case CpuIsa::Avx512: return "AVX-512";
@@ -16,6 +19,8 @@ inline const char* isa_name(CpuIsa isa) {
         default: return "generic";
     }
 }
+
+inline const char* isa_name(Int8Isa isa) { return isa == Int8Isa::Avx512Vnni ? "AVX-512 VNNI" : "generic"; }
 
 // The widest set this CPU and OS run (libgcc's cpuid check includes the OS's XSAVE support of the registers).
 inline CpuIsa host_isa() {
@@ -34,10 +39,22 @@ inline CpuIsa host_isa() {
 #endif
 }
 
+// The int8 set this CPU and OS run.
+inline Int8Isa host_int8_isa() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static const Int8Isa isa = host_isa() == CpuIsa::Avx512 && __builtin_cpu_supports("avx512vnni") ? Int8Isa::Avx512Vnni
+                                                                                                    : Int8Isa::Generic;
+    return isa;
+#else
+    return Int8Isa::Generic;
+#endif
+}
+
 }  // namespace pix2struct
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PIX2STRUCT_X86_KERNELS 1
 #define PIX2STRUCT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 #define PIX2STRUCT_AVX2 __attribute__((target("avx2,fma")))
+#define PIX2STRUCT_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma")))
 #endif

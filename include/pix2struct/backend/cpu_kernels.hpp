@@ -451,6 +451,10 @@ PIX2STRUCT_AVX512 inline __m512 load16(const uint16_t* p) {
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
 PIX2STRUCT_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+PIX2STRUCT_AVX512 inline __m512 load16(__mmask16 m, const uint16_t* p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+PIX2STRUCT_AVX512 inline __m512 load16(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
 PIX2STRUCT_AVX2 inline __m256 load8(const uint16_t* p) {
     return _mm256_castsi256_ps(
         _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
@@ -575,9 +579,11 @@ inline void gemv(CpuIsa isa, const float* X, int64_t ldx, int64_t M, const Wt* W
 }
 
 // out[j] = Σ_d q[d] · K[j·ldk + d] for the n keys j (a decode step's attention scores, the keys read in
-// place): 16 (AVX-512) or 8 (AVX2) keys at a time, one accumulator each, summed across lanes together.
+// place, fp32 or BF16): 16 (AVX-512) or 8 (AVX2) keys at a time, one accumulator each, summed across lanes
+// together.
 #ifdef PIX2STRUCT_X86_KERNELS
-PIX2STRUCT_AVX512 inline void dot_keys_avx512(const float* q, int64_t D, const float* K, int64_t ldk, int64_t n,
+template <class Kt>
+PIX2STRUCT_AVX512 inline void dot_keys_avx512(const float* q, int64_t D, const Kt* K, int64_t ldk, int64_t n,
                                               float* out) {
     for (int64_t j0 = 0; j0 < n; j0 += 16) {
         const int keys = int(std::min<int64_t>(16, n - j0));
@@ -589,7 +595,7 @@ PIX2STRUCT_AVX512 inline void dot_keys_avx512(const float* q, int64_t D, const f
             const __m512 qv = _mm512_maskz_loadu_ps(m, q + d);
             PIX2STRUCT_UNROLL
             for (int i = 0; i < 16; ++i)
-                if (i < keys) acc[i] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, K + (j0 + i) * ldk + d), acc[i]);
+                if (i < keys) acc[i] = _mm512_fmadd_ps(qv, load16(m, K + (j0 + i) * ldk + d), acc[i]);
         }
         // 16 sums at once: pairs within 128-bit lanes, then across lanes.
         __m512 u[4];
@@ -611,7 +617,8 @@ PIX2STRUCT_AVX512 inline void dot_keys_avx512(const float* q, int64_t D, const f
     }
 }
 
-PIX2STRUCT_AVX2 inline void dot_keys_avx2(const float* q, int64_t D, const float* K, int64_t ldk, int64_t n, float* out) {
+template <class Kt>
+PIX2STRUCT_AVX2 inline void dot_keys_avx2(const float* q, int64_t D, const Kt* K, int64_t ldk, int64_t n, float* out) {
     for (int64_t j0 = 0; j0 < n; j0 += 8) {
         const int keys = int(std::min<int64_t>(8, n - j0));
         __m256 acc[8];
@@ -622,7 +629,7 @@ PIX2STRUCT_AVX2 inline void dot_keys_avx2(const float* q, int64_t D, const float
             const __m256 qv = _mm256_loadu_ps(q + d);
             PIX2STRUCT_UNROLL
             for (int i = 0; i < 8; ++i)
-                if (i < keys) acc[i] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(K + (j0 + i) * ldk + d), acc[i]);
+                if (i < keys) acc[i] = _mm256_fmadd_ps(qv, load8(K + (j0 + i) * ldk + d), acc[i]);
         }
         const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
         const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
@@ -631,14 +638,15 @@ PIX2STRUCT_AVX2 inline void dot_keys_avx2(const float* q, int64_t D, const float
         _mm256_store_ps(sums, r);
         for (int i = 0; i < keys; ++i) {
             float t = sums[i];
-            for (int64_t e = d; e < D; ++e) t += q[e] * K[(j0 + i) * ldk + e];
+            for (int64_t e = d; e < D; ++e) t += q[e] * widen(K[(j0 + i) * ldk + e]);
             out[j0 + i] = t;
         }
     }
 }
 #endif
 
-inline void dot_keys(CpuIsa isa, const float* q, int64_t D, const float* K, int64_t ldk, int64_t n, float* out) {
+template <class Kt>
+inline void dot_keys(CpuIsa isa, const float* q, int64_t D, const Kt* K, int64_t ldk, int64_t n, float* out) {
 #ifdef PIX2STRUCT_X86_KERNELS
     if (isa == CpuIsa::Avx512) return dot_keys_avx512(q, D, K, ldk, n, out);
     if (isa == CpuIsa::Avx2) return dot_keys_avx2(q, D, K, ldk, n, out);
@@ -646,26 +654,27 @@ inline void dot_keys(CpuIsa isa, const float* q, int64_t D, const float* K, int6
     (void)isa;
     for (int64_t j = 0; j < n; ++j) {
         float t = 0;
-        for (int64_t d = 0; d < D; ++d) t += q[d] * K[j * ldk + d];
+        for (int64_t d = 0; d < D; ++d) t += q[d] * widen(K[j * ldk + d]);
         out[j] = t;
     }
 }
 
 // out[0 .. D) = Σ_j p[j] · V[j·ldv + 0 .. D): a query's attention output from its softmax weights, the values
-// read in place (decode steps, where packing them would cost more than the product).
+// read in place, fp32 or BF16 (decode steps, where packing them would cost more than the product).
 #ifdef PIX2STRUCT_X86_KERNELS
-PIX2STRUCT_AVX512 inline void weighted_rows_avx512(const float* p, int64_t n, const float* V, int64_t ldv, int64_t D,
+template <class Vt>
+PIX2STRUCT_AVX512 inline void weighted_rows_avx512(const float* p, int64_t n, const Vt* V, int64_t ldv, int64_t D,
                                                    float* out) {
     int64_t d = 0;
     for (; d + 64 <= D; d += 64) {
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t j = 0; j < n; ++j) {
             const __m512 w = _mm512_set1_ps(p[j]);
-            const float* v = V + j * ldv + d;
-            a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v), a0);
-            a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 16), a1);
-            a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 32), a2);
-            a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 48), a3);
+            const Vt* v = V + j * ldv + d;
+            a0 = _mm512_fmadd_ps(w, load16(v), a0);
+            a1 = _mm512_fmadd_ps(w, load16(v + 16), a1);
+            a2 = _mm512_fmadd_ps(w, load16(v + 32), a2);
+            a3 = _mm512_fmadd_ps(w, load16(v + 48), a3);
         }
         _mm512_storeu_ps(out + d, a0);
         _mm512_storeu_ps(out + d + 16, a1);
@@ -675,23 +684,24 @@ PIX2STRUCT_AVX512 inline void weighted_rows_avx512(const float* p, int64_t n, co
     for (; d < D; d += 16) {
         const __mmask16 m = D - d >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (D - d)) - 1);
         __m512 a = _mm512_setzero_ps();
-        for (int64_t j = 0; j < n; ++j) a = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_maskz_loadu_ps(m, V + j * ldv + d), a);
+        for (int64_t j = 0; j < n; ++j) a = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), load16(m, V + j * ldv + d), a);
         _mm512_mask_storeu_ps(out + d, m, a);
     }
 }
 
-PIX2STRUCT_AVX2 inline void weighted_rows_avx2(const float* p, int64_t n, const float* V, int64_t ldv, int64_t D,
+template <class Vt>
+PIX2STRUCT_AVX2 inline void weighted_rows_avx2(const float* p, int64_t n, const Vt* V, int64_t ldv, int64_t D,
                                                float* out) {
     int64_t d = 0;
     for (; d + 32 <= D; d += 32) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t j = 0; j < n; ++j) {
             const __m256 w = _mm256_set1_ps(p[j]);
-            const float* v = V + j * ldv + d;
-            a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), a0);
-            a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8), a1);
-            a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 16), a2);
-            a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 24), a3);
+            const Vt* v = V + j * ldv + d;
+            a0 = _mm256_fmadd_ps(w, load8(v), a0);
+            a1 = _mm256_fmadd_ps(w, load8(v + 8), a1);
+            a2 = _mm256_fmadd_ps(w, load8(v + 16), a2);
+            a3 = _mm256_fmadd_ps(w, load8(v + 24), a3);
         }
         _mm256_storeu_ps(out + d, a0);
         _mm256_storeu_ps(out + d + 8, a1);
@@ -700,18 +710,19 @@ PIX2STRUCT_AVX2 inline void weighted_rows_avx2(const float* p, int64_t n, const 
     }
     for (; d + 8 <= D; d += 8) {
         __m256 a = _mm256_setzero_ps();
-        for (int64_t j = 0; j < n; ++j) a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(V + j * ldv + d), a);
+        for (int64_t j = 0; j < n; ++j) a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), load8(V + j * ldv + d), a);
         _mm256_storeu_ps(out + d, a);
     }
     for (; d < D; ++d) {
         float a = 0;
-        for (int64_t j = 0; j < n; ++j) a += p[j] * V[j * ldv + d];
+        for (int64_t j = 0; j < n; ++j) a += p[j] * widen(V[j * ldv + d]);
         out[d] = a;
     }
 }
 #endif
 
-inline void weighted_rows(CpuIsa isa, const float* p, int64_t n, const float* V, int64_t ldv, int64_t D, float* out) {
+template <class Vt>
+inline void weighted_rows(CpuIsa isa, const float* p, int64_t n, const Vt* V, int64_t ldv, int64_t D, float* out) {
 #ifdef PIX2STRUCT_X86_KERNELS
     if (isa == CpuIsa::Avx512) return weighted_rows_avx512(p, n, V, ldv, D, out);
     if (isa == CpuIsa::Avx2) return weighted_rows_avx2(p, n, V, ldv, D, out);
@@ -719,7 +730,7 @@ inline void weighted_rows(CpuIsa isa, const float* p, int64_t n, const float* V,
     (void)isa;
     for (int64_t d = 0; d < D; ++d) {
         float a = 0;
-        for (int64_t j = 0; j < n; ++j) a += p[j] * V[j * ldv + d];
+        for (int64_t j = 0; j < n; ++j) a += p[j] * widen(V[j * ldv + d]);
         out[d] = a;
     }
 }

@@ -398,6 +398,8 @@ public:
         options_.synchronous = on;
     }
     const std::string& device_name() const { return device_name_; }
+    // For logs: the GPU and the arithmetic.
+    std::string describe() const { return "CUDA on " + device_name_ + (std::is_same_v<T, float> ? ", fp32" : ", bf16"); }
     int device() const { return options_.device; }
     size_t weight_bytes() const { return f32_bytes_ + bf16_bytes_; }
 

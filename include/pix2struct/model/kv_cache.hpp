@@ -11,16 +11,20 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "pix2struct/backend/backend.hpp"
 
 namespace pix2struct {
 
-// Per layer, K and V buffers of `capacity` rows of I values each; reallocated only to grow.
-template <class Backend>
+// Per layer, K and V buffers of `capacity` rows of I values each; reallocated only to grow. Cross: of the
+// backend's cross-attention type (cross_t: narrower on CpuInt8Backend), else of its Scalar.
+template <class Backend, bool Cross = false>
 struct KVBuffers {
-    using Buffer = typename Backend::Buffer;
+    using Buffer = std::conditional_t<Cross, decltype(detail::alloc_cross(std::declval<Backend&>(), 0)),
+                                      typename Backend::Buffer>;
     std::vector<Buffer> keys, values;  // [layers] × [capacity, I]
     int64_t capacity = 0;
     int64_t id = 0;  // detail::next_buffers_id() of the current allocation
@@ -30,16 +34,22 @@ struct KVBuffers {
         keys.clear();
         values.clear();
         for (int l = 0; l < layers; ++l) {
-            keys.push_back(backend.alloc(size_t(rows * I)));
-            values.push_back(backend.alloc(size_t(rows * I)));
+            keys.push_back(alloc(backend, size_t(rows * I)));
+            values.push_back(alloc(backend, size_t(rows * I)));
         }
         capacity = rows;
         id = detail::next_buffers_id();
     }
+
+private:
+    static Buffer alloc(Backend& backend, size_t n) {
+        if constexpr (Cross) return detail::alloc_cross(backend, n);
+        else return backend.alloc(n);
+    }
 };
 
 template <class Backend>
-struct CrossKV : KVBuffers<Backend> {
+struct CrossKV : KVBuffers<Backend, true> {
     std::vector<int64_t> offsets;  // [sequences + 1]: sequence s's encoder rows are offsets[s] .. offsets[s + 1]
 };
 

@@ -90,8 +90,8 @@ struct TextLayerCrossAttention {
     TextAttention attention;
 
     template <class Backend>
-    void forward(Backend& backend, std::span<const int64_t> slots, const scalar_t<Backend>* K,
-                 const scalar_t<Backend>* V, std::span<const int64_t> offsets, TextActivations<Backend>& a) const {
+    void forward(Backend& backend, std::span<const int64_t> slots, const cross_t<Backend>* K,
+                 const cross_t<Backend>* V, std::span<const int64_t> offsets, TextActivations<Backend>& a) const {
         layer_norm.forward(backend, a.hidden.data(), int64_t(slots.size()), a.normed.data());  // [A, H]
         // layer_output = hidden_states + self.dropout(attention_output[0])
         attention.forward_cross(backend, a.normed.data(), slots, K, V, offsets, a.attention(), a.hidden.data());  // [A, H]

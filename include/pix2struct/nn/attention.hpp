@@ -84,8 +84,8 @@ struct TextAttention {
     int64_t inner_dim() const { return int64_t(n_heads) * key_value_proj_dim; }
 
     // K/V of rows `kv` (the encoder states for cross-attention): K, V: [T, I].
-    template <class Backend, class S = scalar_t<Backend>>
-    void project_kv(Backend& backend, const S* kv, int64_t T, S* K, S* V) const {
+    template <class Backend, class S = scalar_t<Backend>, class C = cross_t<Backend>>
+    void project_kv(Backend& backend, const S* kv, int64_t T, C* K, C* V) const {
         // key_states = self.key(current_states); value_states = self.value(current_states)
         backend.linear(kv, T, w->key, K);    // [T, I]
         backend.linear(kv, T, w->value, V);  // [T, I]
@@ -129,15 +129,15 @@ struct TextAttention {
 
     // Cross-attention step: row r attends to sequence slots[r]'s encoder rows offsets[slot] .. offsets[slot + 1]
     // of K, V [N, I] (the real patches; no position bias).
-    template <class Backend, class S = scalar_t<Backend>>
-    void forward_cross(Backend& backend, const S* x, std::span<const int64_t> slots, const S* K, const S* V,
+    template <class Backend, class S = scalar_t<Backend>, class C = cross_t<Backend>>
+    void forward_cross(Backend& backend, const S* x, std::span<const int64_t> slots, const C* K, const C* V,
                        std::span<const int64_t> offsets, AttentionScratch<S> s, S* y) const {
         const int64_t I = inner_dim(), A = int64_t(slots.size());
         backend.linear(x, A, w->query, s.q);  // [A, I]
         for (int64_t r = 0; r < A; ++r) {
             const size_t slot = size_t(slots[size_t(r)]);
             const int64_t o = offsets[slot], T = offsets[slot + 1] - o;
-            backend.attention(AttentionArgs<S>{.q = s.q + r * I, .k = K + o * I, .v = V + o * I,
+            backend.attention(AttentionArgs<S, C>{.q = s.q + r * I, .k = K + o * I, .v = V + o * I,
                                                .o = s.out + r * I, .H = n_heads, .Lq = 1, .Lk = int(T),
                                                .D = key_value_proj_dim, .q_row = I, .k_row = I, .v_row = I,
                                                .o_row = I});  // [1, I]

@@ -1,0 +1,260 @@
+// pix2struct/backend/cpu_int8.hpp — the int8 matrix products of CpuBackend's int8 mode: AVX-512 VNNI
+// (vpdpbusd) register tiles, or plain loops doing the same integer arithmetic on other CPUs.
+//
+// Weights (a linear layer's W [N, K]) are quantised once, at load: symmetric int8 per output row,
+//     s_w[n] = max_k |W[n, k]| / 127,   Wq[n, k] = round(W[n, k] / s_w[n])  ∈ [-127, 127],
+// packed into panels of 32 rows of W (32 output columns, two zmm registers of int32): panel p holds, for each
+// group of 4 k's, the 4 bytes of each of its 32 rows (128 bytes, the operand layout of vpdpbusd), K padded
+// with zeros to a multiple of 4. One scale per output row rather than per block of 32 along K (Q8_0): the
+// whole K-long dot product stays in int32 registers (exact; no overflow below K ≈ 66000) and the scales are
+// applied once per output, where block scales would cost a conversion and an FMA every 8 vpdpbusd. The same
+// panels serve a decode step's few rows (a GEMV: each panel streamed from memory once for all rows) and the
+// encoder's thousands (a GEMM: a panel stays in cache while blocks of rows pass over it).
+//
+// Activations (X [M, K]) are quantised per row on the fly the same way and stored biased by 128 as unsigned
+// bytes (vpdpbusd multiplies unsigned by signed bytes): Σ_k (xq + 128)·wq = Σ_k xq·wq + 128·Σ_k wq, and the
+// second term is a per-column constant computed at load (`bias128`). Then
+//     Y[m, n] (=|+=) (acc[m, n] − bias128[n]) · s_w[n] · s_x[m]      (in this order, in fp32)
+// Every set computes the same integers and the same fp32 epilogue, so results are bit-identical across
+// instruction sets (tests/test_backend_ops.cpp checks it). A row of X holding NaN or ±inf gets the scale NaN:
+// its outputs are NaN (generate() then stops with an Error), never quietly finite.
+#pragma once
+
+#include "pix2struct/backend/cpu_kernels.hpp"  // first: it includes <immintrin.h> (see there)
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "pix2struct/backend/cpu_isa.hpp"
+#include "pix2struct/weights.hpp"
+
+namespace pix2struct::detail {
+
+inline constexpr int kI8Nr = 32;  // output columns per panel
+inline constexpr int kI8Mr = 12;  // rows of a register tile (24 int32 accumulators)
+
+// W [n, k] quantised and packed (see the top of this file).
+struct Int8Matrix {
+    int64_t n = 0, k = 0, k4 = 0;      // k4: k rounded up to a multiple of 4 (bytes of a row in a panel)
+    const float* source = nullptr;     // the fp32 rows it was made from (a backend checks it is given those)
+    HugePageBytes panels;              // ceil(n / 32) panels of 32·k4 bytes
+    std::vector<float> scale;          // s_w, one per column of the panels (0 past n)
+    std::vector<int32_t> bias128;      // 128·Σ_k Wq[n, k], the same
+
+    int64_t panel_count() const { return (n + kI8Nr - 1) / kI8Nr; }
+    const int8_t* panel(int64_t p) const { return static_cast<const int8_t*>(panels.get()) + p * kI8Nr * k4; }
+    int64_t bytes() const { return panel_count() * kI8Nr * k4; }
+};
+
+// Storage for W [n, k] (fp32 rows at `w`); quantise_panels fills it.
+inline Int8Matrix int8_matrix(const float* w, int64_t n, int64_t k) {
+    Int8Matrix q;
+    q.n = n, q.k = k, q.k4 = (k + 3) / 4 * 4, q.source = w;
+    q.panels = huge_page_alloc(size_t(q.bytes()));
+    q.scale.assign(size_t(q.panel_count() * kI8Nr), 0.0f);
+    q.bias128.assign(q.scale.size(), 0);
+    return q;
+}
+
+// Quantises the rows of panels [p0, p1) of q from q.source (threads may fill disjoint ranges at once).
+inline void quantise_panels(Int8Matrix& q, int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+        int8_t* panel = static_cast<int8_t*>(q.panels.get()) + p * kI8Nr * q.k4;
+        std::fill(panel, panel + kI8Nr * q.k4, int8_t(0));
+        for (int64_t j = 0; j < kI8Nr && p * kI8Nr + j < q.n; ++j) {
+            const int64_t row = p * kI8Nr + j;
+            const float* w = q.source + row * q.k;
+            float amax = 0.0f;
+            bool finite = true;
+            for (int64_t i = 0; i < q.k; ++i) {
+                finite = finite && std::isfinite(w[i]);
+                amax = std::max(amax, std::fabs(w[i]));
+            }
+            if (!finite) {  // the row's outputs are NaN, as in fp32 (generate() reports non-finite logits)
+                q.scale[size_t(row)] = std::numeric_limits<float>::quiet_NaN();
+                continue;
+            }
+            const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+            int32_t sum = 0;
+            for (int64_t i = 0; i < q.k; ++i) {
+                const int32_t v = std::clamp(int32_t(std::nearbyint(w[i] * inv)), -127, 127);
+                panel[(i / 4) * 4 * kI8Nr + j * 4 + i % 4] = int8_t(v);
+                sum += v;
+            }
+            q.scale[size_t(row)] = amax / 127.0f;
+            q.bias128[size_t(row)] = 128 * sum;
+        }
+    }
+}
+
+// Bytes per row of quantised activations for rows of k values (k4, rounded up to a cache line).
+inline int64_t int8_row_bytes(int64_t k) { return ((k + 3) / 4 * 4 + 63) / 64 * 64; }
+
+// Rows [0, M) of X [M, K] (row stride ldx) → Q (row stride ldq ≥ int8_row_bytes(K)): xq + 128 as unsigned bytes,
+// the padding up to the next multiple of 4 set to 128 (its products with the zero padding of the weights
+// vanish), and scale[m] = s_x (NaN for a row holding NaN or ±inf). Rounding: to nearest even, as
+// std::nearbyint and vcvtps2dq do in the default floating-point environment.
+inline void non_finite_row(int64_t K, uint8_t* q, float* scale) {
+    std::fill(q, q + K, uint8_t(128));
+    *scale = std::numeric_limits<float>::quiet_NaN();
+}
+
+inline void quantise_row_generic(const float* x, int64_t K, uint8_t* q, float* scale) {
+    float amax = 0.0f;
+    bool finite = true;
+    for (int64_t i = 0; i < K; ++i) {
+        finite = finite && std::isfinite(x[i]);
+        amax = std::max(amax, std::fabs(x[i]));
+    }
+    if (!finite) return non_finite_row(K, q, scale);
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int64_t i = 0; i < K; ++i)
+        q[i] = uint8_t(std::clamp(int32_t(std::nearbyint(x[i] * inv)), -127, 127) + 128);
+    *scale = amax / 127.0f;
+}
+
+#ifdef PIX2STRUCT_X86_KERNELS
+PIX2STRUCT_AVX512_VNNI inline void quantise_row_avx512(const float* x, int64_t K, uint8_t* q, float* scale) {
+    __m512 amax = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    for (int64_t i = 0; i < K; i += 16) {
+        const __mmask16 m = K - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        bad |= _mm512_fpclass_ps_mask(v, 0x99);  // QNaN, +inf, -inf, SNaN
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+    }
+    if (bad) return non_finite_row(K, q, scale);
+    const float top = _mm512_reduce_max_ps(amax);
+    const __m512 inv = _mm512_set1_ps(top > 0.0f ? 127.0f / top : 0.0f);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), bias = _mm512_set1_epi32(128);
+    for (int64_t i = 0; i < K; i += 16) {
+        const __mmask16 m = K - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - i)) - 1);
+        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+        v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), bias);
+        _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(v));
+    }
+    *scale = top / 127.0f;
+}
+#endif
+
+inline void quantise_rows(Int8Isa isa, const float* X, int64_t ldx, int64_t M, int64_t K, uint8_t* Q, int64_t ldq,
+                          float* scale) {
+    const int64_t k4 = (K + 3) / 4 * 4;
+    for (int64_t m = 0; m < M; ++m) {
+        uint8_t* q = Q + m * ldq;
+#ifdef PIX2STRUCT_X86_KERNELS
+        if (isa == Int8Isa::Avx512Vnni) quantise_row_avx512(X + m * ldx, K, q, scale + m);
+        else
+#endif
+            quantise_row_generic(X + m * ldx, K, q, scale + m);
+        std::fill(q + K, q + k4, uint8_t(128));
+    }
+    (void)isa;
+}
+
+// C[rows, nr] (=|+=) the epilogue of A[rows, k4] (quantised) · panel: one register tile. sw, b128: the panel's
+// 32 columns' scales and bias terms; sx: the rows' scales.
+inline void igemm_tile_generic(int rows, int64_t k4, const uint8_t* A, int64_t lda, const int8_t* Bp, const float* sw,
+                               const int32_t* b128, const float* sx, float* C, int64_t ldc, int nr, bool add) {
+    for (int i = 0; i < rows; ++i)
+        for (int j = 0; j < nr; ++j) {
+            int32_t acc = 0;
+            for (int64_t k = 0; k < k4; ++k) acc += int32_t(A[i * lda + k]) * int32_t(Bp[(k / 4) * 4 * kI8Nr + j * 4 + k % 4]);
+            const float v = float(acc - b128[j]) * sw[j] * sx[i];
+            float& c = C[i * ldc + j];
+            c = add ? c + v : v;
+        }
+}
+
+#ifdef PIX2STRUCT_X86_KERNELS
+// acc += Σ of 4 products u8(a) · s8(b) per int32 lane. GCC 12 compiles _mm512_dpbusd_epi32 in a loop of 24
+// accumulators into copies and stack spills around every instruction (a quarter of the instruction's rate);
+// the same instruction written with register constraints keeps them in registers.
+PIX2STRUCT_AVX512_VNNI inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
+#if defined(__GNUC__) && !defined(__clang__)
+    asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+#else
+    return _mm512_dpbusd_epi32(acc, a, b);
+#endif
+}
+
+template <int MR>
+PIX2STRUCT_AVX512_VNNI inline void igemm_tile_vnni(int64_t k4, const uint8_t* A, int64_t lda, const int8_t* Bp,
+                                                   const float* sw, const int32_t* b128, const float* sx, float* C,
+                                                   int64_t ldc, int nr, bool add) {
+    __m512i c0[MR], c1[MR];
+    PIX2STRUCT_UNROLL
+    for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < k4; k += 4) {
+        const __m512i b0 = _mm512_load_si512(Bp + k * kI8Nr), b1 = _mm512_load_si512(Bp + k * kI8Nr + 64);
+        PIX2STRUCT_UNROLL
+        for (int i = 0; i < MR; ++i) {
+            int32_t four;
+            std::memcpy(&four, A + i * lda + k, 4);
+            const __m512i a = _mm512_set1_epi32(four);
+            c0[i] = dpbusd(c0[i], a, b0);
+            c1[i] = dpbusd(c1[i], a, b1);
+        }
+    }
+    const __mmask16 m0 = nr >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nr) - 1);
+    const __mmask16 m1 = nr >= 32 ? __mmask16(0xFFFF) : nr <= 16 ? __mmask16(0) : __mmask16((1u << (nr - 16)) - 1);
+    const __m512i z0 = _mm512_loadu_si512(b128), z1 = _mm512_loadu_si512(b128 + 16);
+    const __m512 w0 = _mm512_loadu_ps(sw), w1 = _mm512_loadu_ps(sw + 16);
+    PIX2STRUCT_UNROLL
+    for (int i = 0; i < MR; ++i) {
+        const __m512 s = _mm512_set1_ps(sx[i]);
+        __m512 v0 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c0[i], z0)), w0), s);
+        __m512 v1 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c1[i], z1)), w1), s);
+        float* c = C + i * ldc;
+        if (add) {
+            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
+            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
+        }
+        _mm512_mask_storeu_ps(c, m0, v0);
+        _mm512_mask_storeu_ps(c + 16, m1, v1);
+    }
+}
+
+template <int... R>
+constexpr auto igemm_tiles_vnni(std::integer_sequence<int, R...>) { return std::array{&igemm_tile_vnni<R + 1>...}; }
+#endif
+
+// C[M, n] (=|+=) the int8 product of Q [M, ·] (quantise_rows, scales sx) and W's columns [n0, n0 + n), n0 a
+// multiple of 32 (C points at column n0). Rows go in blocks of kMc that stay in L2 while each panel passes.
+inline void igemm(Int8Isa isa, int64_t M, const uint8_t* Q, int64_t ldq, const float* sx, const Int8Matrix& W,
+                  int64_t n0, int64_t n, float* C, int64_t ldc, bool add) {
+#ifdef PIX2STRUCT_X86_KERNELS
+    static constexpr auto vnni = igemm_tiles_vnni(std::make_integer_sequence<int, kI8Mr>{});
+#endif
+    for (int64_t m0 = 0; m0 < M; m0 += kMc) {
+        const int64_t mc = std::min(kMc, M - m0);
+        for (int64_t j = 0; j < n; j += kI8Nr) {
+            const int64_t p = (n0 + j) / kI8Nr;
+            const int cols = int(std::min<int64_t>(kI8Nr, n - j));
+            const float* sw = W.scale.data() + p * kI8Nr;
+            const int32_t* b128 = W.bias128.data() + p * kI8Nr;
+            for (int64_t i = m0; i < m0 + mc; i += kI8Mr) {
+                const int rows = int(std::min<int64_t>(kI8Mr, m0 + mc - i));
+#ifdef PIX2STRUCT_X86_KERNELS
+                if (isa == Int8Isa::Avx512Vnni) {
+                    vnni[size_t(rows - 1)](W.k4, Q + i * ldq, ldq, W.panel(p), sw, b128, sx + i, C + i * ldc + j, ldc,
+                                           cols, add);
+                    continue;
+                }
+#endif
+                igemm_tile_generic(rows, W.k4, Q + i * ldq, ldq, W.panel(p), sw, b128, sx + i, C + i * ldc + j, ldc,
+                                   cols, add);
+            }
+        }
+    }
+    (void)isa;
+}
+
+}  // namespace pix2struct::detail
