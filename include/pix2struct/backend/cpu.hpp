@@ -188,6 +188,8 @@ struct Int8Layers {
     bool decoder = true;      // the text layers' self- and cross-attention projections and MLP
     bool mlp_out = true;      // the MLPs' output projection wo (T5's sensitive one), in both towers
     bool lm_head = false;     // the decoder's output projection to the vocabulary
+    bool attention = true;    // the encoder's attention products Q·Kᵀ and P·V (queries and keys per row and head,
+                              // values per channel, the softmax weights P per row in 8 unsigned bits)
 };
 
 // The linear layers of `c` that `layers` names.
@@ -241,6 +243,7 @@ struct CpuBackend {
     CpuBackend(const Checkpoint& c, const CpuOptions& options) : CpuBackend(options.threads, options.isa, options.int8_isa) {
         if (options.dtype != Dtype::Int8) return;
         quantise(int8_weights(c, options.int8));
+        int8_attention_ = options.int8.attention;
         const Weight& lm = c.text().lm_head;
         if (!options.int8.lm_head && !lm.bf16 && lm.data) {
             std::vector<uint16_t> h(size_t(lm.size()));
@@ -257,8 +260,8 @@ struct CpuBackend {
             if (w->index < 0) detail::fail("CpuBackend::quantise: '", w->name, "' has no index");
             if (size_t(w->index) >= int8_.size()) int8_.resize(size_t(w->index) + 1);
             detail::Int8Matrix& q = int8_[size_t(w->index)];
-            q = detail::int8_matrix(w->data, w->rows(), w->cols());
-            pool_.parallel_for(q.panel_count(), [&](int64_t p, int) { detail::quantise_panels(q, p, p + 1); });
+            q = detail::Int8Matrix(w->data, w->rows(), w->cols());
+            pool_.parallel_for(q.view().panel_count(), [&](int64_t p, int) { q.quantise(p, p + 1); });
         }
     }
 
@@ -364,6 +367,7 @@ struct CpuBackend {
             detail::fail("CpuBackend::attention: takes B = 1, no causal flag, a [H, Lq, Lk] bias and D >= 1");
         const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D, block = std::min(Tq, kQueryBlock);
         reserve(scratch_, block * Tk);
+        if (int8_attention_ && Tq >= kPackedMinQueries) return attention_int8(a);
         if (isa_ != CpuIsa::Generic && Tq >= kPackedMinQueries) {
             reserve(pack_, detail::sgemm_packed_floats(isa_, Tk, D));
             reserve(pack_v_, detail::sgemm_packed_floats(isa_, D, Tk));
@@ -468,6 +472,55 @@ protected:
     }
 
 private:
+    // attention() of many queries in int8 (Int8Layers::attention): per head, K [Tk, D] quantised per key and V
+    // per channel (panels, as weights are), then per block of queries: Q quantised per row, scores = Q·Kᵀ in
+    // int8, bias, mask and softmax in fp32, P quantised per row (unsigned, 8 bits), O = P·V in int8.
+    struct Int8AttentionScratch {
+        detail::AlignedArray<int8_t> keys, values;
+        std::vector<float> key_scale, value_scale, q_scale, p_scale;
+        std::vector<int32_t> key_bias, value_bias;
+        detail::AlignedArray<uint8_t> q, p;
+    };
+    void attention_int8(const AttentionArgs<float>& a) {
+        const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D, block = std::min(Tq, kQueryBlock);
+        const int64_t ldq = detail::int8_row_bytes(D), ldp = detail::int8_row_bytes(Tk);
+        reserve(scratch_, block * Tk);
+        if (int64_t(int8_attention_scratch_.size()) < pool_.size()) int8_attention_scratch_.resize(size_t(pool_.size()));
+        auto fit = [](auto& v, int64_t n) {
+            if (int64_t(v.size()) < n) v = std::remove_reference_t<decltype(v)>(size_t(n));
+        };
+        pool_.parallel_for(a.H, [&](int64_t h, int worker) {
+            Int8AttentionScratch& w = int8_attention_scratch_[size_t(worker)];
+            fit(w.keys, detail::int8_panel_bytes(Tk, D));
+            fit(w.values, detail::int8_panel_bytes(D, Tk));
+            fit(w.key_scale, detail::int8_panel_rows(Tk));
+            fit(w.key_bias, detail::int8_panel_rows(Tk));
+            fit(w.value_scale, detail::int8_panel_rows(D));
+            fit(w.value_bias, detail::int8_panel_rows(D));
+            fit(w.q, block * ldq);
+            fit(w.p, block * ldp);
+            fit(w.q_scale, block);
+            fit(w.p_scale, block);
+            const int64_t key_panels = (Tk + detail::kI8Nr - 1) / detail::kI8Nr, value_panels = (D + detail::kI8Nr - 1) / detail::kI8Nr;
+            detail::quantise_panels(a.k + h * D, a.k_row, 1, Tk, D, 0, key_panels, true, w.keys.data(), w.key_scale.data(),
+                                    w.key_bias.data());
+            detail::quantise_panels(a.v + h * D, 1, a.v_row, D, Tk, 0, value_panels, false, w.values.data(),
+                                    w.value_scale.data(), w.value_bias.data());
+            const detail::Int8Panels keys{Tk, (D + 3) / 4 * 4, w.keys.data(), w.key_scale.data(), w.key_bias.data()};
+            const detail::Int8Panels values{D, (Tk + 3) / 4 * 4, w.values.data(), w.value_scale.data(), w.value_bias.data()};
+            float* scores = scratch_[size_t(worker)].data();
+            for (int64_t i0 = 0; i0 < Tq; i0 += block) {
+                const int64_t m = std::min(block, Tq - i0);
+                detail::quantise_rows(int8_isa_, a.q + i0 * a.q_row + h * D, a.q_row, m, D, w.q.data(), ldq, w.q_scale.data());
+                detail::igemm(int8_isa_, m, w.q.data(), ldq, w.q_scale.data(), keys, 0, Tk, scores, Tk, false);
+                bias_mask_softmax(a, h, i0, m, scores);
+                detail::quantise_rows_unsigned(int8_isa_, scores, Tk, m, Tk, w.p.data(), ldp, w.p_scale.data());
+                detail::igemm(int8_isa_, m, w.p.data(), ldp, w.p_scale.data(), values, 0, D, a.o + i0 * a.o_row + h * D,
+                              a.o_row, false);
+            }
+        });
+    }
+
     const uint16_t* own_bf16(const Weight& W) const {
         return W.index >= 0 && size_t(W.index) < bf16_.size() ? static_cast<const uint16_t*>(bf16_[size_t(W.index)].get())
                                                               : nullptr;
@@ -491,14 +544,15 @@ private:
             detail::quantise_rows(int8_isa_, X + m0 * K, K, std::min(chunk, M - m0), K, qx_.data() + m0 * ldq, ldq,
                                   sx_.data() + m0);
         });
-        const int64_t panels = q.panel_count();
+        const detail::Int8Panels panels_view = q.view();
+        const int64_t panels = panels_view.panel_count();
         int64_t slices = std::min<int64_t>(panels, pool_.size());
         if (M * N * K < 64 * 1024) slices = 1;
         const int64_t step = (panels + slices - 1) / slices * detail::kI8Nr;
         pool_.parallel_for(slices, [&](int64_t s, int) {
             const int64_t n0 = s * step, n = std::min(step, N - n0);
             if (n <= 0) return;
-            detail::igemm(int8_isa_, M, qx_.data(), ldq, sx_.data(), q, n0, n, Y + n0, N, accumulate);
+            detail::igemm(int8_isa_, M, qx_.data(), ldq, sx_.data(), panels_view, n0, n, Y + n0, N, accumulate);
             if (bias)
                 for (int64_t m = 0; m < M; ++m)
                     for (int64_t j = 0; j < n; ++j) Y[m * N + n0 + j] += bias->data[n0 + j];
@@ -538,6 +592,8 @@ private:
     detail::ThreadPool pool_;
     std::vector<detail::Int8Matrix> int8_;  // by Weight::index: the quantised weights (n = 0: fp32)
     std::vector<detail::HugePageBytes> bf16_; // by Weight::index: int8 mode's BF16 copy of a wider decode matrix
+    bool int8_attention_ = false;             // Int8Layers::attention
+    std::vector<Int8AttentionScratch> int8_attention_scratch_;  // per worker
     std::vector<uint8_t> qx_;               // a linear's quantised input rows
     std::vector<float> sx_;                 // and their scales
     std::vector<detail::AlignedFloats> scratch_, pack_, pack_v_;  // per worker: scores, packed B (keys), packed values

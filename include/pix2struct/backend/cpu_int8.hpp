@@ -39,59 +39,88 @@ namespace pix2struct::detail {
 inline constexpr int kI8Nr = 32;  // output columns per panel
 inline constexpr int kI8Mr = 12;  // rows of a register tile (24 int32 accumulators)
 
-// W [n, k] quantised and packed (see the top of this file).
-struct Int8Matrix {
-    int64_t n = 0, k = 0, k4 = 0;      // k4: k rounded up to a multiple of 4 (bytes of a row in a panel)
-    const float* source = nullptr;     // the fp32 rows it was made from (a backend checks it is given those)
-    HugePageBytes panels;              // ceil(n / 32) panels of 32·k4 bytes
-    std::vector<float> scale;          // s_w, one per column of the panels (0 past n)
-    std::vector<int32_t> bias128;      // 128·Σ_k Wq[n, k], the same
+// B [n, k] quantised and packed, as the products read it (a view).
+struct Int8Panels {
+    int64_t n = 0, k4 = 0;            // rows of B (output columns); k rounded up to 4 (bytes of a row in a panel)
+    const int8_t* data = nullptr;      // ceil(n / 32) panels of 32·k4 bytes, 64-byte aligned
+    const float* scale = nullptr;      // s_w per row, padded to the panels (0 past n)
+    const int32_t* bias128 = nullptr;  // 128·Σ_k Bq[r, k] (0 for B multiplied by unbiased, non-negative rows), the same
 
     int64_t panel_count() const { return (n + kI8Nr - 1) / kI8Nr; }
-    const int8_t* panel(int64_t p) const { return static_cast<const int8_t*>(panels.get()) + p * kI8Nr * k4; }
-    int64_t bytes() const { return panel_count() * kI8Nr * k4; }
+    const int8_t* panel(int64_t p) const { return data + p * kI8Nr * k4; }
 };
 
-// Storage for W [n, k] (fp32 rows at `w`); quantise_panels fills it.
-inline Int8Matrix int8_matrix(const float* w, int64_t n, int64_t k) {
-    Int8Matrix q;
-    q.n = n, q.k = k, q.k4 = (k + 3) / 4 * 4, q.source = w;
-    q.panels = huge_page_alloc(size_t(q.bytes()));
-    q.scale.assign(size_t(q.panel_count() * kI8Nr), 0.0f);
-    q.bias128.assign(q.scale.size(), 0);
-    return q;
-}
+inline int64_t int8_panel_bytes(int64_t n, int64_t k) { return (n + kI8Nr - 1) / kI8Nr * kI8Nr * ((k + 3) / 4 * 4); }
+inline int64_t int8_panel_rows(int64_t n) { return (n + kI8Nr - 1) / kI8Nr * kI8Nr; }
 
-// Quantises the rows of panels [p0, p1) of q from q.source (threads may fill disjoint ranges at once).
-inline void quantise_panels(Int8Matrix& q, int64_t p0, int64_t p1) {
+// Rows [32·p0, 32·p1) of B [n, k], element (r, c) at src[r·rs + c·cs], quantised into their panels (threads may
+// fill disjoint ranges at once). `offset`: B multiplies rows stored biased by 128 (quantise_rows), so its
+// bias128 terms are computed; else they are 0 (quantise_rows_unsigned).
+inline void quantise_panels(const float* src, int64_t rs, int64_t cs, int64_t n, int64_t k, int64_t p0, int64_t p1,
+                            bool offset, int8_t* data, float* scale, int32_t* bias128) {
+    const int64_t k4 = (k + 3) / 4 * 4;
     for (int64_t p = p0; p < p1; ++p) {
-        int8_t* panel = static_cast<int8_t*>(q.panels.get()) + p * kI8Nr * q.k4;
-        std::fill(panel, panel + kI8Nr * q.k4, int8_t(0));
-        for (int64_t j = 0; j < kI8Nr && p * kI8Nr + j < q.n; ++j) {
-            const int64_t row = p * kI8Nr + j;
-            const float* w = q.source + row * q.k;
-            float amax = 0.0f;
-            bool finite = true;
-            for (int64_t i = 0; i < q.k; ++i) {
-                finite = finite && std::isfinite(w[i]);
-                amax = std::max(amax, std::fabs(w[i]));
+        int8_t* panel = data + p * kI8Nr * k4;
+        std::fill(panel, panel + kI8Nr * k4, int8_t(0));
+        const int rows = int(std::min<int64_t>(kI8Nr, n - p * kI8Nr));
+        float amax[kI8Nr] = {}, inv[kI8Nr] = {};
+        bool finite[kI8Nr];
+        std::fill(finite, finite + kI8Nr, true);
+        const float* b = src + p * kI8Nr * rs;
+        // the loop over rows innermost when rows are adjacent (rs = 1: a transposed view), else over columns
+        auto each = [&](auto&& f) {
+            if (rs == 1 && cs != 1) {
+                for (int64_t c = 0; c < k; ++c)
+                    for (int j = 0; j < rows; ++j) f(j, c, b[j + c * cs]);
+            } else {
+                for (int j = 0; j < rows; ++j)
+                    for (int64_t c = 0; c < k; ++c) f(j, c, b[j * rs + c * cs]);
             }
-            if (!finite) {  // the row's outputs are NaN, as in fp32 (generate() reports non-finite logits)
-                q.scale[size_t(row)] = std::numeric_limits<float>::quiet_NaN();
-                continue;
-            }
-            const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-            int32_t sum = 0;
-            for (int64_t i = 0; i < q.k; ++i) {
-                const int32_t v = std::clamp(int32_t(std::nearbyint(w[i] * inv)), -127, 127);
-                panel[(i / 4) * 4 * kI8Nr + j * 4 + i % 4] = int8_t(v);
-                sum += v;
-            }
-            q.scale[size_t(row)] = amax / 127.0f;
-            q.bias128[size_t(row)] = 128 * sum;
+        };
+        each([&](int j, int64_t, float v) {
+            finite[j] = finite[j] && std::isfinite(v);
+            amax[j] = std::max(amax[j], std::fabs(v));
+        });
+        int32_t sum[kI8Nr] = {};
+        for (int j = 0; j < rows; ++j) inv[j] = finite[j] && amax[j] > 0.0f ? 127.0f / amax[j] : 0.0f;
+        each([&](int j, int64_t c, float v) {
+            if (!finite[j]) return;
+            const int32_t q = std::clamp(int32_t(std::nearbyint(v * inv[j])), -127, 127);
+            panel[(c / 4) * 4 * kI8Nr + j * 4 + c % 4] = int8_t(q);
+            sum[j] += q;
+        });
+        for (int j = 0; j < kI8Nr; ++j) {
+            const size_t r = size_t(p * kI8Nr + j);
+            // a row holding NaN or inf: its outputs are NaN, as in fp32 (generate() reports non-finite logits)
+            scale[r] = j >= rows ? 0.0f : finite[j] ? amax[j] / 127.0f : std::numeric_limits<float>::quiet_NaN();
+            bias128[r] = offset ? 128 * sum[j] : 0;
         }
     }
 }
+
+// A weight W [n, k] (fp32 rows at `source`) quantised and packed once, on huge pages.
+struct Int8Matrix {
+    int64_t n = 0, k = 0;
+    const float* source = nullptr;     // the fp32 rows it was made from (a backend checks it is given those)
+    HugePageBytes panels;
+    std::vector<float> scale;
+    std::vector<int32_t> bias128;
+
+    // Allocates; quantise(p0, p1) fills.
+    Int8Matrix(const float* w, int64_t rows, int64_t cols)
+        : n(rows), k(cols), source(w), panels(huge_page_alloc(size_t(int8_panel_bytes(rows, cols)))),
+          scale(size_t(int8_panel_rows(rows))), bias128(scale.size()) {}
+    Int8Matrix() = default;
+
+    Int8Panels view() const {
+        return {n, (k + 3) / 4 * 4, static_cast<const int8_t*>(panels.get()), scale.data(), bias128.data()};
+    }
+    int64_t bytes() const { return int8_panel_bytes(n, k); }
+    void quantise(int64_t p0, int64_t p1) {
+        quantise_panels(source, k, 1, n, k, p0, p1, true, static_cast<int8_t*>(panels.get()), scale.data(),
+                        bias128.data());
+    }
+};
 
 // Bytes per row of quantised activations for rows of k values (k4, rounded up to a cache line).
 inline int64_t int8_row_bytes(int64_t k) { return ((k + 3) / 4 * 4 + 63) / 64 * 64; }
@@ -100,8 +129,8 @@ inline int64_t int8_row_bytes(int64_t k) { return ((k + 3) / 4 * 4 + 63) / 64 * 
 // the padding up to the next multiple of 4 set to 128 (its products with the zero padding of the weights
 // vanish), and scale[m] = s_x (NaN for a row holding NaN or ±inf). Rounding: to nearest even, as
 // std::nearbyint and vcvtps2dq do in the default floating-point environment.
-inline void non_finite_row(int64_t K, uint8_t* q, float* scale) {
-    std::fill(q, q + K, uint8_t(128));
+inline void non_finite_row(int64_t K, uint8_t* q, float* scale, uint8_t zero = 128) {
+    std::fill(q, q + K, zero);
     *scale = std::numeric_limits<float>::quiet_NaN();
 }
 
@@ -154,6 +183,60 @@ inline void quantise_rows(Int8Isa isa, const float* X, int64_t ldx, int64_t M, i
 #endif
             quantise_row_generic(X + m * ldx, K, q, scale + m);
         std::fill(q + K, q + k4, uint8_t(128));
+    }
+    (void)isa;
+}
+
+// Rows of X with no negative values (softmax weights) → Q as plain unsigned bytes, all 8 bits:
+// scale[m] = max / 255, q = round(x · 255 / max) ∈ [0, 255] (no bias: multiply panels quantised with offset
+// false), the padding 0; NaN or inf in a row: scale NaN.
+inline void quantise_row_unsigned_generic(const float* x, int64_t K, uint8_t* q, float* scale) {
+    float amax = 0.0f;
+    bool finite = true;
+    for (int64_t i = 0; i < K; ++i) {
+        finite = finite && std::isfinite(x[i]);
+        amax = std::max(amax, x[i]);
+    }
+    if (!finite) return non_finite_row(K, q, scale, 0);
+    const float inv = amax > 0.0f ? 255.0f / amax : 0.0f;
+    for (int64_t i = 0; i < K; ++i) q[i] = uint8_t(std::clamp(int32_t(std::nearbyint(x[i] * inv)), 0, 255));
+    *scale = amax / 255.0f;
+}
+
+#ifdef PIX2STRUCT_X86_KERNELS
+PIX2STRUCT_AVX512_VNNI inline void quantise_row_unsigned_avx512(const float* x, int64_t K, uint8_t* q, float* scale) {
+    __m512 amax = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    for (int64_t i = 0; i < K; i += 16) {
+        const __mmask16 m = K - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        bad |= _mm512_fpclass_ps_mask(v, 0x99);
+        amax = _mm512_max_ps(amax, v);
+    }
+    if (bad) return non_finite_row(K, q, scale, 0);
+    const float top = _mm512_reduce_max_ps(amax);
+    const __m512 inv = _mm512_set1_ps(top > 0.0f ? 255.0f / top : 0.0f);
+    const __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
+    for (int64_t i = 0; i < K; i += 16) {
+        const __mmask16 m = K - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - i)) - 1);
+        const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+        _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi)));
+    }
+    *scale = top / 255.0f;
+}
+#endif
+
+inline void quantise_rows_unsigned(Int8Isa isa, const float* X, int64_t ldx, int64_t M, int64_t K, uint8_t* Q,
+                                   int64_t ldq, float* scale) {
+    const int64_t k4 = (K + 3) / 4 * 4;
+    for (int64_t m = 0; m < M; ++m) {
+        uint8_t* q = Q + m * ldq;
+#ifdef PIX2STRUCT_X86_KERNELS
+        if (isa == Int8Isa::Avx512Vnni) quantise_row_unsigned_avx512(X + m * ldx, K, q, scale + m);
+        else
+#endif
+            quantise_row_unsigned_generic(X + m * ldx, K, q, scale + m);
+        std::fill(q + K, q + k4, uint8_t(0));
     }
     (void)isa;
 }
@@ -228,7 +311,7 @@ constexpr auto igemm_tiles_vnni(std::integer_sequence<int, R...>) { return std::
 
 // C[M, n] (=|+=) the int8 product of Q [M, ·] (quantise_rows, scales sx) and W's columns [n0, n0 + n), n0 a
 // multiple of 32 (C points at column n0). Rows go in blocks of kMc that stay in L2 while each panel passes.
-inline void igemm(Int8Isa isa, int64_t M, const uint8_t* Q, int64_t ldq, const float* sx, const Int8Matrix& W,
+inline void igemm(Int8Isa isa, int64_t M, const uint8_t* Q, int64_t ldq, const float* sx, const Int8Panels& W,
                   int64_t n0, int64_t n, float* C, int64_t ldc, bool add) {
 #ifdef PIX2STRUCT_X86_KERNELS
     static constexpr auto vnni = igemm_tiles_vnni(std::make_integer_sequence<int, kI8Mr>{});
@@ -238,8 +321,8 @@ inline void igemm(Int8Isa isa, int64_t M, const uint8_t* Q, int64_t ldq, const f
         for (int64_t j = 0; j < n; j += kI8Nr) {
             const int64_t p = (n0 + j) / kI8Nr;
             const int cols = int(std::min<int64_t>(kI8Nr, n - j));
-            const float* sw = W.scale.data() + p * kI8Nr;
-            const int32_t* b128 = W.bias128.data() + p * kI8Nr;
+            const float* sw = W.scale + p * kI8Nr;
+            const int32_t* b128 = W.bias128 + p * kI8Nr;
             for (int64_t i = m0; i < m0 + mc; i += kI8Mr) {
                 const int rows = int(std::min<int64_t>(kI8Mr, m0 + mc - i));
 #ifdef PIX2STRUCT_X86_KERNELS
