@@ -45,6 +45,7 @@ struct Tolerance {
     double terms = 1e-5;    // fp32 arithmetic
     double softmax = 1e-4;  // attention: exp and sums in fp32
     double out = 0;         // the output's rounding (bf16 activations: 2^-8)
+    double value_range = 0; // attention: × max |V| of the channel over all keys (int8 values, quantised per channel)
 };
 
 // A weight [rows, cols] in float, optionally also stored as BF16 with its Weight::bf16 copy (values rounded
@@ -281,14 +282,15 @@ void check_attention(std::span<const Factory<B>> makes, const Tolerance& tol, bo
                         double sum = 0;
                         for (double& x : p) sum += (x = std::exp(x - mx));
                         for (int e = 0; e < s.D; ++e) {
-                            double acc = 0, mag = 0;
+                            double acc = 0, mag = 0, range = 0;
                             for (int j = 0; j < s.Lk; ++j) {
                                 const double t = p[size_t(j)] / sum * v[size_t(j * ld + h * s.D + e)];
                                 acc += t, mag += std::fabs(t);
+                                range = std::max(range, double(std::fabs(v[size_t(j * ld + h * s.D + e)])));
                             }
                             const size_t idx = size_t(int64_t(i) * I + h * s.D + e);
                             ref[idx] = acc;
-                            bound[idx] = tol.softmax * (mag + 1e-4) + tol.out * std::fabs(acc);
+                            bound[idx] = tol.softmax * (mag + 1e-4) + tol.out * std::fabs(acc) + tol.value_range * range;
                         }
                     }
                 std::vector<std::vector<float>> outs;

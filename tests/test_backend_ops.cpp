@@ -134,3 +134,56 @@ TEST_CASE("backend ops (CPU): int8 linear — every int8 set gives the plain loo
     }
     CHECK(compared == int(std::size(kLinearShapes)) * (int(int8_isas().size()) * 2 - 1));
 }
+
+// The encoder's attention in int8 (Int8Layers::attention): against float64 within 6% of Σ p·|v| (scores from
+// int8 queries and keys, softmax weights in 8 bits) plus 1% of the channel's largest |v| over all keys (values
+// quantised per channel: a step of max/127), and the same bits from every int8 set and thread count (each set
+// quantises keys and values with its own kernels).
+TEST_CASE("backend ops (CPU): int8 attention — within the quantisation bound; every int8 set and thread count gives the same bits") {
+    Rng rng;
+    std::vector<Factory<CpuBackend>> makes;
+    for (Int8Isa isa : int8_isas())
+        for (int threads : {1, 2})
+            makes.push_back([=](std::span<const Weight* const>) {
+                return std::make_unique<CpuBackend>(CpuOptions{.threads = threads, .dtype = Dtype::Int8, .int8_isa = isa});
+            });
+    check_attention<CpuBackend>(makes, {.softmax = 0.06, .value_range = 0.01}, true, rng);
+}
+
+// Packing: every int8 set writes the plain loops' bytes, scales and bias terms, for rows read along (weights,
+// keys) and across (values) memory, odd sizes, and rows holding NaN or inf (scale NaN, zero bytes).
+TEST_CASE("backend ops (CPU): int8 packing — every int8 set gives the plain loops' panels; non-finite rows get scale NaN") {
+    Rng rng;
+    int compared = 0;
+    for (const auto& [n, k] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {33, 64}, {64, 130}, {70, 2009}})
+        for (bool across : {false, true})
+            for (bool offset : {false, true}) {
+                CAPTURE(n); CAPTURE(k); CAPTURE(across); CAPTURE(offset);
+                const int64_t ld = across ? n + 3 : k + 5;  // strided
+                std::vector<float> src = rng.normal(size_t((across ? k : n) * ld));
+                const int64_t rs = across ? 1 : ld, cs = across ? ld : 1;
+                if (n > 2) src[size_t(1 * rs + (k / 2) * cs)] = std::numeric_limits<float>::quiet_NaN();
+                if (n > 3) src[size_t(3 * rs)] = -std::numeric_limits<float>::infinity();
+                std::vector<std::vector<int8_t>> bytes;
+                std::vector<std::vector<float>> scales;
+                std::vector<std::vector<int32_t>> biases;
+                for (Int8Isa isa : int8_isas()) {
+                    detail::AlignedArray<int8_t> data(size_t(detail::int8_panel_bytes(n, k)));
+                    std::vector<float> scale(size_t(detail::int8_panel_rows(n)));
+                    std::vector<int32_t> bias(scale.size());
+                    detail::quantise_panels(isa, src.data(), rs, cs, n, k, 0, (n + 31) / 32, offset, data.data(), scale.data(),
+                                            bias.data());
+                    bytes.emplace_back(data.data(), data.data() + data.size());
+                    scales.push_back(scale);
+                    biases.push_back(bias);
+                    for (int64_t r = 0; r < n; ++r) CHECK(std::isnan(scale[size_t(r)]) == ((r == 1 && n > 2) || (r == 3 && n > 3)));
+                }
+                for (size_t i = 1; i < bytes.size(); ++i) {
+                    CHECK(bytes[i] == bytes[0]);
+                    CHECK(std::memcmp(scales[i].data(), scales[0].data(), scales[0].size() * sizeof(float)) == 0);
+                    CHECK(biases[i] == biases[0]);
+                    ++compared;
+                }
+            }
+    CHECK(compared == 5 * 2 * 2 * (int(int8_isas().size()) - 1));
+}

@@ -59,8 +59,9 @@ namespace pix2struct {
 namespace detail {
 
 // A fixed pool: parallel_for(n, f) runs f(i, worker) for i in [0, n) on the calling thread (worker 0) and
-// the pool's threads (workers 1..size-1) and returns when all are done. Workers sleep between calls. One
-// pool per backend; not reentrant.
+// the pool's threads (workers 1..size-1) and returns when all are done. Between calls workers spin for about
+// 0.1 ms (a decode step makes a hundred calls a few tens of µs apart, and a wake-up through the kernel cost
+// 12% of a step), then sleep. One pool per backend; not reentrant.
 class ThreadPool {
 public:
     explicit ThreadPool(int threads) {
@@ -94,22 +95,30 @@ public:
             call_ = [](void* task, int64_t i, int worker) { (*static_cast<Fn*>(task))(i, worker); };
             count_ = n;
             next_.store(0);
-            pending_ = int(workers_.size());
-            ++generation_;
+            pending_.store(int(workers_.size()));
+            generation_.fetch_add(1);
         }
         wake_.notify_all();
         run_tasks(0);
+        for (int i = 0; i < kSpins && pending_.load() != 0; ++i) pause();
         std::unique_lock lock(mutex_);
-        done_.wait(lock, [this] { return pending_ == 0; });
+        done_.wait(lock, [this] { return pending_.load() == 0; });
         task_ = nullptr;
     }
 
 private:
+    static constexpr int kSpins = 2000;
+    static void pause() {
+#if defined(__x86_64__)
+        _mm_pause();
+#endif
+    }
+
     void shutdown() {
         {
             std::lock_guard lock(mutex_);
             stop_ = true;
-            ++generation_;
+            generation_.fetch_add(1);
         }
         wake_.notify_all();
         for (auto& t : workers_) t.join();
@@ -122,16 +131,17 @@ private:
     void work(int worker) {
         uint64_t seen = 0;
         for (;;) {
+            for (int i = 0; i < kSpins && generation_.load() == seen; ++i) pause();
             {
                 std::unique_lock lock(mutex_);
-                wake_.wait(lock, [&] { return generation_ != seen; });
-                seen = generation_;
+                wake_.wait(lock, [&] { return generation_.load() != seen; });
+                seen = generation_.load();
                 if (stop_) return;
             }
             run_tasks(worker);
-            {
-                std::lock_guard lock(mutex_);
-                if (--pending_ == 0) done_.notify_one();
+            if (pending_.fetch_sub(1) == 1) {
+                std::lock_guard lock(mutex_);  // the caller checks pending_ under the lock before it sleeps
+                done_.notify_one();
             }
         }
     }
@@ -143,19 +153,24 @@ private:
     void (*call_)(void*, int64_t, int) = nullptr;  // calls it
     std::atomic<int64_t> next_{0};
     int64_t count_ = 0;
-    int pending_ = 0;
-    uint64_t generation_ = 0;
+    std::atomic<int> pending_{0};
+    std::atomic<uint64_t> generation_{0};
     bool stop_ = false;
 };
 
-// 64-byte aligned storage of n T's, zeroed (Eigen and AVX-512 like aligned rows).
+// 64-byte aligned storage of n T's, zeroed (Eigen and AVX-512 like aligned rows). From 4 MiB on, aligned to and
+// advised as 2 MiB huge pages: the decoder's K/V caches are streamed from memory every step, and on 4 KiB pages
+// the TLB misses cost a third of a BF16 cross-attention's time.
 template <class T>
 class AlignedArray {
 public:
     AlignedArray() = default;
     explicit AlignedArray(size_t n) : n_(n) {
         if (n) {
-            p_ = static_cast<T*>(::operator new[](n * sizeof(T), std::align_val_t(64)));
+            p_ = static_cast<T*>(::operator new[](n * sizeof(T), std::align_val_t(alignment())));
+#ifdef MADV_HUGEPAGE
+            if (alignment() > 64) ::madvise(p_, (n * sizeof(T) + alignment() - 1) / alignment() * alignment(), MADV_HUGEPAGE);
+#endif
             std::fill(p_, p_ + n, T(0));
         }
     }
@@ -166,13 +181,15 @@ public:
         return *this;
     }
     ~AlignedArray() {
-        if (p_) ::operator delete[](p_, std::align_val_t(64));
+        if (p_) ::operator delete[](p_, std::align_val_t(alignment()));
     }
     T* data() { return p_; }
     const T* data() const { return p_; }
     size_t size() const { return n_; }
 
 private:
+    size_t alignment() const { return n_ * sizeof(T) >= (size_t(4) << 20) ? HugePageFree::kHuge : 64; }
+
     T* p_ = nullptr;
     size_t n_ = 0;
 };
@@ -237,13 +254,17 @@ struct CpuBackend {
             detail::fail("CpuBackend: this CPU does not run ", isa_name(int8_isa), " kernels (it runs ",
                          isa_name(host_int8_isa()), ")");
     }
+    // Without a checkpoint: with Dtype::Int8 and options.int8.attention, the attention of many queries in int8;
+    // linear weights are quantised by quantise().
+    explicit CpuBackend(const CpuOptions& options) : CpuBackend(options.threads, options.isa, options.int8_isa) {
+        int8_attention_ = options.dtype == Dtype::Int8 && options.int8.attention;
+    }
     // For a checkpoint: with Dtype::Int8, its layers `options.int8` names are quantised here, and lm_head, when
     // it stays wider, gets a BF16 copy for the decode steps (the stored bytes of a BF16 checkpoint; rounded to
     // nearest even from an F32 one): half of fp32's bytes, at a fraction of int8's error.
-    CpuBackend(const Checkpoint& c, const CpuOptions& options) : CpuBackend(options.threads, options.isa, options.int8_isa) {
+    CpuBackend(const Checkpoint& c, const CpuOptions& options) : CpuBackend(options) {
         if (options.dtype != Dtype::Int8) return;
         quantise(int8_weights(c, options.int8));
-        int8_attention_ = options.int8.attention;
         const Weight& lm = c.text().lm_head;
         if (!options.int8.lm_head && !lm.bf16 && lm.data) {
             std::vector<uint16_t> h(size_t(lm.size()));
@@ -261,7 +282,7 @@ struct CpuBackend {
             if (size_t(w->index) >= int8_.size()) int8_.resize(size_t(w->index) + 1);
             detail::Int8Matrix& q = int8_[size_t(w->index)];
             q = detail::Int8Matrix(w->data, w->rows(), w->cols());
-            pool_.parallel_for(q.view().panel_count(), [&](int64_t p, int) { q.quantise(p, p + 1); });
+            pool_.parallel_for(q.view().panel_count(), [&](int64_t p, int) { q.quantise(int8_isa_, p, p + 1); });
         }
     }
 
@@ -456,7 +477,49 @@ struct CpuBackend {
     }
 
 protected:
-    // attention() of a few queries (decode steps): keys and values (fp32 or BF16) read in place, a head per task.
+    // attention() of a few queries with the keys split into fixed chunks of kKeyChunk over the threads, every
+    // head of a block of kKeyBlock keys in turn (the block's rows, contiguous in memory, read once): the
+    // cross-attention of CpuInt8Backend's decode steps over its BF16 K/V. The output adds the chunks' partial
+    // sums in chunk order, so its bits do not depend on the thread count.
+    static constexpr int64_t kKeyChunk = 256, kKeyBlock = 16;
+    template <class KV>
+    void attention_by_key_chunks(const AttentionArgs<float, KV>& a) {
+        const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D, H = a.H, I = H * D;
+        const int64_t chunks = (Tk + kKeyChunk - 1) / kKeyChunk;
+        if (int64_t(key_scores_.size()) < H * Tq * Tk) key_scores_ = detail::AlignedFloats(size_t(H * Tq * Tk));
+        if (int64_t(key_partials_.size()) < chunks * Tq * I) key_partials_ = detail::AlignedFloats(size_t(chunks * Tq * I));
+        float* scores = key_scores_.data();      // [H, Tq, Tk]
+        float* partial = key_partials_.data();   // [chunks, Tq, I]
+        auto blocks = [&](int64_t c, auto&& f) {  // f(first key, keys) for each block of chunk c
+            const int64_t j1 = std::min(Tk, (c + 1) * kKeyChunk);
+            for (int64_t j = c * kKeyChunk; j < j1; j += kKeyBlock) f(j, std::min(kKeyBlock, j1 - j));
+        };
+        pool_.parallel_for(chunks, [&](int64_t c, int) {
+            blocks(c, [&](int64_t j, int64_t n) {
+                for (int64_t h = 0; h < H; ++h)
+                    for (int64_t i = 0; i < Tq; ++i)
+                        detail::dot_keys(isa_, a.q + i * a.q_row + h * D, D, a.k + j * a.k_row + h * D, a.k_row, n,
+                                         scores + (h * Tq + i) * Tk + j);
+            });
+        });
+        pool_.parallel_for(H, [&](int64_t h, int) { bias_mask_softmax(a, h, 0, Tq, scores + h * Tq * Tk); });
+        pool_.parallel_for(chunks, [&](int64_t c, int) {
+            blocks(c, [&](int64_t j, int64_t n) {
+                for (int64_t h = 0; h < H; ++h)
+                    for (int64_t i = 0; i < Tq; ++i)
+                        detail::weighted_rows(isa_, scores + (h * Tq + i) * Tk + j, n, a.v + j * a.v_row + h * D, a.v_row,
+                                              D, partial + (c * Tq + i) * I + h * D, j > c * kKeyChunk);
+            });
+        });
+        for (int64_t i = 0; i < Tq; ++i)
+            for (int64_t e = 0; e < I; ++e) {
+                float sum = partial[i * I + e];
+                for (int64_t c = 1; c < chunks; ++c) sum += partial[(c * Tq + i) * I + e];
+                a.o[i * a.o_row + e] = sum;
+            }
+    }
+
+    // attention() of a few queries (decode steps): keys and values read in place, a head per task.
     template <class KV>
     void attention_few_queries(const AttentionArgs<float, KV>& a) {
         const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D;
@@ -502,9 +565,9 @@ private:
             fit(w.q_scale, block);
             fit(w.p_scale, block);
             const int64_t key_panels = (Tk + detail::kI8Nr - 1) / detail::kI8Nr, value_panels = (D + detail::kI8Nr - 1) / detail::kI8Nr;
-            detail::quantise_panels(a.k + h * D, a.k_row, 1, Tk, D, 0, key_panels, true, w.keys.data(), w.key_scale.data(),
-                                    w.key_bias.data());
-            detail::quantise_panels(a.v + h * D, 1, a.v_row, D, Tk, 0, value_panels, false, w.values.data(),
+            detail::quantise_panels(int8_isa_, a.k + h * D, a.k_row, 1, Tk, D, 0, key_panels, true, w.keys.data(),
+                                    w.key_scale.data(), w.key_bias.data());
+            detail::quantise_panels(int8_isa_, a.v + h * D, 1, a.v_row, D, Tk, 0, value_panels, false, w.values.data(),
                                     w.value_scale.data(), w.value_bias.data());
             const detail::Int8Panels keys{Tk, (D + 3) / 4 * 4, w.keys.data(), w.key_scale.data(), w.key_bias.data()};
             const detail::Int8Panels values{D, (Tk + 3) / 4 * 4, w.values.data(), w.value_scale.data(), w.value_bias.data()};
@@ -597,6 +660,7 @@ private:
     std::vector<uint8_t> qx_;               // a linear's quantised input rows
     std::vector<float> sx_;                 // and their scales
     std::vector<detail::AlignedFloats> scratch_, pack_, pack_v_;  // per worker: scores, packed B (keys), packed values
+    detail::AlignedFloats key_scores_, key_partials_;             // attention_by_key_chunks
 };
 
 static_assert(Backend<CpuBackend>, "CpuBackend must provide every primitive of the Backend concept");
@@ -636,7 +700,7 @@ struct CpuInt8Backend : CpuBackend {
         if (a.B != 1 || a.causal || a.Lq >= kPackedMinQueries || a.bias || a.D < 1)
             detail::fail("CpuInt8Backend::attention: BF16 keys take B = 1, fewer than ", kPackedMinQueries,
                          " queries, no bias, no causal flag");
-        attention_few_queries(a);
+        attention_by_key_chunks(a);
     }
 
 private:

@@ -56,8 +56,8 @@ inline int64_t int8_panel_rows(int64_t n) { return (n + kI8Nr - 1) / kI8Nr * kI8
 // Rows [32·p0, 32·p1) of B [n, k], element (r, c) at src[r·rs + c·cs], quantised into their panels (threads may
 // fill disjoint ranges at once). `offset`: B multiplies rows stored biased by 128 (quantise_rows), so its
 // bias128 terms are computed; else they are 0 (quantise_rows_unsigned).
-inline void quantise_panels(const float* src, int64_t rs, int64_t cs, int64_t n, int64_t k, int64_t p0, int64_t p1,
-                            bool offset, int8_t* data, float* scale, int32_t* bias128) {
+inline void quantise_panels_generic(const float* src, int64_t rs, int64_t cs, int64_t n, int64_t k, int64_t p0,
+                                    int64_t p1, bool offset, int8_t* data, float* scale, int32_t* bias128) {
     const int64_t k4 = (k + 3) / 4 * 4;
     for (int64_t p = p0; p < p1; ++p) {
         int8_t* panel = data + p * kI8Nr * k4;
@@ -98,6 +98,114 @@ inline void quantise_panels(const float* src, int64_t rs, int64_t cs, int64_t n,
     }
 }
 
+#ifdef PIX2STRUCT_X86_KERNELS
+// One panel of rows with adjacent elements (cs = 1: weights, attention keys): a row at a time.
+PIX2STRUCT_AVX512_VNNI inline void quantise_panel_rows_avx512(const float* b, int64_t rs, int rows, int64_t k,
+                                                              int64_t k4, bool offset, int8_t* panel, float* scale,
+                                                              int32_t* bias128) {
+    std::fill(panel, panel + kI8Nr * k4, int8_t(0));
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    for (int j = 0; j < kI8Nr; ++j) {
+        scale[j] = 0.0f, bias128[j] = 0;
+        if (j >= rows) continue;
+        const float* w = b + j * rs;
+        __m512 amax = _mm512_setzero_ps();
+        __mmask16 bad = 0;
+        for (int64_t c = 0; c < k; c += 16) {
+            const __mmask16 m = k - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (k - c)) - 1);
+            const __m512 v = _mm512_maskz_loadu_ps(m, w + c);
+            bad |= _mm512_fpclass_ps_mask(v, 0x99);
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+        }
+        if (bad) {
+            scale[j] = std::numeric_limits<float>::quiet_NaN();
+            continue;
+        }
+        const float top = _mm512_reduce_max_ps(amax);
+        const __m512 inv = _mm512_set1_ps(top > 0.0f ? 127.0f / top : 0.0f);
+        __m512i sum = _mm512_setzero_si512();
+        for (int64_t c = 0; c < k; c += 16) {
+            const __mmask16 m = k - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (k - c)) - 1);
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + c), inv));
+            q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+            sum = _mm512_add_epi32(sum, q);
+            alignas(16) int32_t groups[4];
+            _mm_store_si128(reinterpret_cast<__m128i*>(groups), _mm512_cvtepi32_epi8(q));
+            for (int64_t t = 0; t < 4 && c + 4 * t < k; ++t)
+                std::memcpy(panel + (c / 4 + t) * 4 * kI8Nr + j * 4, &groups[t], 4);
+        }
+        scale[j] = top / 127.0f;
+        bias128[j] = offset ? 128 * _mm512_reduce_add_epi32(sum) : 0;
+    }
+}
+
+// One panel of rows that are adjacent to each other (rs = 1: attention values, read as Vᵀ): 32 rows in two
+// registers, four columns at a time interleaved into the panel's 4-byte groups.
+PIX2STRUCT_AVX512_VNNI inline void quantise_panel_columns_avx512(const float* b, int64_t cs, int rows, int64_t k,
+                                                                 int64_t k4, bool offset, int8_t* panel, float* scale,
+                                                                 int32_t* bias128) {
+    const __mmask16 m0 = rows >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1);
+    const __mmask16 m1 = rows >= 32 ? __mmask16(0xFFFF) : rows <= 16 ? __mmask16(0) : __mmask16((1u << (rows - 16)) - 1);
+    __m512 amax0 = _mm512_setzero_ps(), amax1 = amax0;
+    __mmask16 bad0 = 0, bad1 = 0;
+    for (int64_t c = 0; c < k; ++c) {
+        const __m512 v0 = _mm512_maskz_loadu_ps(m0, b + c * cs), v1 = _mm512_maskz_loadu_ps(m1, b + c * cs + 16);
+        bad0 |= _mm512_fpclass_ps_mask(v0, 0x99);
+        bad1 |= _mm512_fpclass_ps_mask(v1, 0x99);
+        amax0 = _mm512_max_ps(amax0, _mm512_abs_ps(v0));
+        amax1 = _mm512_max_ps(amax1, _mm512_abs_ps(v1));
+    }
+    const __m512 n127 = _mm512_set1_ps(127.0f), zero = _mm512_setzero_ps();
+    // inv = 127 / amax where the row is finite and not all zero, else 0 (as the generic loop)
+    const __m512 inv0 = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amax0, zero, _CMP_GT_OQ) & __mmask16(~bad0), n127, amax0);
+    const __m512 inv1 = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amax1, zero, _CMP_GT_OQ) & __mmask16(~bad1), n127, amax1);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), byte = _mm512_set1_epi32(0xFF);
+    __m512i sum0 = _mm512_setzero_si512(), sum1 = sum0;
+    for (int64_t c = 0; c < k4; c += 4) {
+        __m512i g0 = _mm512_setzero_si512(), g1 = g0;
+        for (int t = 0; t < 4 && c + t < k; ++t) {
+            const float* col = b + (c + t) * cs;
+            __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m0, col), inv0));
+            __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m1, col + 16), inv1));
+            q0 = _mm512_maskz_mov_epi32(__mmask16(~bad0), _mm512_min_epi32(_mm512_max_epi32(q0, lo), hi));
+            q1 = _mm512_maskz_mov_epi32(__mmask16(~bad1), _mm512_min_epi32(_mm512_max_epi32(q1, lo), hi));
+            sum0 = _mm512_add_epi32(sum0, q0);
+            sum1 = _mm512_add_epi32(sum1, q1);
+            g0 = _mm512_or_si512(g0, _mm512_slli_epi32(_mm512_and_si512(q0, byte), 8 * t));
+            g1 = _mm512_or_si512(g1, _mm512_slli_epi32(_mm512_and_si512(q1, byte), 8 * t));
+        }
+        _mm512_store_si512(panel + c * kI8Nr, g0);
+        _mm512_store_si512(panel + c * kI8Nr + 64, g1);
+    }
+    const __m512 nan = _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN());
+    _mm512_storeu_ps(scale, _mm512_mask_blend_ps(bad0, _mm512_div_ps(amax0, n127), nan));
+    _mm512_storeu_ps(scale + 16, _mm512_mask_blend_ps(bad1, _mm512_div_ps(amax1, n127), nan));
+    const __m512i z = _mm512_setzero_si512();
+    _mm512_storeu_si512(bias128, offset ? _mm512_slli_epi32(sum0, 7) : z);
+    _mm512_storeu_si512(bias128 + 16, offset ? _mm512_slli_epi32(sum1, 7) : z);
+}
+#endif
+
+// quantise_panels_generic with the kernels of `isa` where they apply (cs = 1 or rs = 1): the same bytes.
+inline void quantise_panels(Int8Isa isa, const float* src, int64_t rs, int64_t cs, int64_t n, int64_t k, int64_t p0,
+                            int64_t p1, bool offset, int8_t* data, float* scale, int32_t* bias128) {
+#ifdef PIX2STRUCT_X86_KERNELS
+    if (isa == Int8Isa::Avx512Vnni && (cs == 1 || rs == 1)) {
+        const int64_t k4 = (k + 3) / 4 * 4;
+        for (int64_t p = p0; p < p1; ++p) {
+            const int rows = int(std::min<int64_t>(kI8Nr, n - p * kI8Nr));
+            const float* b = src + p * kI8Nr * rs;
+            int8_t* panel = data + p * kI8Nr * k4;
+            if (cs == 1) quantise_panel_rows_avx512(b, rs, rows, k, k4, offset, panel, scale + p * kI8Nr, bias128 + p * kI8Nr);
+            else quantise_panel_columns_avx512(b, cs, rows, k, k4, offset, panel, scale + p * kI8Nr, bias128 + p * kI8Nr);
+        }
+        return;
+    }
+#endif
+    (void)isa;
+    quantise_panels_generic(src, rs, cs, n, k, p0, p1, offset, data, scale, bias128);
+}
+
 // A weight W [n, k] (fp32 rows at `source`) quantised and packed once, on huge pages.
 struct Int8Matrix {
     int64_t n = 0, k = 0;
@@ -116,8 +224,8 @@ struct Int8Matrix {
         return {n, (k + 3) / 4 * 4, static_cast<const int8_t*>(panels.get()), scale.data(), bias128.data()};
     }
     int64_t bytes() const { return int8_panel_bytes(n, k); }
-    void quantise(int64_t p0, int64_t p1) {
-        quantise_panels(source, k, 1, n, k, p0, p1, true, static_cast<int8_t*>(panels.get()), scale.data(),
+    void quantise(Int8Isa isa, int64_t p0, int64_t p1) {
+        quantise_panels(isa, source, k, 1, n, k, p0, p1, true, static_cast<int8_t*>(panels.get()), scale.data(),
                         bias128.data());
     }
 };

@@ -659,15 +659,20 @@ inline void dot_keys(CpuIsa isa, const float* q, int64_t D, const Kt* K, int64_t
     }
 }
 
-// out[0 .. D) = Σ_j p[j] · V[j·ldv + 0 .. D): a query's attention output from its softmax weights, the values
-// read in place, fp32 or BF16 (decode steps, where packing them would cost more than the product).
+// out[0 .. D) (+)= Σ_j p[j] · V[j·ldv + 0 .. D): a query's attention output from its softmax weights, the values
+// read in place, fp32 or BF16 (decode steps, where packing them would cost more than the product); `add`:
+// added to out (a sum over blocks of keys).
 #ifdef PIX2STRUCT_X86_KERNELS
 template <class Vt>
 PIX2STRUCT_AVX512 inline void weighted_rows_avx512(const float* p, int64_t n, const Vt* V, int64_t ldv, int64_t D,
-                                                   float* out) {
+                                                   float* out, bool add) {
     int64_t d = 0;
     for (; d + 64 <= D; d += 64) {
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        if (add) {
+            a0 = _mm512_loadu_ps(out + d), a1 = _mm512_loadu_ps(out + d + 16);
+            a2 = _mm512_loadu_ps(out + d + 32), a3 = _mm512_loadu_ps(out + d + 48);
+        }
         for (int64_t j = 0; j < n; ++j) {
             const __m512 w = _mm512_set1_ps(p[j]);
             const Vt* v = V + j * ldv + d;
@@ -683,7 +688,7 @@ PIX2STRUCT_AVX512 inline void weighted_rows_avx512(const float* p, int64_t n, co
     }
     for (; d < D; d += 16) {
         const __mmask16 m = D - d >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (D - d)) - 1);
-        __m512 a = _mm512_setzero_ps();
+        __m512 a = add ? _mm512_maskz_loadu_ps(m, out + d) : _mm512_setzero_ps();
         for (int64_t j = 0; j < n; ++j) a = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), load16(m, V + j * ldv + d), a);
         _mm512_mask_storeu_ps(out + d, m, a);
     }
@@ -691,10 +696,14 @@ PIX2STRUCT_AVX512 inline void weighted_rows_avx512(const float* p, int64_t n, co
 
 template <class Vt>
 PIX2STRUCT_AVX2 inline void weighted_rows_avx2(const float* p, int64_t n, const Vt* V, int64_t ldv, int64_t D,
-                                               float* out) {
+                                               float* out, bool add) {
     int64_t d = 0;
     for (; d + 32 <= D; d += 32) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        if (add) {
+            a0 = _mm256_loadu_ps(out + d), a1 = _mm256_loadu_ps(out + d + 8);
+            a2 = _mm256_loadu_ps(out + d + 16), a3 = _mm256_loadu_ps(out + d + 24);
+        }
         for (int64_t j = 0; j < n; ++j) {
             const __m256 w = _mm256_set1_ps(p[j]);
             const Vt* v = V + j * ldv + d;
@@ -709,12 +718,12 @@ PIX2STRUCT_AVX2 inline void weighted_rows_avx2(const float* p, int64_t n, const 
         _mm256_storeu_ps(out + d + 24, a3);
     }
     for (; d + 8 <= D; d += 8) {
-        __m256 a = _mm256_setzero_ps();
+        __m256 a = add ? _mm256_loadu_ps(out + d) : _mm256_setzero_ps();
         for (int64_t j = 0; j < n; ++j) a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), load8(V + j * ldv + d), a);
         _mm256_storeu_ps(out + d, a);
     }
     for (; d < D; ++d) {
-        float a = 0;
+        float a = add ? out[d] : 0.0f;
         for (int64_t j = 0; j < n; ++j) a += p[j] * widen(V[j * ldv + d]);
         out[d] = a;
     }
@@ -722,14 +731,15 @@ PIX2STRUCT_AVX2 inline void weighted_rows_avx2(const float* p, int64_t n, const 
 #endif
 
 template <class Vt>
-inline void weighted_rows(CpuIsa isa, const float* p, int64_t n, const Vt* V, int64_t ldv, int64_t D, float* out) {
+inline void weighted_rows(CpuIsa isa, const float* p, int64_t n, const Vt* V, int64_t ldv, int64_t D, float* out,
+                          bool add = false) {
 #ifdef PIX2STRUCT_X86_KERNELS
-    if (isa == CpuIsa::Avx512) return weighted_rows_avx512(p, n, V, ldv, D, out);
-    if (isa == CpuIsa::Avx2) return weighted_rows_avx2(p, n, V, ldv, D, out);
+    if (isa == CpuIsa::Avx512) return weighted_rows_avx512(p, n, V, ldv, D, out, add);
+    if (isa == CpuIsa::Avx2) return weighted_rows_avx2(p, n, V, ldv, D, out, add);
 #endif
     (void)isa;
     for (int64_t d = 0; d < D; ++d) {
-        float a = 0;
+        float a = add ? out[d] : 0.0f;
         for (int64_t j = 0; j < n; ++j) a += p[j] * widen(V[j * ldv + d]);
         out[d] = a;
     }
