@@ -3,12 +3,13 @@
 //   bench_e2e --model tests/reference/out/base-random --image tests/data/models/images/diagram.png
 //             --question "What is shown?" --repeats 5 --tokens 20 --threads 2 [--dtype int8] [--json]
 //
-// Stages: preprocess (header + resize + patches), encoder (vision tower on the real patches), cross K/V
+// Stages: preprocess (header + resize + patches; timed back to back, before the model runs), encoder (vision tower on the real patches), cross K/V
 // (every decoder layer's K/V of the encoder states, once per image), decode (per-token median of `tokens`
 // greedy steps, forced to run all steps even past eos so every run does the same work).
 // Beside each time: the stage's GFLOP/s (encoder, cross K/V) or GB/s of weights+cache read (decode), and
 // the machine's ceilings measured in the same run: the peak fp32 FMA rate (independent FMAs in registers on
-// every thread, the widest SIMD the CPU runs) and the memory bandwidth of a large copy; beside them the
+// every thread, the widest SIMD the CPU runs) and the memory bandwidth of a large copy (on as many threads,
+// read + write bytes); beside them the
 // backend's own GEMM rate on an encoder-sized product. --dtype int8 times the int8 mode (CpuOptions), its
 // ceiling the peak int8 dot-product rate (vpdpbusd) beside the fp32 one.
 // --batch B (> 1) also times B copies of the input as one batch (generate_batch's path: one encoder pass
@@ -22,6 +23,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -51,7 +53,7 @@ int main(int argc, char** argv) {
     std::string question = "What is shown in the diagram?";
     int repeats = 5, tokens = 20, threads = 0, max_patches = 0, batch = 1;
     std::string dtype = "f32";
-    bool json = false, int8_lm_head = false, fp32_wo = false;
+    bool json = false, int8_lm_head = false, fp32_wo = false, fp32_attention = false;
     app.add_option("--model", model_dir, "Model folder (HF layout)")->capture_default_str();
     app.add_option("--image", image_path, "Image")->capture_default_str();
     app.add_option("--question", question, "Question (VQA checkpoints)")->capture_default_str();
@@ -65,6 +67,7 @@ int main(int argc, char** argv) {
     app.add_option("--dtype", dtype, "Arithmetic: f32 or int8")->check(CLI::IsMember({"f32", "int8"}))->capture_default_str();
     app.add_flag("--int8-lm-head", int8_lm_head, "With --dtype int8: quantise lm_head too");
     app.add_flag("--fp32-wo", fp32_wo, "With --dtype int8: keep the MLPs' output projections (wo) in fp32");
+    app.add_flag("--fp32-attention", fp32_attention, "With --dtype int8: the encoder's attention products in fp32");
     app.add_flag("--json", json, "Print one JSON object");
     CLI11_PARSE(app, argc, argv);
 
@@ -75,6 +78,7 @@ int main(int argc, char** argv) {
         pix2struct::CpuOptions cpu{.threads = threads, .dtype = dtype == "int8" ? pix2struct::Dtype::Int8 : pix2struct::Dtype::F32};
         cpu.int8.lm_head = int8_lm_head;
         cpu.int8.mlp_out = !fp32_wo;
+        cpu.int8.attention = !fp32_attention;
         // the backend a pipeline runs: CpuInt8Backend (BF16 cross K/V) for int8, CpuBackend for f32
         auto run = [&](auto& backend) {
         using B = std::remove_reference_t<decltype(backend)>;
@@ -89,11 +93,16 @@ int main(int argc, char** argv) {
         pix2struct::PreprocessOptions po;
         po.max_patches = P;
         po.is_vqa = ckpt.preprocessor().is_vqa;
-        for (int r = 0; r < repeats + 1; ++r) {  // run 0 warms up (allocations, page faults) and is not counted
-            const bool count = r > 0;
+        // Preprocessing back to back (as compare_hf.py times the reference's); run 0 of each loop warms up
+        // (allocations, page faults) and is not counted.
+        for (int r = 0; r < repeats + 1; ++r) {
             auto t = clock_type::now();
             const pix2struct::Patches p = pix2struct::preprocess(image, po.is_vqa ? question : "", po);
-            if (count) t_pre.push_back(ms_since(t));
+            if (r > 0) t_pre.push_back(ms_since(t));
+        }
+        const pix2struct::Patches p = pix2struct::preprocess(image, po.is_vqa ? question : "", po);
+        for (int r = 0; r < repeats + 1; ++r) {
+            const bool count = r > 0;
             // The library's own decode loop; past eos too, so every run does the same work.
             const pix2struct::GenerateResult g =
                 model.generate(p.flattened, p.mask, {.max_new_tokens = tokens, .stop_at_eos = false});
@@ -158,14 +167,19 @@ int main(int argc, char** argv) {
                 ts.push_back(ms_since(t));
             }
             gemm_gflops = 2.0 * M * K * Nn / (*std::min_element(ts.begin() + 1, ts.end()) * 1e6);
+            // memcpy on as many threads as the backend's, each a slice: the bandwidth those threads can have
             std::vector<char> a(size_t(256) << 20, 1), b(a.size());
             std::vector<double> tc;
+            const size_t slice = a.size() / size_t(backend.threads());
             for (int i = 0; i < 3; ++i) {
                 auto t = clock_type::now();
-                std::memcpy(b.data(), a.data(), a.size());
+                std::vector<std::thread> copiers;
+                for (int c = 0; c < backend.threads(); ++c)
+                    copiers.emplace_back([&, c] { std::memcpy(b.data() + size_t(c) * slice, a.data() + size_t(c) * slice, slice); });
+                for (std::thread& c : copiers) c.join();
                 tc.push_back(ms_since(t));
             }
-            copy_gbs = 2.0 * double(a.size()) / (*std::min_element(tc.begin() + 1, tc.end()) * 1e6);  // read + write
+            copy_gbs = 2.0 * double(slice) * backend.threads() / (*std::min_element(tc.begin() + 1, tc.end()) * 1e6);  // read + write
         }
 
         const double pre = median(t_pre), enc = median(t_enc), kv = median(t_kv), tok = median(t_tok);

@@ -155,9 +155,11 @@ TEST_CASE("backend ops (CPU): int8 attention — within the quantisation bound; 
 TEST_CASE("backend ops (CPU): int8 packing — every int8 set gives the plain loops' panels; non-finite rows get scale NaN") {
     Rng rng;
     int compared = 0;
-    for (const auto& [n, k] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {33, 64}, {64, 130}, {70, 2009}})
+    const LinearShape shapes[] = {{0, 1, 1}, {0, 3, 5}, {0, 64, 33}, {0, 130, 64}, {0, 2009, 70}};  // n = N, k = K
+    for (const LinearShape& shape : shapes)
         for (bool across : {false, true})
             for (bool offset : {false, true}) {
+                const int64_t n = shape.N, k = shape.K;
                 CAPTURE(n); CAPTURE(k); CAPTURE(across); CAPTURE(offset);
                 const int64_t ld = across ? n + 3 : k + 5;  // strided
                 std::vector<float> src = rng.normal(size_t((across ? k : n) * ld));
