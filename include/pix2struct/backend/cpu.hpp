@@ -577,7 +577,7 @@ private:
                 detail::quantise_rows(int8_isa_, a.q + i0 * a.q_row + h * D, a.q_row, m, D, w.q.data(), ldq, w.q_scale.data());
                 detail::igemm(int8_isa_, m, w.q.data(), ldq, w.q_scale.data(), keys, 0, Tk, scores, Tk, false);
                 bias_mask_softmax(a, h, i0, m, scores);
-                detail::quantise_rows_unsigned(int8_isa_, scores, Tk, m, Tk, w.p.data(), ldp, w.p_scale.data());
+                detail::quantise_rows<true>(int8_isa_, scores, Tk, m, Tk, w.p.data(), ldp, w.p_scale.data());
                 detail::igemm(int8_isa_, m, w.p.data(), ldp, w.p_scale.data(), values, 0, D, a.o + i0 * a.o_row + h * D,
                               a.o_row, false);
             }

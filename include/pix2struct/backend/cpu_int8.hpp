@@ -233,118 +233,80 @@ struct Int8Matrix {
 // Bytes per row of quantised activations for rows of k values (k4, rounded up to a cache line).
 inline int64_t int8_row_bytes(int64_t k) { return ((k + 3) / 4 * 4 + 63) / 64 * 64; }
 
-// Rows [0, M) of X [M, K] (row stride ldx) → Q (row stride ldq ≥ int8_row_bytes(K)): xq + 128 as unsigned bytes,
-// the padding up to the next multiple of 4 set to 128 (its products with the zero padding of the weights
-// vanish), and scale[m] = s_x (NaN for a row holding NaN or ±inf). Rounding: to nearest even, as
-// std::nearbyint and vcvtps2dq do in the default floating-point environment.
-inline void non_finite_row(int64_t K, uint8_t* q, float* scale, uint8_t zero = 128) {
+// Rows [0, M) of X [M, K] (row stride ldx) → Q (row stride ldq ≥ int8_row_bytes(K)) and scale[m], in one of two
+// codes (the instruction multiplies unsigned bytes by the panels' signed ones):
+// - signed (activations): s = max |x| / 127, q = round(x / s) ∈ [-127, 127] stored as q + 128; the padding up
+//   to the next multiple of 4 is 128 (its products with the weights' zero padding vanish); multiplies panels
+//   quantised with offset true, whose bias terms remove the 128;
+// - Unsigned (softmax weights, x ≥ 0): s = max x / 255, q = round(x / s) ∈ [0, 255] stored as is, padding 0;
+//   multiplies panels quantised with offset false.
+// A row holding NaN or ±inf gets s = NaN (its outputs are NaN). Rounding: to nearest even, as std::nearbyint
+// and vcvtps2dq do in the default floating-point environment.
+template <bool Unsigned>
+struct RowCode {
+    static constexpr float kRange = Unsigned ? 255.0f : 127.0f;
+    static constexpr int32_t kLo = Unsigned ? 0 : -127, kHi = Unsigned ? 255 : 127, kBias = Unsigned ? 0 : 128;
+};
+
+inline void non_finite_row(int64_t K, uint8_t* q, float* scale, uint8_t zero) {
     std::fill(q, q + K, zero);
     *scale = std::numeric_limits<float>::quiet_NaN();
 }
 
+template <bool Unsigned>
 inline void quantise_row_generic(const float* x, int64_t K, uint8_t* q, float* scale) {
+    using C = RowCode<Unsigned>;
     float amax = 0.0f;
     bool finite = true;
     for (int64_t i = 0; i < K; ++i) {
         finite = finite && std::isfinite(x[i]);
-        amax = std::max(amax, std::fabs(x[i]));
+        amax = std::max(amax, Unsigned ? x[i] : std::fabs(x[i]));
     }
-    if (!finite) return non_finite_row(K, q, scale);
-    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    if (!finite) return non_finite_row(K, q, scale, uint8_t(C::kBias));
+    const float inv = amax > 0.0f ? C::kRange / amax : 0.0f;
     for (int64_t i = 0; i < K; ++i)
-        q[i] = uint8_t(std::clamp(int32_t(std::nearbyint(x[i] * inv)), -127, 127) + 128);
-    *scale = amax / 127.0f;
+        q[i] = uint8_t(std::clamp(int32_t(std::nearbyint(x[i] * inv)), C::kLo, C::kHi) + C::kBias);
+    *scale = amax / C::kRange;
 }
 
 #ifdef PIX2STRUCT_X86_KERNELS
+template <bool Unsigned>
 PIX2STRUCT_AVX512_VNNI inline void quantise_row_avx512(const float* x, int64_t K, uint8_t* q, float* scale) {
+    using C = RowCode<Unsigned>;
     __m512 amax = _mm512_setzero_ps();
     __mmask16 bad = 0;
     for (int64_t i = 0; i < K; i += 16) {
         const __mmask16 m = K - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - i)) - 1);
         const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
         bad |= _mm512_fpclass_ps_mask(v, 0x99);  // QNaN, +inf, -inf, SNaN
-        amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+        amax = _mm512_max_ps(amax, Unsigned ? v : _mm512_abs_ps(v));
     }
-    if (bad) return non_finite_row(K, q, scale);
+    if (bad) return non_finite_row(K, q, scale, uint8_t(C::kBias));
     const float top = _mm512_reduce_max_ps(amax);
-    const __m512 inv = _mm512_set1_ps(top > 0.0f ? 127.0f / top : 0.0f);
-    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), bias = _mm512_set1_epi32(128);
+    const __m512 inv = _mm512_set1_ps(top > 0.0f ? C::kRange / top : 0.0f);
+    const __m512i lo = _mm512_set1_epi32(C::kLo), hi = _mm512_set1_epi32(C::kHi), bias = _mm512_set1_epi32(C::kBias);
     for (int64_t i = 0; i < K; i += 16) {
         const __mmask16 m = K - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - i)) - 1);
         __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
         v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), bias);
         _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(v));
     }
-    *scale = top / 127.0f;
+    *scale = top / C::kRange;
 }
 #endif
 
+template <bool Unsigned = false>
 inline void quantise_rows(Int8Isa isa, const float* X, int64_t ldx, int64_t M, int64_t K, uint8_t* Q, int64_t ldq,
                           float* scale) {
     const int64_t k4 = (K + 3) / 4 * 4;
     for (int64_t m = 0; m < M; ++m) {
         uint8_t* q = Q + m * ldq;
 #ifdef PIX2STRUCT_X86_KERNELS
-        if (isa == Int8Isa::Avx512Vnni) quantise_row_avx512(X + m * ldx, K, q, scale + m);
+        if (isa == Int8Isa::Avx512Vnni) quantise_row_avx512<Unsigned>(X + m * ldx, K, q, scale + m);
         else
 #endif
-            quantise_row_generic(X + m * ldx, K, q, scale + m);
-        std::fill(q + K, q + k4, uint8_t(128));
-    }
-    (void)isa;
-}
-
-// Rows of X with no negative values (softmax weights) → Q as plain unsigned bytes, all 8 bits:
-// scale[m] = max / 255, q = round(x · 255 / max) ∈ [0, 255] (no bias: multiply panels quantised with offset
-// false), the padding 0; NaN or inf in a row: scale NaN.
-inline void quantise_row_unsigned_generic(const float* x, int64_t K, uint8_t* q, float* scale) {
-    float amax = 0.0f;
-    bool finite = true;
-    for (int64_t i = 0; i < K; ++i) {
-        finite = finite && std::isfinite(x[i]);
-        amax = std::max(amax, x[i]);
-    }
-    if (!finite) return non_finite_row(K, q, scale, 0);
-    const float inv = amax > 0.0f ? 255.0f / amax : 0.0f;
-    for (int64_t i = 0; i < K; ++i) q[i] = uint8_t(std::clamp(int32_t(std::nearbyint(x[i] * inv)), 0, 255));
-    *scale = amax / 255.0f;
-}
-
-#ifdef PIX2STRUCT_X86_KERNELS
-PIX2STRUCT_AVX512_VNNI inline void quantise_row_unsigned_avx512(const float* x, int64_t K, uint8_t* q, float* scale) {
-    __m512 amax = _mm512_setzero_ps();
-    __mmask16 bad = 0;
-    for (int64_t i = 0; i < K; i += 16) {
-        const __mmask16 m = K - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - i)) - 1);
-        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        bad |= _mm512_fpclass_ps_mask(v, 0x99);
-        amax = _mm512_max_ps(amax, v);
-    }
-    if (bad) return non_finite_row(K, q, scale, 0);
-    const float top = _mm512_reduce_max_ps(amax);
-    const __m512 inv = _mm512_set1_ps(top > 0.0f ? 255.0f / top : 0.0f);
-    const __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
-    for (int64_t i = 0; i < K; i += 16) {
-        const __mmask16 m = K - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - i)) - 1);
-        const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
-        _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi)));
-    }
-    *scale = top / 255.0f;
-}
-#endif
-
-inline void quantise_rows_unsigned(Int8Isa isa, const float* X, int64_t ldx, int64_t M, int64_t K, uint8_t* Q,
-                                   int64_t ldq, float* scale) {
-    const int64_t k4 = (K + 3) / 4 * 4;
-    for (int64_t m = 0; m < M; ++m) {
-        uint8_t* q = Q + m * ldq;
-#ifdef PIX2STRUCT_X86_KERNELS
-        if (isa == Int8Isa::Avx512Vnni) quantise_row_unsigned_avx512(X + m * ldx, K, q, scale + m);
-        else
-#endif
-            quantise_row_unsigned_generic(X + m * ldx, K, q, scale + m);
-        std::fill(q + K, q + k4, uint8_t(0));
+            quantise_row_generic<Unsigned>(X + m * ldx, K, q, scale + m);
+        std::fill(q + K, q + k4, uint8_t(RowCode<Unsigned>::kBias));
     }
     (void)isa;
 }
