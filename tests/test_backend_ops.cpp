@@ -4,6 +4,7 @@
 // copy (the GEMV of 1 to 16 rows); and the int8 products (backend/cpu_int8.hpp) of every int8 set.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -188,4 +189,63 @@ TEST_CASE("backend ops (CPU): int8 packing — every int8 set gives the plain lo
                 }
             }
     CHECK(compared == 5 * 2 * 2 * (int(int8_isas().size()) - 1));
+}
+
+// CpuInt8Backend's BF16 cross K/V: the projection's BF16 output is the fp32 product rounded to nearest even,
+// and a decode step's attention over BF16 keys and values (by chunks of keys) matches float64 on the same
+// values within fp32's bound, with the same bits for 1 and 2 threads.
+TEST_CASE("backend ops (CPU): CpuInt8Backend — BF16 K/V projection and few-query attention over them") {
+    Rng rng;
+    {
+        const int64_t M = 37, K = 96, N = 80;
+        const TestWeight W(rng.normal(size_t(N * K), 0.1f), {N, K}, false, 0);
+        const std::vector<float> X = rng.normal(size_t(M * K));
+        CpuInt8Backend b(CpuOptions{.threads = 2});
+        std::vector<float> y32(size_t(M * N));
+        std::vector<uint16_t> y16(y32.size());
+        b.linear(X.data(), M, W.w, y32.data());
+        b.linear(X.data(), M, W.w, y16.data());
+        for (size_t i = 0; i < y32.size(); ++i) REQUIRE(y16[i] == float_to_bf16(y32[i]));
+        CHECK_THROWS_AS(b.linear(X.data(), M, W.w, y16.data(), Write::Accumulate), Error);
+    }
+    for (const std::array<int, 4>& shape : {std::array<int, 4>{1, 2009, 12, 64}, {3, 300, 2, 24}, {1, 17, 1, 128}, {2, 513, 3, 32}}) {
+        const int Lq = shape[0], Lk = shape[1], H = shape[2], D = shape[3];
+        CAPTURE(Lq); CAPTURE(Lk); CAPTURE(H); CAPTURE(D);
+        const int64_t I = int64_t(H) * D;
+        const std::vector<float> q = rng.normal(size_t(Lq * I), 0.3f);
+        std::vector<uint16_t> k(size_t(Lk * I)), v(k.size());
+        for (uint16_t& x : k) x = float_to_bf16(rng.normal(1, 0.3f)[0]);
+        for (uint16_t& x : v) x = float_to_bf16(rng.normal(1)[0]);
+        std::vector<double> ref(size_t(Lq * I)), bound(ref.size());
+        for (int h = 0; h < H; ++h)
+            for (int i = 0; i < Lq; ++i) {
+                std::vector<double> p(static_cast<size_t>(Lk));
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < Lk; ++j) {
+                    double d = 0;
+                    for (int e = 0; e < D; ++e) d += double(q[size_t(i * I + h * D + e)]) * bf16_to_float(k[size_t(j * I + h * D + e)]);
+                    mx = std::max(mx, p[size_t(j)] = d);
+                }
+                for (double& x : p) sum += (x = std::exp(x - mx));
+                for (int e = 0; e < D; ++e) {
+                    double acc = 0, mag = 0;
+                    for (int j = 0; j < Lk; ++j) {
+                        const double t = p[size_t(j)] / sum * bf16_to_float(v[size_t(j * I + h * D + e)]);
+                        acc += t, mag += std::fabs(t);
+                    }
+                    ref[size_t(i * I + h * D + e)] = acc;
+                    bound[size_t(i * I + h * D + e)] = 1e-4 * (mag + 1e-4);
+                }
+            }
+        std::vector<std::vector<float>> outs;
+        for (int threads : {1, 2}) {
+            CpuInt8Backend b(CpuOptions{.threads = threads});
+            std::vector<float> o(ref.size(), NAN);
+            b.attention(AttentionArgs<float, uint16_t>{.q = q.data(), .k = k.data(), .v = v.data(), .o = o.data(), .H = H,
+                                                       .Lq = Lq, .Lk = Lk, .D = D});
+            CHECK(worst(o, ref, bound) <= 1.0);
+            outs.push_back(o);
+        }
+        CHECK(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * sizeof(float)) == 0);
+    }
 }

@@ -199,7 +199,8 @@ using AlignedFloats = AlignedArray<float>;
 
 // Which linear layers int8 mode quantises (the rest stay fp32; the patch projection and the embeddings
 // always do; lm_head is read as BF16 in decode steps). The defaults are the measured choice
-// (bench/RESULTS.md, "Int8"): everything but lm_head, whose int8 rounding changed greedy answers.
+// (bench/RESULTS.md, "Int8"): everything but lm_head, whose int8 rounding changed greedy answers at small
+// margins.
 struct Int8Layers {
     bool encoder = true;      // the vision layers' attention projections and MLP
     bool decoder = true;      // the text layers' self- and cross-attention projections and MLP
@@ -519,9 +520,9 @@ protected:
             }
     }
 
+private:
     // attention() of a few queries (decode steps): keys and values read in place, a head per task.
-    template <class KV>
-    void attention_few_queries(const AttentionArgs<float, KV>& a) {
+    void attention_few_queries(const AttentionArgs<float>& a) {
         const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D;
         reserve(scratch_, Tq * Tk);
         pool_.parallel_for(a.H, [&](int64_t h, int worker) {
@@ -534,7 +535,6 @@ protected:
         });
     }
 
-private:
     // attention() of many queries in int8 (Int8Layers::attention): per head, K [Tk, D] quantised per key and V
     // per channel (panels, as weights are), then per block of queries: Q quantised per row, scores = Q·Kᵀ in
     // int8, bias, mask and softmax in fp32, P quantised per row (unsigned, 8 bits), O = P·V in int8.
@@ -676,6 +676,7 @@ struct CpuInt8Backend : CpuBackend {
 
     // options.dtype is taken as Int8.
     explicit CpuInt8Backend(const Checkpoint& c, CpuOptions options = {}) : CpuBackend(c, with_int8(options)) {}
+    explicit CpuInt8Backend(CpuOptions options = {}) : CpuBackend(with_int8(options)) {}
 
     CrossBuffer alloc_cross(size_t n) const { return CrossBuffer(n); }
 
