@@ -250,11 +250,15 @@ TEST_CASE("pipeline: weights read into memory (mmap off) answer as mapped ones")
     }
 }
 
-TEST_CASE("pipeline: NaN or infinity in the weights is an error naming the token, not an empty answer") {
+TEST_CASE("pipeline: NaN or infinity in the weights is an error naming the token, not an empty answer (f32 and int8)") {
     const auto [vqa, img] = last_vqa_case();
+    for (const Dtype dtype : {Dtype::F32, Dtype::Int8})
+    for (const char* tensor : {"decoder.final_layer_norm.weight", "decoder.layer.0.mlp.DenseReluDense.wo.weight"})
     for (const float poison : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
         CAPTURE(poison);
-        // A copy of the tiny checkpoint with one element of the decoder's final norm poisoned.
+        CAPTURE(std::string(tensor));
+        CAPTURE(std::string(dtype_name(dtype)));
+        // A copy of the tiny checkpoint with one element of a tensor poisoned (in int8 mode the MLP's wo is int8).
         const fs::path dir = fs::temp_directory_path() / ("p2s_nonfinite_" + std::to_string(::getpid()));
         fs::remove_all(dir);
         fs::copy(kData / "tiny", dir);
@@ -264,13 +268,13 @@ TEST_CASE("pipeline: NaN or infinity in the weights is an error naming the token
             f.read(reinterpret_cast<char*>(&header_len), 8);
             std::string header(header_len, '\0');
             f.read(header.data(), std::streamsize(header_len));
-            const auto entry = nlohmann::json::parse(header)["decoder.final_layer_norm.weight"];
+            const auto entry = nlohmann::json::parse(header)[tensor];
             REQUIRE(entry["dtype"] == "F32");
             f.seekp(std::streamoff(8 + header_len + entry["data_offsets"][0].get<uint64_t>()));
             f.write(reinterpret_cast<const char*>(&poison), sizeof poison);
             REQUIRE(f.good());
         }
-        Pipeline pipe = Pipeline::load(dir, {.threads = 1, .max_patches = 0, .font_path = {}, .mmap = false});
+        Pipeline pipe = Pipeline::load(dir, {.threads = 1, .max_patches = 0, .dtype = dtype, .font_path = {}, .mmap = false});
         CHECK_THROWS_WITH_AS(pipe.ask(img, vqa["question"].get<std::string>()),
                              doctest::Contains("logits of new token 1 hold NaN or infinity"), Error);
         fs::remove_all(dir);
@@ -303,4 +307,28 @@ TEST_CASE("pipeline: the memory budget refuses a question before allocating, nam
     const PipelineOptions tight{.threads = 1, .max_patches = 0, .font_path = {}, .mmap = true, .max_memory_bytes = need - 1};
     CHECK_THROWS_WITH_AS(Pipeline::load(kData / "tiny", tight), doctest::Contains("--max-memory-mb"), Error);
     CHECK(CpuPipeline::load(kData / "tiny", {.max_memory_bytes = need}).model().memory_budget() == need);
+}
+
+TEST_CASE("pipeline: Dtype::Int8 runs CpuInt8Backend: the model's int8 answers, describe() names the kernels") {
+    const auto g = goldens();
+    Pipeline pipe = Pipeline::load(kData / "tiny", {.threads = 2, .dtype = Dtype::Int8});
+    CHECK_MESSAGE(pipe.describe().find(std::string("int8 kernels ") + isa_name(host_int8_isa())) != std::string::npos,
+                  pipe.describe());
+    // the same model on its own (test_model checks its accuracy against HF)
+    const Checkpoint ckpt = Checkpoint::load(kData / "tiny");
+    CpuInt8Backend backend(ckpt, CpuOptions{.threads = 2});
+    ForConditionalGeneration<CpuInt8Backend> model(ckpt, backend);
+    int checked = 0;
+    for (const auto& c : g["pipeline"]) {
+        if (!c["is_vqa"].get<bool>()) continue;
+        const Image img = load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>());
+        const Patches p = pipe.prepare(img, c["question"].get<std::string>());
+        const Answer a = pipe.run(p);
+        CHECK(a.ids == model.generate(p.flattened, p.mask).ids);
+        ++checked;
+    }
+    CHECK(checked >= 3);
+    // BasicPipeline without a backend factory would make an fp32 backend: it refuses instead
+    CHECK_THROWS_WITH_AS(BasicPipeline<CpuBackend>::load(kData / "tiny", {.dtype = Dtype::Int8}),
+                         doctest::Contains("PipelineOptions::dtype int8"), Error);
 }

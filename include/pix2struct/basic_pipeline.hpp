@@ -215,6 +215,9 @@ private:
     BasicPipeline(const std::filesystem::path& dir, const PipelineOptions& options, const BackendFactory& make_backend)
         : PipelineBase(dir, options,
                        {.mmap = options.mmap, .decode_copies = reads_host_weights<Backend> && options.dtype == Dtype::F32}) {
+        if (options.dtype != Dtype::F32 && !make_backend)
+            detail::fail("PipelineOptions::dtype ", dtype_name(options.dtype), ": give BasicPipeline::load a make_backend that "
+                         "makes a backend for it (Pipeline::load does, for the CPU)");
         if (make_backend) {
             backend_ = make_backend(checkpoint());
             if (!backend_) detail::fail(dir.string(), ": the backend factory returned no backend");

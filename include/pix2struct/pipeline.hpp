@@ -29,9 +29,10 @@ namespace pix2struct {
 
 class PipelineBase;  // basic_pipeline.hpp: checkpoint, tokenizer, preprocessing and the model on a backend
 
-// What the CPU computes in. F32: exactly the reference's arithmetic (the default). Int8: the linear layers'
-// products in int8 (weights quantised at load, per output row; activations per row), the rest in fp32 —
-// about 2x faster, with answers that can differ where the model is unsure (bench/RESULTS.md, "Int8").
+// What the CPU computes in. F32: exactly the reference's arithmetic (the default). Int8: the matrix products in
+// int8 (the linear layers' weights quantised at load, per output row, activations per row; the encoder's
+// attention), norms, softmax and the residual stream in fp32 — about 2.3x faster end to end, with answers
+// that can differ where the model is unsure (bench/RESULTS.md, "Int8").
 enum class Dtype { F32, Int8 };
 
 inline const char* dtype_name(Dtype d) { return d == Dtype::Int8 ? "int8" : "f32"; }

@@ -15,6 +15,9 @@
 // bytes (vpdpbusd multiplies unsigned by signed bytes): Σ_k (xq + 128)·wq = Σ_k xq·wq + 128·Σ_k wq, and the
 // second term is a per-column constant computed at load (`bias128`). Then
 //     Y[m, n] (=|+=) (acc[m, n] − bias128[n]) · s_w[n] · s_x[m]      (in this order, in fp32)
+// The encoder's attention in int8 mode uses the same pieces: per head, the keys [Tk, D] are a B quantised per
+// key, the values a B read transposed (per channel, across the keys), the queries and the softmax weights
+// rows quantised on the fly (the weights, all ≥ 0, in an unsigned code using all 8 bits).
 // Every set computes the same integers and the same fp32 epilogue, so results are bit-identical across
 // instruction sets (tests/test_backend_ops.cpp checks it). A row of X holding NaN or ±inf gets the scale NaN:
 // its outputs are NaN (generate() then stops with an Error), never quietly finite.
@@ -55,7 +58,7 @@ inline int64_t int8_panel_rows(int64_t n) { return (n + kI8Nr - 1) / kI8Nr * kI8
 
 // Rows [32·p0, 32·p1) of B [n, k], element (r, c) at src[r·rs + c·cs], quantised into their panels (threads may
 // fill disjoint ranges at once). `offset`: B multiplies rows stored biased by 128 (quantise_rows), so its
-// bias128 terms are computed; else they are 0 (quantise_rows_unsigned).
+// bias128 terms are computed; else they are 0 (rows in quantise_rows' unsigned code).
 inline void quantise_panels_generic(const float* src, int64_t rs, int64_t cs, int64_t n, int64_t k, int64_t p0,
                                     int64_t p1, bool offset, int8_t* data, float* scale, int32_t* bias128) {
     const int64_t k4 = (k + 3) / 4 * 4;
