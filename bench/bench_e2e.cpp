@@ -140,13 +140,9 @@ int main(int argc, char** argv) {
         // otherwise the fp32 view; cross K/V projections are not read at decode time) + the cross K/V cache (fp32;
 // BF16 in int8 mode).
         double weight_bytes = 0;
-        auto bytes = [&](const pix2struct::Weight& w) { return double(w.size()) * backend.bytes_per_value(w); };
-        for (const auto& l : ckpt.text().layers)
-            for (const pix2struct::Weight* w : {&l.self_attention.query, &l.self_attention.key, &l.self_attention.value,
-                                                &l.self_attention.output, &l.cross_attention.query,
-                                                &l.cross_attention.output, &l.mlp.wi_0, &l.mlp.wi_1, &l.mlp.wo})
-                weight_bytes += bytes(*w);
-        weight_bytes += bytes(ckpt.text().lm_head);
+        pix2struct::for_each_decode_matrix(ckpt.text(), [&](const pix2struct::Weight& w) {
+            weight_bytes += double(w.size()) * backend.bytes_per_value(w);
+        });
         const double dec_bytes = weight_bytes + double(sizeof(pix2struct::cross_t<B>)) * Lt * 2 * n * It;
 
         // Ceilings, same run: peak FMA rate, copy bandwidth; and the backend's GEMM rate on an encoder-sized product.

@@ -154,6 +154,19 @@ void for_each_weight(const Config& config, VW& vision, TW& text, F&& f) {
     f(text.lm_head, d + "lm_head.weight", {V, Ht});
 }
 
+// Calls f(weight) for every matrix a decode step reads, in order: each text layer's self-attention
+// projections, the cross-attention query and output (its key and value run once per image), the MLP; then
+// lm_head.
+template <class TW, class F>
+    requires std::same_as<std::remove_const_t<TW>, TextWeights>
+void for_each_decode_matrix(TW& text, F&& f) {
+    for (auto& l : text.layers)
+        for (auto* w : {&l.self_attention.query, &l.self_attention.key, &l.self_attention.value, &l.self_attention.output,
+                        &l.cross_attention.query, &l.cross_attention.output, &l.mlp.wi_0, &l.mlp.wi_1, &l.mlp.wo})
+            f(*w);
+    f(text.lm_head);
+}
+
 struct LoadOptions {
     // Give every Weight a float32 view (the CPU path). A GPU path that uploads the stored bf16 bytes
     // may turn it off and read Weight::source only.
@@ -292,17 +305,11 @@ private:
             throw Error(msg);
         }
         if (options.decode_copies && options.float_views) {
-            auto copy = [&](Weight& w) {
+            for_each_decode_matrix(text_, [&](Weight& w) {
                 if (w.source->dtype != DType::BF16) return;
                 huge_pages_.push_back(detail::huge_page_copy(w.source->bytes));
                 w.bf16 = static_cast<const uint16_t*>(huge_pages_.back().get());
-            };
-            for (TextLayerWeights& l : text_.layers)
-                for (Weight* w : {&l.self_attention.query, &l.self_attention.key, &l.self_attention.value,
-                                  &l.self_attention.output, &l.cross_attention.query, &l.cross_attention.output,
-                                  &l.mlp.wi_0, &l.mlp.wi_1, &l.mlp.wo})
-                    copy(*w);
-            copy(text_.lm_head);
+            });
         }
     }
 

@@ -378,8 +378,8 @@ struct CpuBackend {
     // 16 MB at N = 2048, would stream through memory three times). With fewer than kPackedMinQueries
     // queries (decode steps: one) a task is a head, and detail::dot_keys and detail::weighted_rows read its
     // keys and values in place. With more (the encoder) and AVX2 or AVX-512 a task is a head too: its keys
-    // and values are packed once for detail::sgemm_packed, then its query blocks run; without AVX2 a task is
-    // a (head, query block), on Eigen.
+    // and values are packed once for detail::sgemm_packed, then its query blocks run (in int8 mode:
+    // attention_int8); without AVX2 a task is a (head, query block), on Eigen.
     static constexpr int64_t kQueryBlock = 64, kPackedMinQueries = 16;
     void attention(const AttentionArgs<float>& args) {
         const AttentionArgs<float> a = with_default_strides(args);
@@ -388,9 +388,10 @@ struct CpuBackend {
         if (a.B != 1 || a.causal || a.bias_row != a.Lk || a.bias_head != int64_t(a.Lq) * a.Lk || a.D < 1)
             detail::fail("CpuBackend::attention: takes B = 1, no causal flag, a [H, Lq, Lk] bias and D >= 1");
         const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D, block = std::min(Tq, kQueryBlock);
+        if (Tq < kPackedMinQueries) return attention_few_queries(a);
+        if (int8_attention_) return attention_int8(a);
         reserve(scratch_, block * Tk);
-        if (int8_attention_ && Tq >= kPackedMinQueries) return attention_int8(a);
-        if (isa_ != CpuIsa::Generic && Tq >= kPackedMinQueries) {
+        if (isa_ != CpuIsa::Generic) {
             reserve(pack_, detail::sgemm_packed_floats(isa_, Tk, D));
             reserve(pack_v_, detail::sgemm_packed_floats(isa_, D, Tk));
             pool_.parallel_for(a.H, [&](int64_t h, int worker) {
@@ -409,7 +410,6 @@ struct CpuBackend {
             });
             return;
         }
-        if (Tq < kPackedMinQueries) return attention_few_queries(a);
         using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
         using Stride = Eigen::OuterStride<>;
         const int64_t blocks = (Tq + block - 1) / block;
@@ -483,8 +483,7 @@ protected:
     // cross-attention of CpuInt8Backend's decode steps over its BF16 K/V. The output adds the chunks' partial
     // sums in chunk order, so its bits do not depend on the thread count.
     static constexpr int64_t kKeyChunk = 256, kKeyBlock = 16;
-    template <class KV>
-    void attention_by_key_chunks(const AttentionArgs<float, KV>& a) {
+    void attention_by_key_chunks(const AttentionArgs<float, uint16_t>& a) {
         const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D, H = a.H, I = H * D;
         const int64_t chunks = (Tk + kKeyChunk - 1) / kKeyChunk;
         if (int64_t(key_scores_.size()) < H * Tq * Tk) key_scores_ = detail::AlignedFloats(size_t(H * Tq * Tk));
