@@ -11,7 +11,8 @@
 // every thread, the widest SIMD the CPU runs) and the memory bandwidth of a large copy (on as many threads,
 // read + write bytes); beside them the
 // backend's own GEMM rate on an encoder-sized product. --dtype int8 times the int8 mode (CpuOptions), its
-// ceiling the peak int8 dot-product rate (vpdpbusd) beside the fp32 one.
+// ceiling the peak int8 dot-product rate (vpdpbusd) beside the fp32 one; --dtype bf16 the bf16 mode
+// (CpuBf16Backend: the fp32 kernels on bf16 values).
 // --batch B (> 1) also times B copies of the input as one batch (generate_batch's path: one encoder pass
 // over B·N rows, decode steps of B sequences): the batch's encoder, cross K/V and per-step medians.
 #include <CLI/CLI.hpp>
@@ -64,7 +65,7 @@ int main(int argc, char** argv) {
     app.add_option("--batch", batch, "Also time a batch of this many copies of the input (1: no)")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
-    app.add_option("--dtype", dtype, "Arithmetic: f32 or int8")->check(CLI::IsMember({"f32", "int8"}))->capture_default_str();
+    app.add_option("--dtype", dtype, "Arithmetic: f32, int8 or bf16")->check(CLI::IsMember({"f32", "int8", "bf16"}))->capture_default_str();
     app.add_flag("--int8-lm-head", int8_lm_head, "With --dtype int8: quantise lm_head too");
     app.add_flag("--fp32-wo", fp32_wo, "With --dtype int8: keep the MLPs' output projections (wo) in fp32");
     app.add_flag("--fp32-attention", fp32_attention, "With --dtype int8: the encoder's attention products in fp32");
@@ -76,10 +77,12 @@ int main(int argc, char** argv) {
         const pix2struct::Checkpoint ckpt = pix2struct::Checkpoint::load(model_dir);
         const double load_ms = ms_since(t_load);
         pix2struct::CpuOptions cpu{.threads = threads, .dtype = dtype == "int8" ? pix2struct::Dtype::Int8 : pix2struct::Dtype::F32};
+        if (dtype == "bf16") cpu.dtype = pix2struct::Dtype::Bf16;
         cpu.int8.lm_head = int8_lm_head;
         cpu.int8.mlp_out = !fp32_wo;
         cpu.int8.attention = !fp32_attention;
-        // the backend a pipeline runs: CpuInt8Backend (BF16 cross K/V) for int8, CpuBackend for f32
+        // the backend a pipeline runs: CpuInt8Backend (BF16 cross K/V) for int8, CpuBf16Backend for bf16,
+        // CpuBackend for f32
         auto run = [&](auto& backend) {
         using B = std::remove_reference_t<decltype(backend)>;
         pix2struct::ForConditionalGeneration<B> model(ckpt, backend);
@@ -159,7 +162,9 @@ int main(int argc, char** argv) {
             std::vector<double> ts;
             for (int i = 0; i < 4; ++i) {
                 auto t = clock_type::now();
-                backend.linear(x.data(), M, w, y.data());
+                // bf16: the fp32 GEMM it runs (its linear() takes only the weights it rounded)
+                if constexpr (std::is_same_v<B, pix2struct::CpuBf16Backend>) backend.CpuBackend::linear(x.data(), M, w, y.data());
+                else backend.linear(x.data(), M, w, y.data());
                 ts.push_back(ms_since(t));
             }
             gemm_gflops = 2.0 * M * K * Nn / (*std::min_element(ts.begin() + 1, ts.end()) * 1e6);
@@ -213,6 +218,9 @@ int main(int argc, char** argv) {
         };
         if (cpu.dtype == pix2struct::Dtype::Int8) {
             pix2struct::CpuInt8Backend backend(ckpt, cpu);
+            run(backend);
+        } else if (cpu.dtype == pix2struct::Dtype::Bf16) {
+            pix2struct::CpuBf16Backend backend(ckpt, cpu);
             run(backend);
         } else {
             pix2struct::CpuBackend backend(ckpt, cpu);

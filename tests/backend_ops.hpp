@@ -126,8 +126,12 @@ struct Io {
         detail::to_host(b, v.data(), p, int64_t(n));
         return v;
     }
-    // The values as the backend's activations hold them.
+    // The values as the backend's activations and weights hold them.
     static std::vector<float> representable(std::vector<float> v) {
+        if constexpr (requires { requires B::bf16_values; }) {  // bf16 values in fp32 storage (CpuBf16Backend)
+            for (float& x : v) x = bf16_to_float(float_to_bf16(x));
+            return v;
+        }
         for (float& x : v) {
             S s;
             convert(x, s);
@@ -191,7 +195,7 @@ void check_elementwise(const Factory<B>& make, const Tolerance& tol, Rng& rng) {
     for (int64_t M : {1, 7})
         for (int64_t H : {1, 64, 1536, 1537}) {
             CAPTURE(M); CAPTURE(H);
-            const TestWeight g(rng.normal(size_t(H)), {H}, false, 0);
+            const TestWeight g(Io<B>::representable(rng.normal(size_t(H))), {H}, false, 0);
             const Weight* weights[] = {&g.w};
             std::unique_ptr<B> backend = make(weights);
             Io<B> io{*backend};
@@ -319,7 +323,7 @@ void check_lookups(const Factory<B>& make, const Tolerance& tol, Rng& rng) {
     const int64_t V = 37, H = 24;
     const int buckets = 32, max_distance = 128, heads = 12;
     const TestWeight table(Io<B>::representable(rng.normal(size_t(V * H))), {V, H}, false, 0);
-    const TestWeight rel(rng.normal(size_t(buckets * heads)), {buckets, heads}, false, 1);
+    const TestWeight rel(Io<B>::representable(rng.normal(size_t(buckets * heads))), {buckets, heads}, false, 1);
     const Weight* weights[] = {&table.w, &rel.w};
     std::unique_ptr<B> backend = make(weights);
     Io<B> io{*backend};

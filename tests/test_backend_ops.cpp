@@ -84,6 +84,53 @@ TEST_CASE("backend ops (CPU): embed, embed_token, argmax (NaN/inf: kNonFiniteLog
     check_lookups(cpu(2, host_isa()), {}, rng);
 }
 
+// The bf16 mode (CpuBf16Backend): every output rounded to bf16 (2^-8 of it), a linear's input rounded to bf16
+// too (the harness gives fp32 inputs: 2^-9 of each term), weights stored as BF16 (exact), softmax in fp32 —
+// the GPU bf16 path's tolerances (gpu/test_backend_ops_gpu.cu) with the input rounding added.
+TEST_CASE("backend ops (CPU): the bf16 mode (CpuBf16Backend) — every primitive, every SIMD set") {
+    const Tolerance bf16{.terms = 1.0 / 512 + 1e-5, .softmax = 8e-3, .out = 1.0 / 256};
+    Rng rng;
+    for (CpuIsa isa : isas()) {
+        const std::string label = isa_name(isa);
+        CAPTURE(label);
+        const auto make = [isa](int threads) -> Factory<CpuBf16Backend> {
+            return [=](std::span<const Weight* const> w) {
+                return std::make_unique<CpuBf16Backend>(w, CpuOptions{.threads = threads, .isa = isa});
+            };
+        };
+        CHECK(check_linear(make(2), bf16, true, rng) == int(std::size(kLinearShapes)) * 4);
+        check_elementwise(make(2), bf16, rng);
+        const Factory<CpuBf16Backend> makes[] = {make(1), make(2)};
+        check_attention<CpuBf16Backend>(makes, bf16, true, rng);
+        check_lookups(make(2), bf16, rng);
+    }
+}
+
+// CpuBf16Backend's own rules: outputs are bf16 values, an fp32 weight it was not given is refused (it would
+// multiply unrounded values), and an fp32 weight it was given is multiplied rounded.
+TEST_CASE("backend ops (CPU): the bf16 mode rounds its weights and outputs, and refuses a weight it did not round") {
+    Rng rng;
+    const TestWeight W(rng.normal(64 * 32), {32, 64}, false, 0), other(rng.normal(64 * 32), {32, 64}, false, 0);
+    const Weight* list[] = {&W.w};
+    CpuBf16Backend b(list, CpuOptions{.threads = 2});
+    const std::vector<float> X = rng.normal(3 * 64);
+    std::vector<float> Y(3 * 32);
+    b.linear(X.data(), 3, W.w, Y.data());
+    for (size_t i = 0; i < Y.size(); ++i) {
+        CAPTURE(i);
+        CHECK(bf16_to_float(float_to_bf16(Y[i])) == Y[i]);
+        double ref = 0;  // the bf16-rounded operands' product in float64
+        for (int k = 0; k < 64; ++k)
+            ref += double(bf16_to_float(float_to_bf16(X[i / 32 * 64 + size_t(k)]))) *
+                   bf16_to_float(float_to_bf16(W.values[i % 32 * 64 + size_t(k)]));
+        CHECK(std::fabs(Y[i] - ref) <= std::fabs(ref) / 256 + 1e-4);
+    }
+    CHECK_THROWS_WITH_AS(b.linear(X.data(), 3, other.w, Y.data()), doctest::Contains("not the weight rounded"), Error);
+    TestWeight stranger(rng.normal(64 * 32), {32, 64}, false, 5);
+    CHECK_THROWS_WITH_AS(b.linear(X.data(), 3, stranger.w, Y.data()), doctest::Contains("was not rounded to bf16"), Error);
+    CHECK_THROWS_WITH_AS(CpuBackend(CpuOptions{.dtype = Dtype::Bf16}), doctest::Contains("CpuBf16Backend"), Error);
+}
+
 // Int8 against float64: the error of a product is bounded by the two quantisation steps (max |row| / 254 of
 // x and of w, per element; for normal data about 2% of Σ|w·x| each), so 6% of Σ|w·x| holds for every shape
 // while a wrong scale, offset or panel layout is far outside it.

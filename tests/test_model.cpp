@@ -219,3 +219,42 @@ TEST_CASE("model: int8 mode against HF fp32 (tiny, tiny-bf16, wide): encoder err
         }
     }
 }
+
+// The bf16 mode (CpuBf16Backend) against HF run in bfloat16 (tests/reference/make_bf16_goldens.py), with the
+// GPU bf16 path's tolerances (gpu/test_model_gpu.cu): every matmul, norm and residual output is rounded to
+// bf16, so states and logits compare at bf16's scale — encoder ≤ 2e-2 · max(1, max |ref|), logits ≤ 1.0 — and
+// ids where every top-1 margin is ≥ 1.0. The F32 file `tiny` gives the results of `tiny-bf16`: the backend
+// rounds its weights as torch_dtype=bfloat16 does. Against HF fp32 (tiny, tiny-bf16, wide): every top-1
+// difference, teacher-forced or greedy, where the reference's margin is within 2 · max |Δlogit|.
+TEST_CASE("model: bf16 mode (CpuBf16Backend) gives HF bfloat16's results; against HF fp32, differences only at small margins") {
+    const fs::path golden = kData / "goldens" / "tiny-bf16-act";
+    const Goldens g = load_goldens(fs::path(golden) += ".safetensors", fs::path(golden) += ".json");
+    REQUIRE(g.meta["activations"] == "bfloat16");
+    for (const std::string name : {"tiny-bf16", "tiny"}) {
+        CAPTURE(name);
+        const Checkpoint ckpt = Checkpoint::load(kData / name);
+        CpuBf16Backend backend(ckpt, CpuOptions{.threads = 2});
+        ForConditionalGeneration<CpuBf16Backend> model(ckpt, backend);
+        Figures f;
+        check_random_cases(model, g, kData / name, 1.0f, f, [](const Input&, const nlohmann::json&, const GenerateOptions&,
+                                                               const GenerateResult&) {}, 2e-2f);
+        check_pipeline_cases(model, g, f, [](const nlohmann::json&, const GenerateResult&) {});
+        CHECK(check_batch(model, g, 1.0f, 2e-2f) >= 2);
+        MESSAGE(name, " bf16 against HF bfloat16: encoder max|diff|/scale ", f.encoder_rel,
+                ", logits max|diff| ", f.logits_abs, ", ", f.generations, " generations, ", f.pipeline, " pipeline cases");
+        CHECK(f.generations >= 4);
+        CHECK(f.pipeline >= 1);
+    }
+    for (const std::string name : {"tiny", "tiny-bf16", "wide"}) {
+        CAPTURE(name);
+        const fs::path st = kData / "goldens" / name;
+        const Goldens fp32 = load_goldens(fs::path(st) += ".safetensors", fs::path(st) += ".json");
+        const Checkpoint ckpt = Checkpoint::load(kData / name);
+        CpuBf16Backend backend(ckpt, CpuOptions{.threads = 2});
+        ForConditionalGeneration<CpuBf16Backend> model(ckpt, backend);
+        const Accuracy a = measure_accuracy(model, fp32);
+        MESSAGE(name, " bf16 against HF fp32: ", describe(a));
+        CHECK(a.steps > 0);
+        check_explained(a);
+    }
+}

@@ -332,3 +332,35 @@ TEST_CASE("pipeline: Dtype::Int8 runs CpuInt8Backend: the model's int8 answers, 
     CHECK_THROWS_WITH_AS(BasicPipeline<CpuBackend>::load(kData / "tiny", {.dtype = Dtype::Int8}),
                          doctest::Contains("PipelineOptions::dtype int8"), Error);
 }
+
+// Dtype::Bf16 through Pipeline::load: the answers of HF run in bfloat16 (tests/reference/make_bf16_goldens.py)
+// for the pipeline cases whose top-1 margins are clear, one by one and as a batch.
+TEST_CASE("pipeline: Dtype::Bf16 runs CpuBf16Backend: HF bfloat16's answers, describe() says bf16") {
+    std::ifstream in(kData / "goldens" / "tiny-bf16-act.json");
+    REQUIRE(in);
+    const nlohmann::json g = nlohmann::json::parse(in);
+    REQUIRE(g["activations"] == "bfloat16");
+    const double min_margin = g["min_margin_required"].get<double>();
+    for (const char* model : {"tiny-bf16", "tiny"}) {  // the F32 file's weights are rounded as HF rounds them
+        const std::string label = model;
+        CAPTURE(label);
+        Pipeline pipe = Pipeline::load(kData / model, {.threads = 2, .dtype = Dtype::Bf16});
+        CHECK_MESSAGE(pipe.describe().find("bf16") != std::string::npos, pipe.describe());
+        std::vector<Image> images;
+        std::vector<std::string> questions;
+        std::vector<std::vector<int64_t>> expect;
+        for (const auto& c : g["pipeline"]) {
+            if (!c["is_vqa"].get<bool>() || c["min_margin"].get<double>() < min_margin) continue;
+            images.push_back(load_image(fs::path(PIX2STRUCT_SOURCE_DIR) / c["image"].get<std::string>()));
+            questions.push_back(c["question"].get<std::string>());
+            expect.push_back(without_start(c["ids"]));
+            const Answer a = pipe.ask(images.back(), questions.back());
+            CHECK(a.ids == expect.back());
+            CHECK(a.text == c["text"].get<std::string>());
+        }
+        CHECK(expect.size() >= 1);
+        const std::vector<Answer> batch = pipe.ask_batch(images, questions);
+        REQUIRE(batch.size() == expect.size());
+        for (size_t i = 0; i < expect.size(); ++i) CHECK(batch[i].ids == expect[i]);
+    }
+}

@@ -13,12 +13,12 @@
 // --device cuda runs the model on the GPU (cuda_backend.cu, compiled when the build has CUDA:
 // PIX2STRUCT_VQA_CUDA): CudaBackend (--dtype f32, exact fp32) or CudaBackendBf16 (--dtype bf16: bf16
 // weights and activations, fp32 accumulation, as HF with torch_dtype=bfloat16); preprocessing and
-// tokenizing stay on the CPU. On the CPU the model runs in fp32 (exact) or, with --dtype int8, with int8
-// products in its linear layers (about 2x faster; answers can differ where the model is unsure).
+// tokenizing stay on the CPU. On the CPU the model runs in fp32 (exact), with --dtype int8 with int8
+// products in its linear layers (about 2x faster; answers can differ where the model is unsure), or with
+// --dtype bf16 as the GPU's bf16 path and HF's bfloat16 mode compute (for parity and debugging).
 // Prints the answer as it is generated (or one JSON object with --json). Exit status 1 with a one-line
 // error for a missing or incomplete model folder, an unreadable image, a missing question on a VQA model,
-// --device cuda without a usable GPU (or in a build without CUDA), --dtype bf16 on the CPU, --dtype int8 on
-// the GPU.
+// --device cuda without a usable GPU (or in a build without CUDA), --dtype int8 on the GPU.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -60,8 +60,8 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"cpu", "cuda"}))
         ->capture_default_str();
     app.add_option("--dtype", dtype,
-                   "Arithmetic of the model: f32; int8 (CPU only: int8 products in the linear layers); bf16 (--device "
-                   "cuda only: bf16 weights and activations)")
+                   "Arithmetic of the model: f32; int8 (CPU only: int8 products in the linear layers); bf16 (bf16 "
+                   "weights and activations, fp32 accumulation, as HF's torch_dtype=bfloat16)")
         ->check(CLI::IsMember({"f32", "int8", "bf16"}))
         ->capture_default_str();
     app.add_option("--threads", threads, "CPU threads for --device cpu (0: all)")->check(CLI::Range(0, 1024));
@@ -83,8 +83,6 @@ int main(int argc, char** argv) {
     try {
         using clock = std::chrono::steady_clock;
         const auto t_load = clock::now();
-        if (dtype == "bf16" && device != "cuda")
-            throw pix2struct::Error("--dtype bf16 runs on the GPU only (--device cuda); the CPU computes in f32 or int8");
         if (dtype == "int8" && device == "cuda")
             throw pix2struct::Error("--dtype int8 runs on the CPU only; the GPU computes in f32 or bf16");
         if (questions.size() > 1 && questions.size() != image_paths.size())
@@ -94,7 +92,11 @@ int main(int argc, char** argv) {
             throw pix2struct::Error("--save-input and --dump-inputs take a single --image");
         const pix2struct::PipelineOptions options{
             .threads = threads, .max_patches = max_patches,
-            .dtype = dtype == "int8" ? pix2struct::Dtype::Int8 : pix2struct::Dtype::F32, .font_path = font, .mmap = !no_mmap,
+            .dtype = device == "cuda" ? pix2struct::Dtype::F32  // the GPU's arithmetic: load_cuda_pipeline's bf16
+                     : dtype == "int8" ? pix2struct::Dtype::Int8
+                     : dtype == "bf16" ? pix2struct::Dtype::Bf16
+                                       : pix2struct::Dtype::F32,
+            .font_path = font, .mmap = !no_mmap,
             .max_memory_bytes = max_memory_mb << 20};
         auto load = [&]() -> pix2struct::Pipeline {
             if (device != "cuda") return pix2struct::Pipeline::load(model_dir, options);

@@ -214,7 +214,7 @@ protected:
 private:
     BasicPipeline(const std::filesystem::path& dir, const PipelineOptions& options, const BackendFactory& make_backend)
         : PipelineBase(dir, options,
-                       {.mmap = options.mmap, .decode_copies = reads_host_weights<Backend> && options.dtype == Dtype::F32}) {
+                       {.mmap = options.mmap, .decode_copies = reads_host_weights<Backend> && options.dtype != Dtype::Int8}) {
         if (options.dtype != Dtype::F32 && !make_backend)
             detail::fail("PipelineOptions::dtype ", dtype_name(options.dtype), ": give BasicPipeline::load a make_backend that "
                          "makes a backend for it (Pipeline::load does, for the CPU)");

@@ -33,8 +33,11 @@ Pipeline load_cpu(const std::filesystem::path& dir, const PipelineOptions& optio
 }  // namespace detail
 
 Pipeline Pipeline::load(const std::filesystem::path& dir, const PipelineOptions& options) {
-    return options.dtype == Dtype::Int8 ? detail::load_cpu<CpuInt8Backend>(dir, options)
-                                        : detail::load_cpu<CpuBackend>(dir, options);
+    switch (options.dtype) {
+        case Dtype::Int8: return detail::load_cpu<CpuInt8Backend>(dir, options);
+        case Dtype::Bf16: return detail::load_cpu<CpuBf16Backend>(dir, options);
+        default: return detail::load_cpu<CpuBackend>(dir, options);
+    }
 }
 
 Pipeline::Pipeline(std::unique_ptr<PipelineBase> pipeline) : pipeline_(std::move(pipeline)) {

@@ -32,15 +32,17 @@ class PipelineBase;  // basic_pipeline.hpp: checkpoint, tokenizer, preprocessing
 // What the CPU computes in. F32: exactly the reference's arithmetic (the default). Int8: the matrix products in
 // int8 (the linear layers' weights quantised at load, per output row, activations per row; the encoder's
 // attention), norms, softmax and the residual stream in fp32 — about 2.3x faster end to end, with answers
-// that can differ where the model is unsure (bench/RESULTS.md, "Int8").
-enum class Dtype { F32, Int8 };
+// that can differ where the model is unsure (bench/RESULTS.md, "Int8"). Bf16: what the reference computes with
+// torch_dtype=bfloat16 and the GPU's bf16 path computes (bf16 weights and activations, fp32 accumulation), for
+// parity and debugging; no faster than F32 on a CPU.
+enum class Dtype { F32, Int8, Bf16 };
 
-inline const char* dtype_name(Dtype d) { return d == Dtype::Int8 ? "int8" : "f32"; }
+inline const char* dtype_name(Dtype d) { return d == Dtype::Int8 ? "int8" : d == Dtype::Bf16 ? "bf16" : "f32"; }
 
 struct PipelineOptions {
     int threads = 0;          // CPU backend threads (0: all hardware threads)
     int max_patches = 0;      // 0: the checkpoint's preprocessor_config.json (2048 for the published ones)
-    Dtype dtype = Dtype::F32; // the CPU's arithmetic (F32 or Int8)
+    Dtype dtype = Dtype::F32; // the CPU's arithmetic (F32, Int8 or Bf16)
     std::string font_path{};  // empty: the default (Liberation Sans, metric-compatible with the reference's Arial)
     bool mmap = true;         // false: read model.safetensors into memory (LoadOptions::mmap)
     // Most bytes of activations and caches a question (or batch) may take; one over it is an Error naming

@@ -232,7 +232,7 @@ inline std::vector<const Weight*> int8_weights(const Checkpoint& c, const Int8La
 
 struct CpuOptions {
     int threads = 0;                    // 0: all hardware threads
-    Dtype dtype = Dtype::F32;           // F32 or Int8
+    Dtype dtype = Dtype::F32;           // F32 or Int8 (Bf16: CpuBf16Backend)
     Int8Layers int8{};                  // with Int8: the layers quantised
     CpuIsa isa = host_isa();            // the widest fp32 kernels to use (tests ask for narrower ones)
     Int8Isa int8_isa = host_int8_isa(); // the same for the int8 kernels
@@ -258,6 +258,7 @@ struct CpuBackend {
     // Without a checkpoint: with Dtype::Int8 and options.int8.attention, the attention of many queries in int8;
     // linear weights are quantised by quantise().
     explicit CpuBackend(const CpuOptions& options) : CpuBackend(options.threads, options.isa, options.int8_isa) {
+        if (options.dtype == Dtype::Bf16) detail::fail("CpuBackend computes in f32 or int8: the bf16 mode is CpuBf16Backend");
         int8_attention_ = options.dtype == Dtype::Int8 && options.int8.attention;
     }
     // For a checkpoint: with Dtype::Int8, its layers `options.int8` names are quantised here, and lm_head, when
@@ -478,6 +479,8 @@ struct CpuBackend {
     }
 
 protected:
+    detail::ThreadPool& pool() { return pool_; }
+
     // attention() of a few queries with the keys split into fixed chunks of kKeyChunk over the threads, every
     // head of a block of kKeyBlock keys in turn (the block's rows, contiguous in memory, read once): the
     // cross-attention of CpuInt8Backend's decode steps over its BF16 K/V. The output adds the chunks' partial
@@ -713,5 +716,134 @@ private:
 };
 
 static_assert(Backend<CpuInt8Backend>, "CpuInt8Backend must provide every primitive of the Backend concept");
+
+// The bf16 mode (Dtype::Bf16), for parity and debugging: what CudaBackendBf16 computes and what transformers
+// computes with torch_dtype=bfloat16, on the CPU. Weights are rounded to bf16 (nearest even, as torch's .to()
+// rounds them; a BF16 checkpoint's values as stored), a linear's input is rounded to bf16 (a no-op for the
+// activations, which already are; the patch pixels enter this way, as the reference casts them), and every
+// activation a primitive writes is rounded to bf16 once: a linear's output with its bias or residual, a norm's,
+// the gated GELU's, attention's, a sum's. Products, sums, norm statistics and softmax stay fp32, as on the GPU.
+// The values are held in fp32 storage — each one bf16-representable, so the arithmetic is exactly that of bf16
+// operands with fp32 accumulation — and multiplied by the fp32 kernels: on these cores fp32 FMA runs at twice
+// vdpbf16ps's rate (bench/RESULTS.md, the peak loops), so bf16 dot products would only be slower.
+struct CpuBf16Backend : CpuBackend {
+    static constexpr bool bf16_values = true;  // every activation and weight it multiplies is a bf16 value
+
+    // options.dtype is ignored. The weights (a checkpoint's, or a list whose weights[i]->index is i)
+    // must outlive the backend; those not stored as BF16 are rounded here, into copies of its own.
+    explicit CpuBf16Backend(const Checkpoint& c, CpuOptions options = {}) : CpuBackend(with_f32(options)) {
+        std::vector<const Weight*> all;
+        c.for_each([&](const Weight& w) { all.push_back(&w); });
+        round_weights(all);
+    }
+    explicit CpuBf16Backend(std::span<const Weight* const> weights, CpuOptions options = {})
+        : CpuBackend(with_f32(options)) {
+        round_weights(weights);
+    }
+
+    std::string describe() const { return CpuBackend::describe() + ", bf16 weights and activations"; }
+    int bytes_per_value(const Weight& W) const { return CpuBackend::bytes_per_value(rounded(W)); }
+
+    void linear(const float* X, int64_t M, const Weight& W, float* Y, Write mode = Write::Overwrite,
+                const Weight* bias = nullptr) {
+        const int64_t K = W.cols();
+        if (!all_bf16(X, M * K)) {
+            if (int64_t(input_.size()) < M * K) input_ = detail::AlignedFloats(size_t(M * K));
+            std::copy(X, X + M * K, input_.data());
+            round_bf16(input_.data(), M * K);
+            X = input_.data();
+        }
+        CpuBackend::linear(X, M, rounded(W), Y, mode, bias ? &rounded(*bias) : nullptr);
+        round_bf16(Y, M * W.rows());
+    }
+    void rms_norm(const float* X, int64_t M, const Weight& w, float eps, float* Y) {
+        CpuBackend::rms_norm(X, M, rounded(w), eps, Y);
+        round_bf16(Y, M * w.rows());
+    }
+    void gelu_gate(float* A, const float* B, int64_t n) {
+        CpuBackend::gelu_gate(A, B, n);
+        round_bf16(A, n);
+    }
+    void attention(const AttentionArgs<float>& args) {
+        CpuBackend::attention(args);
+        const AttentionArgs<float> a = with_default_strides(args);  // B = 1 (CpuBackend::attention checked)
+        for (int64_t i = 0; i < a.Lq; ++i) round_bf16(a.o + i * a.o_row, int64_t(a.H) * a.D);
+    }
+    void embed(const Weight& table, const int64_t* ids, int64_t n, float* Y, Write mode = Write::Overwrite) {
+        CpuBackend::embed(rounded(table), ids, n, Y, mode);
+        if (mode == Write::Accumulate) round_bf16(Y, n * table.cols());
+    }
+    void embed_token(const Weight& table, const int32_t* token, float* Y) { CpuBackend::embed_token(rounded(table), token, Y); }
+    void add_rows(float* Y, const float* X, int64_t n) {
+        CpuBackend::add_rows(Y, X, n);
+        round_bf16(Y, n);
+    }
+    void relative_position_bias(const Weight& table, int num_buckets, int max_distance, int64_t q, float* out) {
+        CpuBackend::relative_position_bias(rounded(table), num_buckets, max_distance, q, out);
+    }
+
+private:
+    // A weight's rounded values: fp32 for the GEMMs and norms, BF16 bits for the GEMVs of decode steps.
+    struct Rounded {
+        const float* source = nullptr;  // the weight's own values these round
+        Weight w;                       // a view of them (name, shape and index of the original)
+        detail::AlignedFloats values;
+        detail::HugePageBytes bf16;
+    };
+    static CpuOptions with_f32(CpuOptions o) {  // the base's fp32 kernels multiply the rounded values
+        o.dtype = Dtype::F32;
+        return o;
+    }
+    static bool stored_bf16(const Weight& w) { return w.source && w.source->dtype == DType::BF16; }
+    static bool all_bf16(const float* x, int64_t n) {
+        for (int64_t i = 0; i < n; ++i)
+            if (std::bit_cast<uint32_t>(x[i]) & 0xffffu) return false;
+        return true;
+    }
+    // x[n] = its values rounded to bf16, in chunks over the threads.
+    void round_bf16(float* x, int64_t n) {
+        const int64_t chunk = 1 << 15, chunks = (n + chunk - 1) / chunk;
+        pool().parallel_for(chunks, [&](int64_t c, int) {
+            for (int64_t i = c * chunk, end = std::min(n, i + chunk); i < end; ++i) x[i] = bf16_to_float(float_to_bf16(x[i]));
+        });
+    }
+
+    void round_weights(std::span<const Weight* const> weights) {
+        for (const Weight* w : weights) {
+            if (stored_bf16(*w)) continue;  // its fp32 view holds the stored bf16 values exactly
+            if (!w->data) detail::fail("CpuBf16Backend: '", w->name, "' has no fp32 view");
+            if (w->index < 0) detail::fail("CpuBf16Backend: '", w->name, "' has no index");
+            if (size_t(w->index) >= rounded_.size()) rounded_.resize(size_t(w->index) + 1);
+            Rounded& r = rounded_[size_t(w->index)];
+            const size_t n = size_t(w->size());
+            r.source = w->data;
+            r.w = *w;
+            r.values = detail::AlignedFloats(n);
+            std::vector<uint16_t> h(n);
+            for (size_t i = 0; i < n; ++i) {
+                h[i] = float_to_bf16(w->data[i]);
+                r.values.data()[i] = bf16_to_float(h[i]);
+            }
+            r.bf16 = detail::huge_page_copy(std::as_bytes(std::span(h)));
+            r.w.data = r.values.data();
+            r.w.bf16 = static_cast<const uint16_t*>(r.bf16.get());
+        }
+    }
+    // The weight to multiply by: W's rounded copy, or W itself when it is stored as BF16.
+    const Weight& rounded(const Weight& W) const {
+        if (W.index >= 0 && size_t(W.index) < rounded_.size() && rounded_[size_t(W.index)].source) {
+            const Rounded& r = rounded_[size_t(W.index)];
+            if (r.source != W.data) detail::fail("CpuBf16Backend: '", W.name, "' is not the weight rounded at its index ", W.index);
+            return r.w;
+        }
+        if (!stored_bf16(W)) detail::fail("CpuBf16Backend: '", W.name, "' was not rounded to bf16 when the backend was made");
+        return W;
+    }
+
+    std::vector<Rounded> rounded_;  // by Weight::index: the copies of weights not stored as BF16
+    detail::AlignedFloats input_;   // a linear's input rounded to bf16
+};
+
+static_assert(Backend<CpuBf16Backend>, "CpuBf16Backend must provide every primitive of the Backend concept");
 
 }  // namespace pix2struct
