@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
         cpu.int8.lm_head = int8_lm_head;
         cpu.int8.mlp_out = !fp32_wo;
         cpu.int8.attention = !fp32_attention;
-        // the backend a pipeline runs: CpuInt8Backend (BF16 cross K/V) for int8, CpuBf16Backend for bf16,
+        // the backend a pipeline runs: CpuInt8Backend (int8 cross K/V) for int8, CpuBf16Backend for bf16,
         // CpuBackend for f32
         auto run = [&](auto& backend) {
         using B = std::remove_reference_t<decltype(backend)>;
@@ -141,12 +141,13 @@ int main(int argc, char** argv) {
         const double kv_flop = Lt * 2 * 2 * n * Ht * It;
         // Bytes read per token: decoder weights as the backend reads them (int8 panels: 1 byte; BF16 copies: 2;
         // otherwise the fp32 view; cross K/V projections are not read at decode time) + the cross K/V cache (fp32;
-// BF16 in int8 mode).
+        // int8 with a scale per row in int8 mode).
         double weight_bytes = 0;
         pix2struct::for_each_decode_matrix(ckpt.text(), [&](const pix2struct::Weight& w) {
             weight_bytes += double(w.size()) * backend.bytes_per_value(w);
         });
-        const double dec_bytes = weight_bytes + double(sizeof(pix2struct::cross_t<B>)) * Lt * 2 * n * It;
+        double dec_bytes = weight_bytes + double(sizeof(pix2struct::cross_t<B>)) * Lt * 2 * n * It;
+        if (std::is_same_v<pix2struct::cross_t<B>, int8_t>) dec_bytes += sizeof(float) * Lt * 2 * n;  // row scales
 
         // Ceilings, same run: peak FMA rate, copy bandwidth; and the backend's GEMM rate on an encoder-sized product.
         double gemm_gflops = 0, copy_gbs = 0;

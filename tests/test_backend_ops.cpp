@@ -238,61 +238,106 @@ TEST_CASE("backend ops (CPU): int8 packing — every int8 set gives the plain lo
     CHECK(compared == 5 * 2 * 2 * (int(int8_isas().size()) - 1));
 }
 
-// CpuInt8Backend's BF16 cross K/V: the projection's BF16 output is the fp32 product rounded to nearest even,
-// and a decode step's attention over BF16 keys and values (by chunks of keys) matches float64 on the same
-// values within fp32's bound, with the same bits for 1 and 2 threads.
-TEST_CASE("backend ops (CPU): CpuInt8Backend — BF16 K/V projection and few-query attention over them") {
+// CpuInt8Backend's int8 cross K/V: the projection writes each row's codes round(y · 127 / max |row|) + 128
+// (exactly: the test computes them in the same fp32 steps), and a decode step's attention over them (by chunks
+// of keys) matches float64 on the dequantised keys and values (code · max |row| / 127) within the rounding of
+// the queries to 8 bits (scores: Σ|q·k| / 127 per query head) and fp32's, with the same bits for 1 and 2 threads
+// and every int8 set. Rows come from the projection with an identity weight (exact in fp32).
+namespace {
+// The codes and scales of x's rows of `width` values, as the backend's row quantiser makes them.
+void int8_rows(const std::vector<float>& x, int64_t width, std::vector<uint8_t>& codes, std::vector<float>& scales) {
+    codes.resize(x.size());
+    scales.resize(x.size() / size_t(width));
+    for (size_t r = 0; r < scales.size(); ++r) {
+        float amax = 0;
+        for (int64_t e = 0; e < width; ++e) amax = std::max(amax, std::fabs(x[r * size_t(width) + size_t(e)]));
+        const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+        for (int64_t e = 0; e < width; ++e) {
+            const size_t i = r * size_t(width) + size_t(e);
+            codes[i] = uint8_t(std::clamp(int(std::nearbyint(x[i] * inv)), -127, 127) + 128);
+        }
+        scales[r] = amax / 127.0f;
+    }
+}
+}  // namespace
+
+TEST_CASE("backend ops (CPU): CpuInt8Backend — int8 K/V projection with row scales, few-query attention over them") {
     Rng rng;
     {
-        const int64_t M = 37, K = 96, N = 80;
+        const int64_t M = 300, K = 96, N = 80;  // more rows than a block of 256
         const TestWeight W(rng.normal(size_t(N * K), 0.1f), {N, K}, false, 0);
         const std::vector<float> X = rng.normal(size_t(M * K));
         CpuInt8Backend b(CpuOptions{.threads = 2});
         std::vector<float> y32(size_t(M * N));
-        std::vector<uint16_t> y16(y32.size());
         b.linear(X.data(), M, W.w, y32.data());
-        b.linear(X.data(), M, W.w, y16.data());
-        for (size_t i = 0; i < y32.size(); ++i) REQUIRE(y16[i] == float_to_bf16(y32[i]));
-        CHECK_THROWS_AS(b.linear(X.data(), M, W.w, y16.data(), Write::Accumulate), Error);
+        auto y8 = b.alloc_cross(size_t((M + 3) * N));
+        b.linear(X.data(), M, W.w, y8.data() + 3 * N);  // from row 3 on
+        std::vector<uint8_t> codes;
+        std::vector<float> scales;
+        int8_rows(y32, N, codes, scales);
+        CHECK(std::memcmp(codes.data(), y8.data() + 3 * N, codes.size()) == 0);
+        CHECK_THROWS_WITH_AS(b.linear(X.data(), M, W.w, y8.data(), Write::Accumulate), doctest::Contains("not accumulated"),
+                             Error);
+        CHECK_THROWS_WITH_AS(b.linear(X.data(), M, W.w, y8.data() + 4 * N), doctest::Contains("do not fit"), Error);
+        std::vector<uint8_t> foreign(y8.size());
+        CHECK_THROWS_WITH_AS(b.linear(X.data(), M, W.w, foreign.data()), doctest::Contains("alloc_cross() did not make"),
+                             Error);
     }
     for (const std::array<int, 4>& shape : {std::array<int, 4>{1, 2009, 12, 64}, {3, 300, 2, 24}, {1, 17, 1, 128}, {2, 513, 3, 32}}) {
         const int Lq = shape[0], Lk = shape[1], H = shape[2], D = shape[3];
         CAPTURE(Lq); CAPTURE(Lk); CAPTURE(H); CAPTURE(D);
         const int64_t I = int64_t(H) * D;
-        const std::vector<float> q = rng.normal(size_t(Lq * I), 0.3f);
-        std::vector<uint16_t> k(size_t(Lk * I)), v(k.size());
-        for (uint16_t& x : k) x = float_to_bf16(rng.normal(1, 0.3f)[0]);
-        for (uint16_t& x : v) x = float_to_bf16(rng.normal(1)[0]);
+        std::vector<float> eye(size_t(I * I));
+        for (int64_t e = 0; e < I; ++e) eye[size_t(e * I + e)] = 1.0f;
+        const TestWeight identity(eye, {I, I}, false, 0);
+        const std::vector<float> q = rng.normal(size_t(Lq * I), 0.3f), k = rng.normal(size_t(Lk * I), 0.3f),
+                                 v = rng.normal(size_t(Lk * I));
+        std::vector<uint8_t> kc, vc;
+        std::vector<float> ks, vs;
+        int8_rows(k, I, kc, ks);
+        int8_rows(v, I, vc, vs);
+        // Scores within δ_j = Σ_e |q_e · k_je| / 127 (the queries' rounding); a weight p_j then within its factor
+        // exp(±2 max δ), so the output within (e^{2 max δ} - 1) · Σ_j p_j |v_j| of the float64 one.
         std::vector<double> ref(size_t(Lq * I)), bound(ref.size());
         for (int h = 0; h < H; ++h)
             for (int i = 0; i < Lq; ++i) {
                 std::vector<double> p(static_cast<size_t>(Lk));
-                double mx = -INFINITY, sum = 0;
+                double mx = -INFINITY, sum = 0, delta = 0;
                 for (int j = 0; j < Lk; ++j) {
-                    double d = 0;
-                    for (int e = 0; e < D; ++e) d += double(q[size_t(i * I + h * D + e)]) * bf16_to_float(k[size_t(j * I + h * D + e)]);
+                    double d = 0, mag = 0;
+                    for (int e = 0; e < D; ++e) {
+                        const double t = double(q[size_t(i * I + h * D + e)]) * (kc[size_t(j * I + h * D + e)] - 128) * ks[size_t(j)];
+                        d += t, mag += std::fabs(t);
+                    }
                     mx = std::max(mx, p[size_t(j)] = d);
+                    delta = std::max(delta, mag / 127);
                 }
                 for (double& x : p) sum += (x = std::exp(x - mx));
                 for (int e = 0; e < D; ++e) {
                     double acc = 0, mag = 0;
                     for (int j = 0; j < Lk; ++j) {
-                        const double t = p[size_t(j)] / sum * bf16_to_float(v[size_t(j * I + h * D + e)]);
+                        const double t = p[size_t(j)] / sum * (vc[size_t(j * I + h * D + e)] - 128) * vs[size_t(j)];
                         acc += t, mag += std::fabs(t);
                     }
                     ref[size_t(i * I + h * D + e)] = acc;
-                    bound[size_t(i * I + h * D + e)] = 1e-4 * (mag + 1e-4);
+                    bound[size_t(i * I + h * D + e)] = (std::expm1(2 * delta) + 1e-4) * (mag + 1e-4);
                 }
             }
         std::vector<std::vector<float>> outs;
-        for (int threads : {1, 2}) {
-            CpuInt8Backend b(CpuOptions{.threads = threads});
-            std::vector<float> o(ref.size(), NAN);
-            b.attention(AttentionArgs<float, uint16_t>{.q = q.data(), .k = k.data(), .v = v.data(), .o = o.data(), .H = H,
-                                                       .Lq = Lq, .Lk = Lk, .D = D});
-            CHECK(worst(o, ref, bound) <= 1.0);
-            outs.push_back(o);
-        }
-        CHECK(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * sizeof(float)) == 0);
+        for (Int8Isa isa : int8_isas())
+            for (int threads : {1, 2}) {
+                const std::string label = isa_name(isa);
+                CAPTURE(label); CAPTURE(threads);
+                CpuInt8Backend b(CpuOptions{.threads = threads, .int8_isa = isa});
+                auto kb = b.alloc_cross(k.size()), vb = b.alloc_cross(v.size());
+                b.linear(k.data(), Lk, identity.w, kb.data());
+                b.linear(v.data(), Lk, identity.w, vb.data());
+                std::vector<float> o(ref.size(), NAN);
+                b.attention(AttentionArgs<float, uint8_t>{.q = q.data(), .k = kb.data(), .v = vb.data(), .o = o.data(),
+                                                          .H = H, .Lq = Lq, .Lk = Lk, .D = D});
+                CHECK(worst(o, ref, bound) <= 1.0);
+                outs.push_back(o);
+            }
+        for (const std::vector<float>& o : outs) CHECK(std::memcmp(outs[0].data(), o.data(), o.size() * sizeof(float)) == 0);
     }
 }

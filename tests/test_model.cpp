@@ -199,7 +199,7 @@ TEST_CASE("model: int8 mode against HF fp32 (tiny, tiny-bf16, wide): encoder err
     const Choice choices[] = {{"default: all but lm_head", {}},
                               {"lm_head int8 too", {.lm_head = true}},
                               {"wo fp32", {.mlp_out = false}}};
-    for (const char* name : {"tiny", "tiny-bf16", "wide"}) {
+    for (const std::string name : {"tiny", "tiny-bf16", "wide"}) {
         CAPTURE(name);
         fs::path st = kData / "goldens" / name, js = st;
         const Goldens g = load_goldens(st += ".safetensors", js += ".json");
@@ -209,7 +209,7 @@ TEST_CASE("model: int8 mode against HF fp32 (tiny, tiny-bf16, wide): encoder err
             REQUIRE(backend.int8_bytes() > 0);
             ForConditionalGeneration<CpuInt8Backend> model(ckpt, backend);
             const Accuracy a = measure_accuracy(model, g);
-            MESSAGE(std::string(name), " int8 (", std::string(c.label), "): ", describe(a));
+            MESSAGE(name, " int8 (", std::string(c.label), "): ", describe(a));
             CHECK(a.steps > 0);
             if (&c != &choices[0]) continue;
             check_explained(a);

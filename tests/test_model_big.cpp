@@ -38,19 +38,34 @@ TEST_CASE("model: base shapes (12 + 12 layers, 2048 patches; tests/reference/out
     CHECK(f.generations >= 1);
 }
 
-TEST_CASE("model: int8 mode on the base shapes against HF fp32: greedy ids identical, teacher-forced top-1" *
-          doctest::skip(missing("base-random"))) {
-    const fs::path dir = kOut / "base-random";
+// int8 and bf16 against HF fp32 on both checkpoints: teacher-forced top-1 on every step and every difference
+// explained by the reference's margin; on the base shapes greedy ids identical (int8: the issue's bar; bf16:
+// HF fp32's margins there exceed bf16's rounding of the logits).
+template <class B>
+void check_against_fp32(const char* name, const char* label, float encoder_tol, float logit_tol) {
+    const fs::path dir = kOut / name;
     const Goldens g = load_goldens(dir / "goldens.safetensors", dir / "goldens.json");
     const Checkpoint ckpt = Checkpoint::load(dir);
-    CpuInt8Backend backend(ckpt, CpuOptions{.threads = 2});
-    ForConditionalGeneration<CpuInt8Backend> model(ckpt, backend);
+    B backend(ckpt, CpuOptions{.threads = 2});
+    ForConditionalGeneration<B> model(ckpt, backend);
     const Accuracy a = measure_accuracy(model, g);
-    MESSAGE("base random, int8: ", describe(a));
+    MESSAGE(std::string(name), ", ", std::string(label), ": ", describe(a));
     CHECK(a.generations >= 1);
-    CHECK(a.same_ids == a.generations);
     check_explained(a);
     CHECK(a.agree == a.steps);
-    CHECK(a.encoder_rel <= 0.06f);
-    CHECK(a.logit_rel <= 0.03f);
+    CHECK(a.encoder_rel <= encoder_tol);
+    CHECK(a.logit_rel <= logit_tol);
+    if (std::string(name) == "base-random") CHECK(a.same_ids == a.generations);
+}
+
+TEST_CASE("model: int8 and bf16 modes against HF fp32 on the large widths (tests/reference/out)" *
+          doctest::skip(missing("large-widths-2layer"))) {
+    check_against_fp32<CpuInt8Backend>("large-widths-2layer", "int8", 0.03f, 0.03f);
+    check_against_fp32<CpuBf16Backend>("large-widths-2layer", "bf16", 0.03f, 0.03f);
+}
+
+TEST_CASE("model: int8 and bf16 modes against HF fp32 on the base shapes: greedy ids identical, teacher-forced top-1" *
+          doctest::skip(missing("base-random"))) {
+    check_against_fp32<CpuInt8Backend>("base-random", "int8", 0.06f, 0.03f);
+    check_against_fp32<CpuBf16Backend>("base-random", "bf16", 0.06f, 0.03f);
 }

@@ -483,29 +483,49 @@ protected:
 
     // attention() of a few queries with the keys split into fixed chunks of kKeyChunk over the threads, every
     // head of a block of kKeyBlock keys in turn (the block's rows, contiguous in memory, read once): the
-    // cross-attention of CpuInt8Backend's decode steps over its BF16 K/V. The output adds the chunks' partial
-    // sums in chunk order, so its bits do not depend on the thread count.
+    // cross-attention of CpuInt8Backend's decode steps over its int8 K/V (codes biased by 128; row j scaled by
+    // k_scale[j] and v_scale[j]). Scores: each query's head quantised per row (signed codes), then
+    // detail::dot_codes (int32), times both scales; the softmax weights are multiplied by the value scales and
+    // the values widened to fp32. The output adds the chunks' partial sums in chunk order, so its bits do not
+    // depend on the thread count.
     static constexpr int64_t kKeyChunk = 256, kKeyBlock = 16;
-    void attention_by_key_chunks(const AttentionArgs<float, uint16_t>& a) {
-        const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D, H = a.H, I = H * D;
+    void attention_by_key_chunks(const AttentionArgs<float, uint8_t>& a, const float* k_scale, const float* v_scale) {
+        const int64_t Tq = a.Lq, Tk = a.Lk, D = a.D, H = a.H, I = H * D, ldq = detail::int8_row_bytes(D);
         const int64_t chunks = (Tk + kKeyChunk - 1) / kKeyChunk;
         if (int64_t(key_scores_.size()) < H * Tq * Tk) key_scores_ = detail::AlignedFloats(size_t(H * Tq * Tk));
         if (int64_t(key_partials_.size()) < chunks * Tq * I) key_partials_ = detail::AlignedFloats(size_t(chunks * Tq * I));
+        query_codes_.resize(size_t(Tq * H * ldq));
+        query_scales_.resize(size_t(Tq * H));
         float* scores = key_scores_.data();      // [H, Tq, Tk]
         float* partial = key_partials_.data();   // [chunks, Tq, I]
+        int8_t* q8 = reinterpret_cast<int8_t*>(query_codes_.data());  // [Tq, H, ldq]: signed codes
+        for (int64_t i = 0; i < Tq; ++i)
+            for (int64_t h = 0; h < H; ++h) {
+                uint8_t* code = query_codes_.data() + (i * H + h) * ldq;
+                detail::quantise_rows(int8_isa_, a.q + i * a.q_row + h * D, D, 1, D, code, ldq, &query_scales_[size_t(i * H + h)]);
+                for (int64_t d = 0; d < D; ++d) code[d] ^= 0x80u;  // biased by 128 → signed
+            }
         auto blocks = [&](int64_t c, auto&& f) {  // f(first key, keys) for each block of chunk c
             const int64_t j1 = std::min(Tk, (c + 1) * kKeyChunk);
             for (int64_t j = c * kKeyChunk; j < j1; j += kKeyBlock) f(j, std::min(kKeyBlock, j1 - j));
         };
         pool_.parallel_for(chunks, [&](int64_t c, int) {
+            int32_t dots[kKeyBlock];
             blocks(c, [&](int64_t j, int64_t n) {
                 for (int64_t h = 0; h < H; ++h)
-                    for (int64_t i = 0; i < Tq; ++i)
-                        detail::dot_keys(isa_, a.q + i * a.q_row + h * D, D, a.k + j * a.k_row + h * D, a.k_row, n,
-                                         scores + (h * Tq + i) * Tk + j);
+                    for (int64_t i = 0; i < Tq; ++i) {
+                        detail::dot_codes(int8_isa_, q8 + (i * H + h) * ldq, D, a.k + j * a.k_row + h * D, a.k_row, n, dots);
+                        const float sq = query_scales_[size_t(i * H + h)];
+                        float* out = scores + (h * Tq + i) * Tk + j;
+                        for (int64_t t = 0; t < n; ++t) out[t] = float(dots[t]) * sq * k_scale[j + t];
+                    }
             });
         });
-        pool_.parallel_for(H, [&](int64_t h, int) { bias_mask_softmax(a, h, 0, Tq, scores + h * Tq * Tk); });
+        pool_.parallel_for(H, [&](int64_t h, int) {
+            bias_mask_softmax(a, h, 0, Tq, scores + h * Tq * Tk);
+            for (int64_t i = 0; i < Tq; ++i)
+                for (int64_t j = 0; j < Tk; ++j) scores[(h * Tq + i) * Tk + j] *= v_scale[j];
+        });
         pool_.parallel_for(chunks, [&](int64_t c, int) {
             blocks(c, [&](int64_t j, int64_t n) {
                 for (int64_t h = 0; h < H; ++h)
@@ -663,47 +683,90 @@ private:
     std::vector<float> sx_;                 // and their scales
     std::vector<detail::AlignedFloats> scratch_, pack_, pack_v_;  // per worker: scores, packed B (keys), packed values
     detail::AlignedFloats key_scores_, key_partials_;             // attention_by_key_chunks
+    std::vector<uint8_t> query_codes_;                            // and its queries' codes
+    std::vector<float> query_scales_;
 };
 
 static_assert(Backend<CpuBackend>, "CpuBackend must provide every primitive of the Backend concept");
 
 // The int8 mode as a pipeline runs it: CpuBackend with Dtype::Int8, and the decoder's cross-attention K/V kept
-// as BF16 (CrossScalar; rounded to nearest even from the projections' fp32). A decode step reads every
-// layer's cross K/V once per token — 2 · layers · patches · inner values, 148 MB in fp32 for the base model
-// at 2009 patches, more than its int8 weights — so halving them is most of what decoding gains beyond the
-// weights. Attention still computes in fp32 (the BF16 values widen exactly).
+// in int8 (CrossScalar: codes biased by 128, as quantise_rows stores activations), one scale per row (max |row|
+// / 127 over the row's `inner` values, all heads; rounded to nearest). A decode step reads every layer's cross K/V once per token — 2 · layers · patches · inner values,
+// 148 MB in fp32 for the base model at 2009 patches, more than its int8 weights — so a quarter of the bytes is
+// most of what decoding gains beyond the weights. The scores are int8 dot products (the query quantised per
+// head, vpdpbusd), softmax and the weighted sum of values in fp32.
+//
+// The scales live beside the values in the buffer alloc_cross() makes; linear() and attention() are given
+// pointers into it, so the backend keeps a list of the buffers it made (alive ones only) to find them.
 struct CpuInt8Backend : CpuBackend {
-    using CrossScalar = uint16_t;  // BF16 bits
-    using CrossBuffer = detail::AlignedArray<uint16_t>;
+    using CrossScalar = uint8_t;  // int8 codes + 128
+    struct CrossRows {
+        detail::AlignedArray<uint8_t> values;
+        std::vector<float> scales;  // one per row of `width` values (set by the linear() that writes them)
+        int64_t width = 0;
+    };
+    // n int8 values and their rows' scales; moved, not copied (the model keeps it while it uses it).
+    class CrossBuffer {
+    public:
+        CrossBuffer() = default;
+        uint8_t* data() { return rows_ ? rows_->values.data() : nullptr; }
+        const uint8_t* data() const { return rows_ ? rows_->values.data() : nullptr; }
+        size_t size() const { return rows_ ? rows_->values.size() : 0; }
+
+    private:
+        friend struct CpuInt8Backend;
+        explicit CrossBuffer(size_t n) : rows_(std::make_shared<CrossRows>()) { rows_->values = detail::AlignedArray<uint8_t>(n); }
+        std::shared_ptr<CrossRows> rows_;
+    };
 
     // options.dtype is taken as Int8.
     explicit CpuInt8Backend(const Checkpoint& c, CpuOptions options = {}) : CpuBackend(c, with_int8(options)) {}
     explicit CpuInt8Backend(CpuOptions options = {}) : CpuBackend(with_int8(options)) {}
 
-    CrossBuffer alloc_cross(size_t n) const { return CrossBuffer(n); }
+    CrossBuffer alloc_cross(size_t n) {
+        std::erase_if(cross_, [](const std::weak_ptr<CrossRows>& w) { return w.expired(); });
+        CrossBuffer b(n);
+        cross_.push_back(b.rows_);
+        return b;
+    }
 
     using CpuBackend::linear;
-    // Y[M, N] = X · Wᵀ rounded to BF16: the cross K/V projections, through fp32 rows in blocks of kRows.
-    void linear(const float* X, int64_t M, const Weight& W, uint16_t* Y, Write mode = Write::Overwrite,
+    // Y[M, N] = X · Wᵀ quantised per row into a buffer from alloc_cross() (the cross K/V projections), through
+    // fp32 rows in blocks of kRows. A row holding NaN or infinity gets a NaN scale (its attention is NaN).
+    void linear(const float* X, int64_t M, const Weight& W, uint8_t* Y, Write mode = Write::Overwrite,
                 const Weight* bias = nullptr) {
-        if (mode != Write::Overwrite) detail::fail("CpuInt8Backend: a BF16 output is written, not accumulated");
-        const int64_t N = W.rows(), K = W.cols();
-        if (int64_t(rows_.size()) < std::min(M, kRows) * N) rows_ = detail::AlignedFloats(size_t(std::min(M, kRows) * N));
+        if (mode != Write::Overwrite) detail::fail("CpuInt8Backend: an int8 output is written, not accumulated");
+        const int64_t N = W.rows(), K = W.cols(), ldq = detail::int8_row_bytes(N);
+        CrossRows& rows = *find_rows(Y, N, M, "linear");
+        const int64_t r0 = (Y - rows.values.data()) / N;
+        const int64_t block = std::min(M, kRows);
+        if (int64_t(rows_.size()) < block * N) rows_ = detail::AlignedFloats(size_t(block * N));
+        if (int64_t(codes_.size()) < block * ldq) codes_.resize(size_t(block * ldq));
         for (int64_t m0 = 0; m0 < M; m0 += kRows) {
             const int64_t m = std::min(kRows, M - m0);
             CpuBackend::linear(X + m0 * K, m, W, rows_.data(), Write::Overwrite, bias);
-            for (int64_t i = 0; i < m * N; ++i) Y[m0 * N + i] = float_to_bf16(rows_.data()[i]);
+            pool().parallel_for(m, [&](int64_t i, int) {  // rows padded to ldq in codes_, then copied
+                uint8_t* code = codes_.data() + i * ldq;
+                detail::quantise_rows(int8_isa(), rows_.data() + i * N, N, 1, N, code, ldq, &rows.scales[size_t(r0 + m0 + i)]);
+                std::memcpy(Y + (m0 + i) * N, code, size_t(N));
+            });
         }
     }
 
     using CpuBackend::attention;
-    // A decode step's cross-attention: fp32 queries against BF16 keys and values.
-    void attention(const AttentionArgs<float, uint16_t>& args) {
-        const AttentionArgs<float, uint16_t> a = with_default_strides(args);
+    // A decode step's cross-attention: fp32 queries against int8 keys and values (buffers from alloc_cross()).
+    void attention(const AttentionArgs<float, uint8_t>& args) {
+        const AttentionArgs<float, uint8_t> a = with_default_strides(args);
         if (a.B != 1 || a.causal || a.Lq >= kPackedMinQueries || a.bias || a.D < 1)
-            detail::fail("CpuInt8Backend::attention: BF16 keys take B = 1, fewer than ", kPackedMinQueries,
+            detail::fail("CpuInt8Backend::attention: int8 keys take B = 1, fewer than ", kPackedMinQueries,
                          " queries, no bias, no causal flag");
-        attention_by_key_chunks(a);
+        const int64_t I = int64_t(a.H) * a.D;
+        if (a.k_row != I || a.v_row != I)
+            detail::fail("CpuInt8Backend::attention: int8 keys and values are rows of ", I, " values");
+        const CrossRows& k = *find_rows(a.k, I, a.Lk, "attention's keys");
+        const CrossRows& v = *find_rows(a.v, I, a.Lk, "attention's values");
+        attention_by_key_chunks(a, k.scales.data() + (a.k - k.values.data()) / I,
+                                v.scales.data() + (a.v - v.values.data()) / I);
     }
 
 private:
@@ -712,7 +775,28 @@ private:
         o.dtype = Dtype::Int8;
         return o;
     }
-    detail::AlignedFloats rows_;  // linear()'s fp32 rows before rounding
+    // The buffer from alloc_cross() holding `rows` rows of `width` values from p (a row boundary); the first
+    // write of a buffer sets its width.
+    std::shared_ptr<CrossRows> find_rows(const uint8_t* p, int64_t width, int64_t rows, const char* what) {
+        for (const std::weak_ptr<CrossRows>& w : cross_) {
+            std::shared_ptr<CrossRows> r = w.lock();
+            if (!r || p < r->values.data() || p >= r->values.data() + r->values.size()) continue;
+            const int64_t offset = p - r->values.data();
+            if (r->width == 0) {
+                r->width = width;
+                r->scales.assign(r->values.size() / size_t(width), std::numeric_limits<float>::quiet_NaN());
+            }
+            if (r->width != width || offset % width || offset / width + rows > int64_t(r->scales.size()))
+                detail::fail("CpuInt8Backend::", what, ": ", rows, " rows of ", width, " values at row ", offset / width,
+                             " do not fit its cross K/V buffer (", r->scales.size(), " rows of ", r->width, ")");
+            return r;
+        }
+        detail::fail("CpuInt8Backend::", what, ": int8 rows that alloc_cross() did not make");
+    }
+
+    std::vector<std::weak_ptr<CrossRows>> cross_;  // the buffers alloc_cross() made
+    detail::AlignedFloats rows_;                   // linear()'s fp32 rows before quantising
+    std::vector<uint8_t> codes_;                   // and their biased codes
 };
 
 static_assert(Backend<CpuInt8Backend>, "CpuInt8Backend must provide every primitive of the Backend concept");

@@ -18,6 +18,8 @@
 // The encoder's attention in int8 mode uses the same pieces: per head, the keys [Tk, D] are a B quantised per
 // key, the values a B read transposed (per channel, across the keys), the queries and the softmax weights
 // rows quantised on the fly (the weights, all ≥ 0, in an unsigned code using all 8 bits).
+// A decode step's cross-attention scores in int8 mode (CpuInt8Backend keeps the cross K/V as codes biased by
+// 128, a scale per row) are dot_codes: the query's signed codes against each key's, one vpdpbusd per 64 bytes.
 // Every set computes the same integers and the same fp32 epilogue, so results are bit-identical across
 // instruction sets (tests/test_backend_ops.cpp checks it). A row of X holding NaN or ±inf gets the scale NaN:
 // its outputs are NaN (generate() then stops with an Error), never quietly finite.
@@ -411,6 +413,70 @@ inline void igemm(Int8Isa isa, int64_t M, const uint8_t* Q, int64_t ldq, const f
         }
     }
     (void)isa;
+}
+
+// out[j] = Σ_d (K[j·ldk + d] − 128) · q[d] for the n rows j of K: codes stored biased by 128 (quantise_rows'
+// form) against signed codes q [D], exact in int32; q_sum = Σ_d q[d]. The VNNI kernel takes 16 rows at a time,
+// 64 bytes of each per vpdpbusd (K · q + 128 · q: the bias's term is then taken off once).
+// (GCC 12 at -O3 -march=znver4 vectorises the generic loop written as Σ (K − 128)·q into wrong sums; written as
+// the VNNI kernel computes it, Σ K·q − 128·Σ q, it is right.)
+inline void dot_codes_generic(const int8_t* q, int32_t q_sum, int64_t D, const uint8_t* K, int64_t ldk, int64_t n,
+                              int32_t* out) {
+    for (int64_t j = 0; j < n; ++j) {
+        int32_t t = 0;
+        for (int64_t d = 0; d < D; ++d) t += int32_t(K[j * ldk + d]) * int32_t(q[d]);
+        out[j] = t - 128 * q_sum;
+    }
+}
+
+#ifdef PIX2STRUCT_X86_KERNELS
+PIX2STRUCT_AVX512_VNNI inline void dot_codes_vnni(const int8_t* q, int32_t q_sum, int64_t D, const uint8_t* K,
+                                                  int64_t ldk, int64_t n, int32_t* out) {
+    const auto add = [](__m512 a, __m512 b) {  // int32 lanes held in float registers, for the float shuffles
+        return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+    };
+    for (int64_t j0 = 0; j0 < n; j0 += 16) {
+        const int rows = int(std::min<int64_t>(16, n - j0));
+        __m512i acc[16];
+        PIX2STRUCT_UNROLL
+        for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_si512();
+        for (int64_t d = 0; d < D; d += 64) {
+            const __mmask64 m = D - d >= 64 ? ~__mmask64(0) : (__mmask64(1) << (D - d)) - 1;
+            const __m512i qv = _mm512_maskz_loadu_epi8(m, q + d);
+            PIX2STRUCT_UNROLL
+            for (int i = 0; i < 16; ++i)
+                if (i < rows) acc[i] = dpbusd(acc[i], _mm512_maskz_loadu_epi8(m, K + (j0 + i) * ldk + d), qv);
+        }
+        // 16 sums at once: pairs within 128-bit lanes, then across lanes (as detail::dot_keys does)
+        __m512 u[4];
+        PIX2STRUCT_UNROLL
+        for (int g = 0; g < 4; ++g) {
+            const __m512 v0 = _mm512_castsi512_ps(acc[4 * g]), v1 = _mm512_castsi512_ps(acc[4 * g + 1]),
+                         v2 = _mm512_castsi512_ps(acc[4 * g + 2]), v3 = _mm512_castsi512_ps(acc[4 * g + 3]);
+            const __m512 t0 = add(_mm512_unpacklo_ps(v0, v1), _mm512_unpackhi_ps(v0, v1));
+            const __m512 t1 = add(_mm512_unpacklo_ps(v2, v3), _mm512_unpackhi_ps(v2, v3));
+            u[g] = add(_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2)));
+        }
+        const __m512 x0 = add(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 2, 3, 2)));
+        const __m512 x1 = add(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 2, 3, 2)));
+        const __m512i r = _mm512_castps_si512(add(_mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                                  _mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(3, 1, 3, 1))));
+        _mm512_mask_storeu_epi32(out + j0, rows == 16 ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1),
+                                 _mm512_sub_epi32(r, _mm512_set1_epi32(128 * q_sum)));
+    }
+}
+#endif
+
+inline void dot_codes(Int8Isa isa, const int8_t* q, int64_t D, const uint8_t* K, int64_t ldk, int64_t n, int32_t* out) {
+    int32_t q_sum = 0;
+    for (int64_t d = 0; d < D; ++d) q_sum += q[d];
+#ifdef PIX2STRUCT_X86_KERNELS
+    if (isa == Int8Isa::Avx512Vnni) return dot_codes_vnni(q, q_sum, D, K, ldk, n, out);
+#endif
+    (void)isa;
+    dot_codes_generic(q, q_sum, D, K, ldk, n, out);
 }
 
 }  // namespace pix2struct::detail

@@ -460,10 +460,24 @@ PIX2STRUCT_AVX2 inline __m256 load8(const uint16_t* p) {
         _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 PIX2STRUCT_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+// uint8_t: int8 codes stored biased by 128 (CpuInt8Backend's cross-attention values, scaled by the caller):
+// the signed integers as floats.
+PIX2STRUCT_AVX512 inline __m512 load16(const uint8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+                                               _mm512_set1_epi32(128)));
+}
+PIX2STRUCT_AVX512 inline __m512 load16(__mmask16 m, const uint8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p)), _mm512_set1_epi32(128)));
+}
+PIX2STRUCT_AVX2 inline __m256 load8(const uint8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))),
+                                               _mm256_set1_epi32(128)));
+}
 #endif
 
 inline float widen(uint16_t w) { return bf16_to_float(w); }
 inline float widen(float w) { return w; }
+inline float widen(uint8_t w) { return float(int(w) - 128); }  // a code biased by 128
 
 #ifdef PIX2STRUCT_X86_KERNELS
 // Rows [0, R) of X against one weight row w: AVX-512, R ≤ 8 (two accumulators per row: 16 registers). The
@@ -660,7 +674,7 @@ inline void dot_keys(CpuIsa isa, const float* q, int64_t D, const Kt* K, int64_t
 }
 
 // out[0 .. D) (+)= Σ_j p[j] · V[j·ldv + 0 .. D): a query's attention output from its softmax weights, the values
-// read in place, fp32 or BF16 (decode steps, where packing them would cost more than the product); `add`:
+// read in place, fp32, BF16 or int8 codes biased by 128 (decode steps, where packing them would cost more than the product); `add`:
 // added to out (a sum over blocks of keys).
 #ifdef PIX2STRUCT_X86_KERNELS
 template <class Vt>
