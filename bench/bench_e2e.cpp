@@ -12,7 +12,7 @@
 // read + write bytes); beside them the
 // backend's own GEMM rate on an encoder-sized product. --dtype int8 times the int8 mode (CpuOptions), its
 // ceiling the peak int8 dot-product rate (vpdpbusd) beside the fp32 one; --dtype bf16 the bf16 mode
-// (CpuBf16Backend: the fp32 kernels on bf16 values).
+// (CpuBf16Backend: vdpbf16ps where it outruns fp32 FMA, its peak beside; else the fp32 kernels on bf16 values).
 // --batch B (> 1) also times B copies of the input as one batch (generate_batch's path: one encoder pass
 // over B·N rows, decode steps of B sequences): the batch's encoder, cross K/V and per-step medians.
 #include <CLI/CLI.hpp>
@@ -153,19 +153,20 @@ int main(int argc, char** argv) {
         double gemm_gflops = 0, copy_gbs = 0;
         const double fma_gflops = peak::fp32_fma_gflops(backend.isa(), backend.threads());
         const double int8_gops = cpu.dtype == pix2struct::Dtype::Int8 ? peak::int8_dot_gops(backend.int8_isa(), backend.threads()) : 0;
+        double bf16_gflops = 0;
+        if constexpr (std::is_same_v<B, pix2struct::CpuBf16Backend>) bf16_gflops = peak::bf16_dot_gflops(backend.bf16_isa(), backend.threads());
         {
             const int64_t M = std::max<int64_t>(N, 256), K = int64_t(H), Nn = int64_t(F);
             std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * Nn)), wdata(size_t(Nn * K), 0.25f);
             pix2struct::Weight w{"yardstick", {Nn, K}, wdata.data(), nullptr};
             ckpt.for_each([&](const pix2struct::Weight&) { ++w.index; });  // the index after the checkpoint's
             ++w.index;
-            if (cpu.dtype == pix2struct::Dtype::Int8) backend.quantise(std::vector<const pix2struct::Weight*>{&w});
+            if constexpr (std::is_same_v<B, pix2struct::CpuBf16Backend>) backend.adopt(std::vector<const pix2struct::Weight*>{&w});
+            else if (cpu.dtype == pix2struct::Dtype::Int8) backend.quantise(std::vector<const pix2struct::Weight*>{&w});
             std::vector<double> ts;
             for (int i = 0; i < 4; ++i) {
                 auto t = clock_type::now();
-                // bf16: the fp32 GEMM it runs (its linear() takes only the weights it rounded)
-                if constexpr (std::is_same_v<B, pix2struct::CpuBf16Backend>) backend.CpuBackend::linear(x.data(), M, w, y.data());
-                else backend.linear(x.data(), M, w, y.data());
+                backend.linear(x.data(), M, w, y.data());
                 ts.push_back(ms_since(t));
             }
             gemm_gflops = 2.0 * M * K * Nn / (*std::min_element(ts.begin() + 1, ts.end()) * 1e6);
@@ -191,7 +192,7 @@ int main(int argc, char** argv) {
                              {"preprocess_ms", pre}, {"encoder_ms", enc}, {"cross_kv_ms", kv}, {"token_ms", tok},
                              {"encoder_gflops", enc_flop / (enc * 1e6)}, {"decode_gbs", dec_bytes / (tok * 1e6)},
                              {"yardstick_gemm_gflops", gemm_gflops}, {"yardstick_copy_gbs", copy_gbs},
-                             {"peak_fma_gflops", fma_gflops}, {"peak_int8_gops", int8_gops},
+                             {"peak_fma_gflops", fma_gflops}, {"peak_int8_gops", int8_gops}, {"peak_bf16_gflops", bf16_gflops},
                              {"isa", pix2struct::isa_name(backend.isa())}, {"dtype", dtype}, {"kernels", backend.describe()},
                              {"ids", ids}};
             if (batch > 1)
@@ -210,6 +211,7 @@ int main(int argc, char** argv) {
             std::printf("  ceilings: peak FMA %.1f GFLOP/s (%s, %d threads), ", fma_gflops, pix2struct::isa_name(backend.isa()),
                         backend.threads());
             if (int8_gops > 0) std::printf("peak int8 dot %.1f GOP/s, ", int8_gops);
+            if (bf16_gflops > 0) std::printf("peak bf16 dot %.1f GFLOP/s, ", bf16_gflops);
             std::printf("memcpy %.1f GB/s; backend %s GEMM %.1f G%s/s ([%lld, %.0f]·[%.0f, %.0f]ᵀ)\n", copy_gbs, dtype.c_str(),
                         gemm_gflops, dtype == "int8" ? "OP" : "FLOP", (long long)std::max<int64_t>(N, 256), H, F, H);
             if (batch > 1)

@@ -21,6 +21,7 @@ generated ids against HF's (tokens equal up to HF's first eos).
 """
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import time
@@ -104,14 +105,24 @@ def main():
     for name, hf, ours in rows:
         print(f"{name:38s} {hf:10.1f}" + "".join(f" {ours(runs[d]):10.1f} {hf / max(ours(runs[d]), 1e-9):8.2f}"
                                                   for d in dtypes))
-    # accuracy: our greedy ids against HF's, up to HF's first eos (HF's min_new_tokens hides eos after it)
+    # accuracy: our greedy ids against HF's, up to HF's first eos (HF's min_new_tokens hides eos after it); where
+    # they part, HF's own top-1 margin at that step (teacher-forced on its ids) and the bf16 spacing of its top logit
     n = hf_ids.index(1) + 1 if 1 in hf_ids else len(hf_ids)
+    logits = model(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=torch.tensor([[0] + hf_ids[:-1]])).logits[0]
+    top2 = logits.topk(2, dim=-1).values
     for d in dtypes:
         o = runs[d]
         same = next((i for i in range(n) if i >= len(o["ids"]) or o["ids"][i] != hf_ids[i]), n)
         ceiling = (f"peak int8 dot {o['peak_int8_gops']:.0f} GOP/s" if d == "int8"
+                   else f"peak bf16 dot {o['peak_bf16_gflops']:.0f} GFLOP/s" if o.get("peak_bf16_gflops")
                    else f"peak FMA {o['peak_fma_gflops']:.0f} GFLOP/s")
-        print(f"{d}: ids equal to HF fp32's for {same} of {n} tokens; encoder {o['encoder_gflops']:.0f} GFLOP/s "
+        parted = ""
+        if same < n:
+            top = float(top2[same, 0])
+            ulp = 2.0 ** (math.floor(math.log2(max(abs(top), 1e-30))) - 7)
+            parted = (f" (step {same}: HF's top-1 margin {float(top2[same, 0] - top2[same, 1]):.4f}, "
+                      f"bf16 spacing of its top logit {ulp:.4f})")
+        print(f"{d}: ids equal to HF fp32's for {same} of {n} tokens{parted}; encoder {o['encoder_gflops']:.0f} GFLOP/s "
               f"({ceiling}); decode {o['decode_gbs']:.1f} GB/s of memcpy {o['yardstick_copy_gbs']:.1f} GB/s "
               f"({o['decode_gbs'] / o['yardstick_copy_gbs']:.0%})")
     hf = {"preprocess_ms": pre_ms, "encoder_ms": enc_ms, "decode_cache_ms": dec_cache_ms,

@@ -144,6 +144,13 @@ inline double fp32_fma_gflops(pix2struct::CpuIsa isa, int threads) {
     return rate(all[isa == pix2struct::CpuIsa::Avx512 ? 0 : 1], threads);
 }
 
+// GFLOP/s of bf16 dot products (vdpbf16ps) on `threads` threads (0 unless the bf16 mode uses them).
+inline double bf16_dot_gflops(pix2struct::Bf16Isa isa, int threads) {
+    const std::vector<Loop> all = loops();
+    if (isa != pix2struct::Bf16Isa::Avx512Bf16 || all.empty()) return 0;
+    return rate(all[2], threads);
+}
+
 // GOP/s of int8 dot products (vpdpbusd) on `threads` threads (0 without AVX512-VNNI).
 inline double int8_dot_gops(pix2struct::Int8Isa isa, int threads) {
     const std::vector<Loop> all = loops();

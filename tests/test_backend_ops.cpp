@@ -29,6 +29,12 @@ Factory<CpuBackend> cpu(int threads, CpuIsa isa) {
     return [=](std::span<const Weight* const>) { return std::make_unique<CpuBackend>(threads, isa); };
 }
 
+std::vector<Bf16Isa> bf16_isas() {  // every kind of bf16 product this CPU runs
+    std::vector<Bf16Isa> out;
+    for (int i = 0; i <= int(host_bf16_isa()); ++i) out.push_back(Bf16Isa(i));
+    return out;
+}
+
 std::vector<Int8Isa> int8_isas() {  // every int8 kernel set this CPU runs
     std::vector<Int8Isa> out;
     for (int i = 0; i <= int(host_int8_isa()); ++i) out.push_back(Int8Isa(i));
@@ -87,15 +93,21 @@ TEST_CASE("backend ops (CPU): embed, embed_token, argmax (NaN/inf: kNonFiniteLog
 // The bf16 mode (CpuBf16Backend): every output rounded to bf16 (2^-8 of it), a linear's input rounded to bf16
 // too (the harness gives fp32 inputs: 2^-9 of each term), weights stored as BF16 (exact), softmax in fp32 —
 // the GPU bf16 path's tolerances (gpu/test_backend_ops_gpu.cu) with the input rounding added.
-TEST_CASE("backend ops (CPU): the bf16 mode (CpuBf16Backend) — every primitive, every SIMD set") {
+// Each set of fp32 kernels, and the AVX512-BF16 products where the CPU chooses them (bf16_isas()).
+TEST_CASE("backend ops (CPU): the bf16 mode (CpuBf16Backend) — every primitive, every SIMD set, both kinds of products") {
+    MESSAGE("bf16 products tested: ", bf16_isas().size(), " (chosen here: ", std::string(isa_name(host_bf16_isa())), ")");
     const Tolerance bf16{.terms = 1.0 / 512 + 1e-5, .softmax = 8e-3, .out = 1.0 / 256};
     Rng rng;
-    for (CpuIsa isa : isas()) {
-        const std::string label = isa_name(isa);
+    std::vector<std::pair<CpuIsa, Bf16Isa>> sets;
+    for (CpuIsa isa : isas()) sets.emplace_back(isa, Bf16Isa::Fp32);
+    for (Bf16Isa b : bf16_isas())
+        if (b != Bf16Isa::Fp32) sets.emplace_back(host_isa(), b);
+    for (const auto& [isa, products] : sets) {
+        const std::string label = std::string(isa_name(isa)) + ", " + isa_name(products);
         CAPTURE(label);
-        const auto make = [isa](int threads) -> Factory<CpuBf16Backend> {
+        const auto make = [isa, products](int threads) -> Factory<CpuBf16Backend> {
             return [=](std::span<const Weight* const> w) {
-                return std::make_unique<CpuBf16Backend>(w, CpuOptions{.threads = threads, .isa = isa});
+                return std::make_unique<CpuBf16Backend>(w, CpuOptions{.threads = threads, .isa = isa, .bf16_isa = products});
             };
         };
         CHECK(check_linear(make(2), bf16, true, rng) == int(std::size(kLinearShapes)) * 4);

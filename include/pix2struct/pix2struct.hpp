@@ -62,10 +62,12 @@
 //   backend/attention_args.hpp    AttentionArgs: one attention call, for backends and kernels alike
 //   backend/backend.hpp           the Backend concept: the primitives the model calls
 //   backend/cpu.hpp               CpuBackend: the primitives on our kernels (Eigen without AVX2), ThreadPool;
-//                                 CpuInt8Backend: int8 mode with BF16 cross-attention K/V
+//                                 CpuInt8Backend: int8 mode with int8 cross-attention K/V;
+//                                 CpuBf16Backend: bf16 mode (what CudaBackendBf16 computes)
 //   backend/cpu_isa.hpp           CpuIsa, Int8Isa: the SIMD kernels this CPU runs, chosen at run time
 //   backend/cpu_kernels.hpp       SGEMM, softmax, GEMV for AVX-512 and AVX2 (target attributes)
 //   backend/cpu_int8.hpp          int8 weights packed at load, activations quantised per row, VNNI GEMM
+//   backend/cpu_bf16.hpp          bf16 weights packed at load, AVX512-BF16 GEMM (the bf16 mode on AMD)
 //   backend/cuda.hpp              CudaBackend, CudaBackendBf16 (nvcc only)
 //   nn/rms_norm.hpp nn/mlp.hpp nn/attention.hpp nn/relative_position.hpp   one struct per reference module
 //   nn/position_bucket.hpp        T5's relative-position bucket (host and device)

@@ -43,7 +43,7 @@ template <class B>
 using scalar_t = typename B::Scalar;
 
 // The element type of the decoder's cross-attention K/V caches: B::CrossScalar when the backend names one
-// (CpuInt8Backend: BF16 bits, half the bytes every decode step reads), else its Scalar. Such a backend also
+// (CpuInt8Backend: int8 codes, a quarter of the bytes every decode step reads), else its Scalar. Such a backend also
 // has alloc_cross(n), a linear() writing CrossScalar rows (the K/V projections) and an attention() reading
 // AttentionArgs<Scalar, CrossScalar> (the decode steps' cross-attention).
 template <class B>

@@ -20,6 +20,7 @@
 
 #include "pix2struct/backend/cpu_kernels.hpp"  // first: it includes <immintrin.h> (see there)
 #include "pix2struct/backend/cpu_int8.hpp"
+#include "pix2struct/backend/cpu_bf16.hpp"
 
 // Warnings that are not ours, silenced for Eigen only (an app may see it through -I, e.g. from pkg-config):
 // Eigen 3.4's unused variables in its AVX code and (clang -Wpedantic) a C99 compound literal in Eigen/Half.h.
@@ -160,7 +161,7 @@ private:
 
 // 64-byte aligned storage of n T's, zeroed (Eigen and AVX-512 like aligned rows). From 4 MiB on, aligned to and
 // advised as 2 MiB huge pages: the decoder's K/V caches are streamed from memory every step, and on 4 KiB pages
-// the TLB misses cost a third of a BF16 cross-attention's time.
+// the TLB misses cost a third of a narrow (BF16) cross-attention's time.
 template <class T>
 class AlignedArray {
 public:
@@ -236,6 +237,7 @@ struct CpuOptions {
     Int8Layers int8{};                  // with Int8: the layers quantised
     CpuIsa isa = host_isa();            // the widest fp32 kernels to use (tests ask for narrower ones)
     Int8Isa int8_isa = host_int8_isa(); // the same for the int8 kernels
+    Bf16Isa bf16_isa = host_bf16_isa(); // the bf16 mode's products (CpuBf16Backend)
 };
 
 struct CpuBackend {
@@ -815,17 +817,32 @@ struct CpuBf16Backend : CpuBackend {
 
     // options.dtype is ignored. The weights (a checkpoint's, or a list whose weights[i]->index is i)
     // must outlive the backend; those not stored as BF16 are rounded here, into copies of its own.
-    explicit CpuBf16Backend(const Checkpoint& c, CpuOptions options = {}) : CpuBackend(with_f32(options)) {
+    // With Bf16Isa::Avx512Bf16 the linear layers' weights (every 2-D weight of a list) are packed for it too.
+    explicit CpuBf16Backend(const Checkpoint& c, CpuOptions options = {}) : CpuBf16Backend(options) {
         std::vector<const Weight*> all;
         c.for_each([&](const Weight& w) { all.push_back(&w); });
         round_weights(all);
+        std::vector<const Weight*> linear = int8_weights(c, {});
+        linear.push_back(&c.vision().patch_projection_weight);
+        pack(linear);
     }
-    explicit CpuBf16Backend(std::span<const Weight* const> weights, CpuOptions options = {})
-        : CpuBackend(with_f32(options)) {
-        round_weights(weights);
+    explicit CpuBf16Backend(std::span<const Weight* const> weights, CpuOptions options = {}) : CpuBf16Backend(options) {
+        adopt(weights);
     }
 
-    std::string describe() const { return CpuBackend::describe() + ", bf16 weights and activations"; }
+    // Takes these weights too (weights[i]->index past the ones it has): rounded, and the 2-D ones packed.
+    void adopt(std::span<const Weight* const> weights) {
+        round_weights(weights);
+        std::vector<const Weight*> matrices;
+        for (const Weight* w : weights)
+            if (w->shape.size() == 2) matrices.push_back(w);
+        pack(matrices);
+    }
+
+    Bf16Isa bf16_isa() const { return bf16_isa_; }
+    std::string describe() const {
+        return CpuBackend::describe() + ", bf16 weights and activations, bf16 products " + isa_name(bf16_isa_);
+    }
     int bytes_per_value(const Weight& W) const { return CpuBackend::bytes_per_value(rounded(W)); }
 
     void linear(const float* X, int64_t M, const Weight& W, float* Y, Write mode = Write::Overwrite,
@@ -837,7 +854,11 @@ struct CpuBf16Backend : CpuBackend {
             round_bf16(input_.data(), M * K);
             X = input_.data();
         }
-        CpuBackend::linear(X, M, rounded(W), Y, mode, bias ? &rounded(*bias) : nullptr);
+        if (const detail::Bf16Panels* p = panels(W); p && M > detail::kGemvMaxRows) {
+            linear_bf16(X, M, *p, Y, mode == Write::Accumulate, bias ? &rounded(*bias) : nullptr);
+        } else {
+            CpuBackend::linear(X, M, rounded(W), Y, mode, bias ? &rounded(*bias) : nullptr);
+        }
         round_bf16(Y, M * W.rows());
     }
     void rms_norm(const float* X, int64_t M, const Weight& w, float eps, float* Y) {
@@ -877,6 +898,53 @@ private:
     static CpuOptions with_f32(CpuOptions o) {  // the base's fp32 kernels multiply the rounded values
         o.dtype = Dtype::F32;
         return o;
+    }
+    explicit CpuBf16Backend(const CpuOptions& options) : CpuBackend(with_f32(options)), bf16_isa_(options.bf16_isa) {
+        if (int(bf16_isa_) > int(host_bf16_isa()))
+            detail::fail("CpuBf16Backend: this CPU does not run ", isa_name(bf16_isa_), " products (it runs ",
+                         isa_name(host_bf16_isa()), ")");
+    }
+    // Packs these weights' rounded values for vdpbf16ps (with Bf16Isa::Avx512Bf16), threads over the panels.
+    void pack(std::span<const Weight* const> weights) {
+        if (bf16_isa_ != Bf16Isa::Avx512Bf16) return;
+        for (const Weight* w : weights) {
+            if (size_t(w->index) >= panels_.size()) panels_.resize(size_t(w->index) + 1);
+            detail::Bf16Panels& p = panels_[size_t(w->index)];
+            p = detail::Bf16Panels(rounded(*w).data, w->rows(), w->cols());
+            pool().parallel_for(p.panel_count(), [&](int64_t i, int) { p.pack(i, i + 1); });
+        }
+    }
+    const detail::Bf16Panels* panels(const Weight& W) const {
+        if (W.index < 0 || size_t(W.index) >= panels_.size() || !panels_[size_t(W.index)].source) return nullptr;
+        const detail::Bf16Panels& p = panels_[size_t(W.index)];
+        if (p.source != rounded(W).data) detail::fail("CpuBf16Backend: '", W.name, "' is not the weight packed at its index ", W.index);
+        return &p;
+    }
+    // linear() with W's panels: X as bf16 pairs, then slices of whole panels, one per thread.
+    void linear_bf16(const float* X, int64_t M, const detail::Bf16Panels& W, float* Y, bool accumulate, const Weight* bias) {
+#ifdef PIX2STRUCT_X86_KERNELS
+        const int64_t N = W.n, K = W.k, lda = detail::bf16_row_elements(K);
+        if (int64_t(pairs_.size()) < M * lda) pairs_.resize(size_t(M * lda));
+        const int64_t chunk = 64, chunks = (M + chunk - 1) / chunk;
+        pool().parallel_for(chunks, [&](int64_t c, int) {
+            const int64_t m0 = c * chunk;
+            detail::bf16_rows(X + m0 * K, K, std::min(chunk, M - m0), K, pairs_.data() + m0 * lda, lda);
+        });
+        const int64_t panels = W.panel_count();
+        const int64_t slices = std::min<int64_t>(panels, threads());
+        const int64_t step = (panels + slices - 1) / slices * detail::kBfNr;
+        pool().parallel_for(slices, [&](int64_t s, int) {
+            const int64_t n0 = s * step, n = std::min(step, N - n0);
+            if (n <= 0) return;
+            detail::bgemm(M, pairs_.data(), lda, W, n0, n, Y + n0, N, accumulate);
+            if (bias)
+                for (int64_t m = 0; m < M; ++m)
+                    for (int64_t j = 0; j < n; ++j) Y[m * N + n0 + j] += bias->data[n0 + j];
+        });
+#else
+        (void)X, (void)M, (void)W, (void)Y, (void)accumulate, (void)bias;
+        detail::fail("CpuBf16Backend: AVX512-BF16 products on a CPU without them");
+#endif
     }
     static bool stored_bf16(const Weight& w) { return w.source && w.source->dtype == DType::BF16; }
     static bool all_bf16(const float* x, int64_t n) {
@@ -924,8 +992,11 @@ private:
         return W;
     }
 
-    std::vector<Rounded> rounded_;  // by Weight::index: the copies of weights not stored as BF16
-    detail::AlignedFloats input_;   // a linear's input rounded to bf16
+    Bf16Isa bf16_isa_;
+    std::vector<Rounded> rounded_;               // by Weight::index: the copies of weights not stored as BF16
+    std::vector<detail::Bf16Panels> panels_;     // by Weight::index: packed for vdpbf16ps (Bf16Isa::Avx512Bf16)
+    detail::AlignedFloats input_;                // a linear's input rounded to bf16
+    std::vector<uint16_t> pairs_;                // and as bf16 pairs
 };
 
 static_assert(Backend<CpuBf16Backend>, "CpuBf16Backend must provide every primitive of the Backend concept");

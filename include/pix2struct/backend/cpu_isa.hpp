@@ -12,6 +12,10 @@ enum class CpuIsa { Generic = 0, Avx2 = 1, Avx512 = 2 };  // AVX2 means AVX2 + F
 // The int8 kernels' sets (backend/cpu_int8.hpp): AVX-512 VNNI (vpdpbusd), or plain loops.
 enum class Int8Isa { Generic = 0, Avx512Vnni = 1 };
 
+// How the bf16 mode multiplies: fp32 FMA on its bf16 values (the fp32 kernels), or AVX512-BF16 vdpbf16ps
+// (backend/cpu_bf16.hpp), chosen where it is the faster of the two.
+enum class Bf16Isa { Fp32 = 0, Avx512Bf16 = 1 };
+
 inline const char* isa_name(CpuIsa isa) {
     switch (isa) {
         case CpuIsa::Avx512: return "AVX-512";
@@ -21,6 +25,7 @@ inline const char* isa_name(CpuIsa isa) {
 }
 
 inline const char* isa_name(Int8Isa isa) { return isa == Int8Isa::Avx512Vnni ? "AVX-512 VNNI" : "generic"; }
+inline const char* isa_name(Bf16Isa isa) { return isa == Bf16Isa::Avx512Bf16 ? "AVX512-BF16" : "fp32 FMA"; }
 
 // The widest set this CPU and OS run (libgcc's cpuid check includes the OS's XSAVE support of the registers).
 inline CpuIsa host_isa() {
@@ -50,6 +55,20 @@ inline Int8Isa host_int8_isa() {
 #endif
 }
 
+// The bf16 products this CPU runs fastest: vdpbf16ps runs at twice fp32 FMA's FLOP rate on AMD (Zen 4) and at
+// half of it on Intel (Sapphire Rapids; bench_peak, bench/RESULTS.md), so it is chosen on AMD CPUs that have it.
+inline Bf16Isa host_bf16_isa() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static const Bf16Isa isa = host_isa() == CpuIsa::Avx512 && __builtin_cpu_supports("avx512bf16") &&
+                                       __builtin_cpu_is("amd")
+                                   ? Bf16Isa::Avx512Bf16
+                                   : Bf16Isa::Fp32;
+    return isa;
+#else
+    return Bf16Isa::Fp32;
+#endif
+}
+
 }  // namespace pix2struct
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -57,4 +76,5 @@ inline Int8Isa host_int8_isa() {
 #define PIX2STRUCT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 #define PIX2STRUCT_AVX2 __attribute__((target("avx2,fma")))
 #define PIX2STRUCT_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma")))
+#define PIX2STRUCT_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma")))
 #endif
