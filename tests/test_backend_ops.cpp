@@ -102,7 +102,9 @@ TEST_CASE("backend ops (CPU): the bf16 mode (CpuBf16Backend) — every primitive
     for (CpuIsa isa : isas()) sets.emplace_back(isa, Bf16Isa::Fp32);
     for (Bf16Isa b : bf16_isas())
         if (b != Bf16Isa::Fp32) sets.emplace_back(host_isa(), b);
-    for (const auto& [isa, products] : sets) {
+    for (const std::pair<CpuIsa, Bf16Isa>& set : sets) {
+        const CpuIsa isa = set.first;
+        const Bf16Isa products = set.second;
         const std::string label = std::string(isa_name(isa)) + ", " + isa_name(products);
         CAPTURE(label);
         const auto make = [isa, products](int threads) -> Factory<CpuBf16Backend> {

@@ -432,9 +432,6 @@ inline void dot_codes_generic(const int8_t* q, int32_t q_sum, int64_t D, const u
 #ifdef PIX2STRUCT_X86_KERNELS
 PIX2STRUCT_AVX512_VNNI inline void dot_codes_vnni(const int8_t* q, int32_t q_sum, int64_t D, const uint8_t* K,
                                                   int64_t ldk, int64_t n, int32_t* out) {
-    const auto add = [](__m512 a, __m512 b) {  // int32 lanes held in float registers, for the float shuffles
-        return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
-    };
     for (int64_t j0 = 0; j0 < n; j0 += 16) {
         const int rows = int(std::min<int64_t>(16, n - j0));
         __m512i acc[16];
@@ -447,22 +444,10 @@ PIX2STRUCT_AVX512_VNNI inline void dot_codes_vnni(const int8_t* q, int32_t q_sum
             for (int i = 0; i < 16; ++i)
                 if (i < rows) acc[i] = dpbusd(acc[i], _mm512_maskz_loadu_epi8(m, K + (j0 + i) * ldk + d), qv);
         }
-        // 16 sums at once: pairs within 128-bit lanes, then across lanes (as detail::dot_keys does)
-        __m512 u[4];
+        __m512 sums[16];
         PIX2STRUCT_UNROLL
-        for (int g = 0; g < 4; ++g) {
-            const __m512 v0 = _mm512_castsi512_ps(acc[4 * g]), v1 = _mm512_castsi512_ps(acc[4 * g + 1]),
-                         v2 = _mm512_castsi512_ps(acc[4 * g + 2]), v3 = _mm512_castsi512_ps(acc[4 * g + 3]);
-            const __m512 t0 = add(_mm512_unpacklo_ps(v0, v1), _mm512_unpackhi_ps(v0, v1));
-            const __m512 t1 = add(_mm512_unpacklo_ps(v2, v3), _mm512_unpackhi_ps(v2, v3));
-            u[g] = add(_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2)));
-        }
-        const __m512 x0 = add(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(1, 0, 1, 0)),
-                              _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 2, 3, 2)));
-        const __m512 x1 = add(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(1, 0, 1, 0)),
-                              _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 2, 3, 2)));
-        const __m512i r = _mm512_castps_si512(add(_mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(2, 0, 2, 0)),
-                                                  _mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(3, 1, 3, 1))));
+        for (int i = 0; i < 16; ++i) sums[i] = _mm512_castsi512_ps(acc[i]);
+        const __m512i r = _mm512_castps_si512(sum_lanes16(sums, AddEpi32{}));
         _mm512_mask_storeu_epi32(out + j0, rows == 16 ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1),
                                  _mm512_sub_epi32(r, _mm512_set1_epi32(128 * q_sum)));
     }

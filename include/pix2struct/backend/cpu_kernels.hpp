@@ -596,6 +596,34 @@ inline void gemv(CpuIsa isa, const float* X, int64_t ldx, int64_t M, const Wt* W
 // place, fp32 or BF16): 16 (AVX-512) or 8 (AVX2) keys at a time, one accumulator each, summed across lanes
 // together.
 #ifdef PIX2STRUCT_X86_KERNELS
+// Lane i of the result = the sum of v[i]'s 16 lanes, for 16 vectors at once (pairs within 128-bit lanes, then
+// across lanes). `add` adds two registers: AddPs (fp32 sums) or AddEpi32 (int32 sums held in float registers);
+// functors with the target attribute (a lambda would not inherit its function's).
+struct AddPs {
+    PIX2STRUCT_AVX512 __m512 operator()(__m512 a, __m512 b) const { return _mm512_add_ps(a, b); }
+};
+struct AddEpi32 {
+    PIX2STRUCT_AVX512 __m512 operator()(__m512 a, __m512 b) const {
+        return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+    }
+};
+template <class Add>
+PIX2STRUCT_AVX512 inline __m512 sum_lanes16(const __m512* v, Add add) {
+    __m512 u[4];
+    PIX2STRUCT_UNROLL
+    for (int g = 0; g < 4; ++g) {
+        const __m512* w = v + 4 * g;
+        const __m512 t0 = add(_mm512_unpacklo_ps(w[0], w[1]), _mm512_unpackhi_ps(w[0], w[1]));
+        const __m512 t1 = add(_mm512_unpacklo_ps(w[2], w[3]), _mm512_unpackhi_ps(w[2], w[3]));
+        u[g] = add(_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    const __m512 x0 = add(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512 x1 = add(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    return add(_mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 template <class Kt>
 PIX2STRUCT_AVX512 inline void dot_keys_avx512(const float* q, int64_t D, const Kt* K, int64_t ldk, int64_t n,
                                               float* out) {
@@ -611,22 +639,7 @@ PIX2STRUCT_AVX512 inline void dot_keys_avx512(const float* q, int64_t D, const K
             for (int i = 0; i < 16; ++i)
                 if (i < keys) acc[i] = _mm512_fmadd_ps(qv, load16(m, K + (j0 + i) * ldk + d), acc[i]);
         }
-        // 16 sums at once: pairs within 128-bit lanes, then across lanes.
-        __m512 u[4];
-        PIX2STRUCT_UNROLL
-        for (int g = 0; g < 4; ++g) {
-            const __m512* v = acc + 4 * g;
-            const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(v[0], v[1]), _mm512_unpackhi_ps(v[0], v[1]));
-            const __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(v[2], v[3]), _mm512_unpackhi_ps(v[2], v[3]));
-            u[g] = _mm512_add_ps(_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)),
-                                 _mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2)));
-        }
-        const __m512 x0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(1, 0, 1, 0)),
-                                        _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 2, 3, 2)));
-        const __m512 x1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(1, 0, 1, 0)),
-                                        _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 2, 3, 2)));
-        const __m512 r = _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(2, 0, 2, 0)),
-                                       _mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(3, 1, 3, 1)));
+        const __m512 r = sum_lanes16(acc, AddPs{});
         _mm512_mask_storeu_ps(out + j0, keys == 16 ? __mmask16(0xFFFF) : __mmask16((1u << keys) - 1), r);
     }
 }
