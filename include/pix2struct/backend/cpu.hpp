@@ -15,7 +15,11 @@
 //
 // Int8 (CpuOptions::dtype = Dtype::Int8): the linear layers CpuOptions::int8 names are quantised once, at
 // construction, and multiplied in int8 (backend/cpu_int8.hpp: symmetric per output row, activations per
-// row on the fly, int32 accumulation); norms, softmax, attention and the residual stream stay fp32.
+// row on the fly, int32 accumulation), as are the encoder's attention products and (CpuInt8Backend) the
+// decoder's cross-attention scores; norms, softmax and the residual stream stay fp32.
+//
+// Bf16 (Dtype::Bf16): CpuBf16Backend rounds weights and every primitive's output to bf16, as the GPU's bf16 path
+// and transformers' bfloat16 do; its products are vdpbf16ps (backend/cpu_bf16.hpp) or the fp32 kernels.
 #pragma once
 
 #include "pix2struct/backend/cpu_kernels.hpp"  // first: it includes <immintrin.h> (see there)
@@ -693,9 +697,9 @@ static_assert(Backend<CpuBackend>, "CpuBackend must provide every primitive of t
 
 // The int8 mode as a pipeline runs it: CpuBackend with Dtype::Int8, and the decoder's cross-attention K/V kept
 // in int8 (CrossScalar: codes biased by 128, as quantise_rows stores activations), one scale per row (max |row|
-// / 127 over the row's `inner` values, all heads; rounded to nearest). A decode step reads every layer's cross K/V once per token — 2 · layers · patches · inner values,
-// 148 MB in fp32 for the base model at 2009 patches, more than its int8 weights — so a quarter of the bytes is
-// most of what decoding gains beyond the weights. The scores are int8 dot products (the query quantised per
+// / 127 over the row's `inner` values, all heads; rounded to nearest). A decode step reads every layer's cross
+// K/V once per token — 2 · layers · patches · inner values, 148 MB in fp32 for the base model at 2009 patches,
+// more than its int8 weights — so a quarter of the bytes is most of what decoding gains beyond the weights. The scores are int8 dot products (the query quantised per
 // head, vpdpbusd), softmax and the weighted sum of values in fp32.
 //
 // The scales live beside the values in the buffer alloc_cross() makes; linear() and attention() are given
@@ -810,8 +814,9 @@ static_assert(Backend<CpuInt8Backend>, "CpuInt8Backend must provide every primit
 // activation a primitive writes is rounded to bf16 once: a linear's output with its bias or residual, a norm's,
 // the gated GELU's, attention's, a sum's. Products, sums, norm statistics and softmax stay fp32, as on the GPU.
 // The values are held in fp32 storage — each one bf16-representable, so the arithmetic is exactly that of bf16
-// operands with fp32 accumulation — and multiplied by the fp32 kernels: on these cores fp32 FMA runs at twice
-// vdpbf16ps's rate (bench/RESULTS.md, the peak loops), so bf16 dot products would only be slower.
+// operands with fp32 accumulation. The products run on whichever is faster here (CpuOptions::bf16_isa,
+// host_bf16_isa()): vdpbf16ps on weights packed at construction (backend/cpu_bf16.hpp; twice fp32 FMA's rate on
+// AMD Zen 4), or the fp32 kernels on the rounded values (Intel, where vdpbf16ps runs at half fp32's rate).
 struct CpuBf16Backend : CpuBackend {
     static constexpr bool bf16_values = true;  // every activation and weight it multiplies is a bf16 value
 
@@ -908,6 +913,7 @@ private:
     void pack(std::span<const Weight* const> weights) {
         if (bf16_isa_ != Bf16Isa::Avx512Bf16) return;
         for (const Weight* w : weights) {
+            if (w->index < 0) detail::fail("CpuBf16Backend: '", w->name, "' has no index");
             if (size_t(w->index) >= panels_.size()) panels_.resize(size_t(w->index) + 1);
             detail::Bf16Panels& p = panels_[size_t(w->index)];
             p = detail::Bf16Panels(rounded(*w).data, w->rows(), w->cols());
