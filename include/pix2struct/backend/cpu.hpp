@@ -487,6 +487,22 @@ struct CpuBackend {
 protected:
     detail::ThreadPool& pool() { return pool_; }
 
+    // Y [M, N] in slices of whole panels of nr columns, one per thread (one slice for a small product): f(n0, n)
+    // writes columns [n0, n0 + n), then the bias is added to them.
+    template <class F>
+    void by_panel_slices(int64_t M, int64_t N, int64_t K, int64_t panels, int64_t nr, float* Y, const Weight* bias, F&& f) {
+        const int64_t slices = M * N * K < 64 * 1024 ? 1 : std::min<int64_t>(panels, pool_.size());
+        const int64_t step = (panels + slices - 1) / slices * nr;
+        pool_.parallel_for(slices, [&](int64_t s, int) {
+            const int64_t n0 = s * step, n = std::min(step, N - n0);
+            if (n <= 0) return;
+            f(n0, n);
+            if (bias)
+                for (int64_t m = 0; m < M; ++m)
+                    for (int64_t j = 0; j < n; ++j) Y[m * N + n0 + j] += bias->data[n0 + j];
+        });
+    }
+
     // attention() of a few queries with the keys split into fixed chunks of kKeyChunk over the threads, every
     // head of a block of kKeyBlock keys in turn (the block's rows, contiguous in memory, read once): the
     // cross-attention of CpuInt8Backend's decode steps over its int8 K/V (codes biased by 128; row j scaled by
@@ -635,18 +651,9 @@ private:
             detail::quantise_rows(int8_isa_, X + m0 * K, K, std::min(chunk, M - m0), K, qx_.data() + m0 * ldq, ldq,
                                   sx_.data() + m0);
         });
-        const detail::Int8Panels panels_view = q.view();
-        const int64_t panels = panels_view.panel_count();
-        int64_t slices = std::min<int64_t>(panels, pool_.size());
-        if (M * N * K < 64 * 1024) slices = 1;
-        const int64_t step = (panels + slices - 1) / slices * detail::kI8Nr;
-        pool_.parallel_for(slices, [&](int64_t s, int) {
-            const int64_t n0 = s * step, n = std::min(step, N - n0);
-            if (n <= 0) return;
-            detail::igemm(int8_isa_, M, qx_.data(), ldq, sx_.data(), panels_view, n0, n, Y + n0, N, accumulate);
-            if (bias)
-                for (int64_t m = 0; m < M; ++m)
-                    for (int64_t j = 0; j < n; ++j) Y[m * N + n0 + j] += bias->data[n0 + j];
+        const detail::Int8Panels panels = q.view();
+        by_panel_slices(M, N, K, panels.panel_count(), detail::kI8Nr, Y, bias, [&](int64_t n0, int64_t n) {
+            detail::igemm(int8_isa_, M, qx_.data(), ldq, sx_.data(), panels, n0, n, Y + n0, N, accumulate);
         });
     }
 
@@ -936,16 +943,8 @@ private:
             const int64_t m0 = c * chunk;
             detail::bf16_rows(X + m0 * K, K, std::min(chunk, M - m0), K, pairs_.data() + m0 * lda, lda);
         });
-        const int64_t panels = W.panel_count();
-        const int64_t slices = std::min<int64_t>(panels, threads());
-        const int64_t step = (panels + slices - 1) / slices * detail::kBfNr;
-        pool().parallel_for(slices, [&](int64_t s, int) {
-            const int64_t n0 = s * step, n = std::min(step, N - n0);
-            if (n <= 0) return;
+        by_panel_slices(M, N, K, W.panel_count(), detail::kBfNr, Y, bias, [&](int64_t n0, int64_t n) {
             detail::bgemm(M, pairs_.data(), lda, W, n0, n, Y + n0, N, accumulate);
-            if (bias)
-                for (int64_t m = 0; m < M; ++m)
-                    for (int64_t j = 0; j < n; ++j) Y[m * N + n0 + j] += bias->data[n0 + j];
         });
 #else
         (void)X, (void)M, (void)W, (void)Y, (void)accumulate, (void)bias;
