@@ -39,7 +39,7 @@ void check_resolved(const Config& c, const nlohmann::json& r) {
     CHECK(c.text.pad_token_id == t["pad_token_id"]);
     CHECK(c.text.eos_token_id == t["eos_token_id"]);
     CHECK(c.is_vqa == r["is_vqa"]);
-    CHECK(c.max_length == r["max_length"]);
+    CHECK(c.generation.max_length == r["max_length"]);
 }
 
 nlohmann::json resolved() {

@@ -14,6 +14,8 @@
 #pragma once
 
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
@@ -91,11 +93,41 @@ public:
         return answers;
     }
 
+    // The log-likelihood of each candidate answer (Pipeline::score).
+    std::vector<Choice> score(const Image& image, std::string_view question, std::span<const std::string> candidates,
+                              const ScoreOptions& options = {}) {
+        std::vector<std::vector<int64_t>> tokens;
+        for (size_t c = 0; c < candidates.size(); ++c) {
+            if (candidates[c].empty()) detail::fail("score: candidate ", c + 1, " is empty");
+            tokens.push_back(tokenizer_.encode(candidates[c]));  // ends with </s>
+            if (!options.with_eos) tokens.back().pop_back();
+            if (tokens.back().empty()) detail::fail("score: candidate ", c + 1, " ('", candidates[c], "') has no tokens");
+        }
+        const Patches patches = prepare(image, question);
+        const GenerateRequest request = request_for(patches, is_vqa() ? std::string_view{} : question, 0);
+        const std::vector<std::vector<double>> logprobs = score_tokens(request, tokens);
+        std::vector<Choice> choices(candidates.size());
+        double top = -std::numeric_limits<double>::infinity(), sum = 0;
+        for (size_t c = 0; c < choices.size(); ++c) {
+            Choice& ch = choices[c];
+            ch.text = candidates[c];
+            ch.ids = tokens[c];
+            for (double lp : logprobs[c]) ch.logprob += lp;
+            ch.mean_logprob = ch.logprob / double(ch.ids.size());
+            top = std::max(top, ch.logprob);
+        }
+        for (const Choice& ch : choices) sum += std::exp(ch.logprob - top);
+        for (Choice& ch : choices) ch.prob = std::exp(ch.logprob - top) / sum;
+        return choices;
+    }
+
     // Encode and decode already prepared patches. `prompt` (captioning checkpoints only) starts the
     // answer, as HF's processor does with text for a non-VQA checkpoint: its tokens (with </s>) become
     // the decoder prompt and the answer text includes it.
     Answer run(const Patches& patches, const AskOptions& options = {}, std::string_view prompt = {}) {
         GenerateRequest request = request_for(patches, prompt, options.max_new_tokens);
+        request.options.generation = options.generation;
+        request.options.cross_attention = options.cross_attention;
         std::string shown;  // text streamed so far
         std::vector<int64_t> so_far = request.options.decoder_prompt;
         if (options.on_text && !so_far.empty()) {
@@ -114,7 +146,10 @@ public:
                 }
                 return true;
             };
-        return answer(generate_batch({&request, 1})[0]);
+        Answer a = answer(generate_batch({&request, 1})[0]);
+        a.cross_attention.grid_rows = patches.rows;
+        a.cross_attention.grid_cols = patches.cols;
+        return a;
     }
 
     // run() for several prepared inputs at once; `prompts` is empty or has one per input.
@@ -153,8 +188,10 @@ protected:
     PipelineBase(PipelineBase&&) = default;
     PipelineBase& operator=(PipelineBase&&) = default;
 
-    // The model on the backend: ForConditionalGeneration<Backend>::generate_batch.
+    // The model on the backend: ForConditionalGeneration<Backend>::generate_batch and ::score.
     virtual std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> requests) = 0;
+    virtual std::vector<std::vector<double>> score_tokens(const GenerateRequest& request,
+                                                          std::span<const std::vector<int64_t>> candidates) = 0;
 
 private:
     GenerateRequest request_for(const Patches& patches, std::string_view prompt, int max_new_tokens) const {
@@ -172,6 +209,8 @@ private:
         a.times.cross_kv_ms = r.times.cross_kv_ms;
         a.times.token_ms = r.times.token_ms;
         for (double t : r.times.token_ms) a.times.decode_ms += t;
+        for (const Hypothesis& h : r.sequences) a.sequences.push_back({tokenizer_.decode(h.ids), h.ids, h.score});
+        a.cross_attention = r.cross_attention;
         return a;
     }
 
@@ -209,6 +248,11 @@ protected:
     std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> requests) override {
         std::lock_guard lock(*busy_);
         return model_->generate_batch(requests);
+    }
+    std::vector<std::vector<double>> score_tokens(const GenerateRequest& request,
+                                                  std::span<const std::vector<int64_t>> candidates) override {
+        std::lock_guard lock(*busy_);
+        return model_->score(request.flattened, request.mask, request.options.decoder_prompt, candidates);
     }
 
 private:

@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include "pix2struct/error.hpp"
+#include "pix2struct/generation_config.hpp"
 
 namespace pix2struct {
 
@@ -149,12 +150,54 @@ struct JsonWriter {
 
 }  // namespace detail
 
+// generation_config.json's (or config.json's) present keys over `base`; `where` names the source in errors.
+inline GenerationConfig generation_from_json(const nlohmann::json& j, const std::string& where,
+                                             GenerationConfig base = GenerationConfig()) {
+    if (!j.is_object()) detail::fail(where, ": expected a JSON object");
+    GenerationConfig::visit_fields(base, detail::JsonReader{j, where});
+    if (auto it = j.find("eos_token_id"); it != j.end() && it->is_array()) {  // a list: one id is supported
+        if (it->size() != 1 || !(*it)[0].is_number_integer())
+            detail::fail(where, ": 'eos_token_id' lists ", it->size(), " ids; one end-of-sequence id is supported");
+        base.eos_token_id = (*it)[0].get<int>();
+    }
+    if (auto it = j.find("early_stopping"); it != j.end() && !it->is_null()) {
+        using E = GenerationConfig::EarlyStopping;
+        if (it->is_boolean()) base.early_stopping = it->get<bool>() ? E::Done : E::Heuristic;
+        else if (*it == "never") base.early_stopping = E::Never;
+        else detail::fail(where, ": 'early_stopping' must be true, false or \"never\"");
+    }
+    return base;
+}
+
+// Bounds, and the token ids within a vocabulary of `vocab_size`.
+inline void validate(const GenerationConfig& g, const std::string& where, int vocab_size) {
+    GenerationConfig::visit_fields(g, detail::BoundsCheck{where, ""});
+    if (!(g.length_penalty > -1e6f && g.length_penalty < 1e6f))
+        detail::fail(where, ": 'length_penalty' must be a finite number, got ", g.length_penalty);
+    if (g.num_return_sequences > g.num_beams)
+        detail::fail(where, ": num_return_sequences ", g.num_return_sequences, " is more than num_beams ", g.num_beams);
+    for (int id : {g.decoder_start_token_id, g.pad_token_id, g.eos_token_id})
+        if (id < 0 || id >= vocab_size)
+            detail::fail(where, ": special token id ", id, " is outside the vocabulary of ", vocab_size);
+}
+
+inline nlohmann::json to_json(const GenerationConfig& g) {
+    nlohmann::json j;
+    GenerationConfig::visit_fields(g, detail::JsonWriter{j});
+    if (g.max_new_tokens == 0) j.erase("max_new_tokens");
+    using E = GenerationConfig::EarlyStopping;
+    j["early_stopping"] = g.early_stopping == E::Never ? nlohmann::json("never") : nlohmann::json(g.early_stopping == E::Done);
+    return j;
+}
+
 // transformers.Pix2StructConfig: the two halves plus what generation reads from the top level.
 struct Config {
     VisionConfig vision;
     TextConfig text;
     bool is_vqa = false;  // informational: the preprocessor's is_vqa decides whether a header is drawn
-    int max_length = 20;  // generate()'s length limit; see model/generate.hpp for how HF applies it
+    // How generate() decodes: config.json's top-level generation keys (max_length, num_beams, …), the
+    // token ids as the model's; Checkpoint::load replaces it by generation_config.json's when present.
+    GenerationConfig generation;
 
     static Config base() { return {}; }
     static Config large() {
@@ -183,7 +226,6 @@ struct Config {
         if (!j.is_object()) detail::fail(where, ": expected a JSON object");
         Config c;
         read_key(j, "is_vqa", c.is_vqa, where);
-        read_key(j, "max_length", c.max_length, where);
         // Top-level token ids are what generate() uses; text_config's (below) win when both exist,
         // as transformers copies them down.
         read_key(j, "decoder_start_token_id", c.text.decoder_start_token_id, where);
@@ -200,6 +242,11 @@ struct Config {
             if (!it->is_object()) detail::fail(w, ": expected a JSON object");
             TextConfig::visit_fields(c.text, detail::JsonReader{*it, w});
         }
+        GenerationConfig ids;
+        ids.decoder_start_token_id = c.text.decoder_start_token_id;
+        ids.eos_token_id = c.text.eos_token_id;
+        ids.pad_token_id = c.text.pad_token_id;
+        c.generation = generation_from_json(j, where, ids);
         c.validate(where);
         return c;
     }
@@ -219,7 +266,7 @@ struct Config {
         // buckets/2 (else the log term is <= 0 and the bucket index negative).
         require_in(text.relative_attention_max_distance, text.relative_attention_num_buckets / 2 + 1, 1 << 20,
                    "text_config.relative_attention_max_distance (past relative_attention_num_buckets / 2)", where);
-        require_in(max_length, 1, 1 << 16, "max_length", where);
+        pix2struct::validate(generation, where, text.vocab_size);
         // Cross-attention projects encoder states with text-sized weights.
         if (vision.hidden_size != text.hidden_size)
             detail::fail(where, ": vision_config.hidden_size ", vision.hidden_size, " differs from text_config.hidden_size ",
@@ -237,16 +284,17 @@ struct Config {
         VisionConfig::visit_fields(vision, detail::JsonWriter{v});
         nlohmann::json t = {{"model_type", "pix2struct_text_model"}, {"tie_word_embeddings", false}};
         TextConfig::visit_fields(text, detail::JsonWriter{t});
-        return {{"architectures", {"Pix2StructForConditionalGeneration"}},
-                {"model_type", "pix2struct"},
+        nlohmann::json j = {{"architectures", {"Pix2StructForConditionalGeneration"}},
+                            {"model_type", "pix2struct"},
                 {"is_vqa", is_vqa},
                 {"decoder_start_token_id", text.decoder_start_token_id},
                 {"pad_token_id", text.pad_token_id},
                 {"eos_token_id", text.eos_token_id},
-                {"max_length", max_length},
                 {"tie_word_embeddings", false},
                 {"vision_config", v},
                 {"text_config", t}};
+        j["max_length"] = generation.max_length;  // the rest goes to generation_config.json (to_json above)
+        return j;
     }
 };
 

@@ -54,6 +54,10 @@ std::vector<Answer> Pipeline::ask_batch(std::span<const Image> images, std::span
                                         int max_new_tokens) {
     return pipeline_->ask_batch(images, questions, max_new_tokens);
 }
+std::vector<Choice> Pipeline::score(const Image& image, std::string_view question, std::span<const std::string> candidates,
+                                    const ScoreOptions& options) {
+    return pipeline_->score(image, question, candidates, options);
+}
 Patches Pipeline::prepare(const Image& image, std::string_view question) const {
     return pipeline_->prepare(image, question);
 }
@@ -65,6 +69,7 @@ std::vector<Answer> Pipeline::run_batch(std::span<const Patches> patches, std::s
     return pipeline_->run_batch(patches, prompts, max_new_tokens);
 }
 bool Pipeline::is_vqa() const { return pipeline_->is_vqa(); }
+const GenerationConfig& Pipeline::generation() const { return pipeline_->config().generation; }
 int Pipeline::max_patches() const { return pipeline_->preprocess_options().max_patches; }
 std::string Pipeline::describe() const { return pipeline_->describe(); }
 

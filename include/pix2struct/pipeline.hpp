@@ -17,12 +17,14 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "pix2struct/error.hpp"
+#include "pix2struct/generation_config.hpp"
 #include "pix2struct/image/image.hpp"
 
 namespace pix2struct {
@@ -51,9 +53,37 @@ struct PipelineOptions {
 };
 
 struct AskOptions {
-    int max_new_tokens = 0;  // 0: HF's default length rule (20 new tokens)
-    // Called with the text each new token adds to the decoded answer (streaming); return false to stop.
+    int max_new_tokens = 0;  // 0: the generation config's length rule (20 new tokens unless it says otherwise)
+    // Called with the text each new token adds to the decoded answer (streaming); return false to stop. With
+    // beam search, called with the best beam's text once the search ends.
     std::function<bool(std::string_view piece)> on_text{};
+    // How to decode (num_beams, length_penalty, early_stopping, no_repeat_ngram_size, num_return_sequences,
+    // the token ids); unset: the checkpoint's (Pipeline::generation(): generation_config.json, else config.json).
+    std::optional<GenerationConfig> generation{};
+    bool cross_attention = false;  // fill Answer::cross_attention (greedy decoding)
+};
+
+// A beam returned by beam search.
+struct Sequence {
+    std::string text;
+    std::vector<int64_t> ids;
+    float score = 0;  // transformers' sequences_scores: sum of log-probabilities / length^length_penalty
+};
+
+// A candidate answer scored by Pipeline::score.
+struct Choice {
+    std::string text;
+    std::vector<int64_t> ids;   // its tokens (with the trailing </s> unless ScoreOptions::with_eos is false)
+    double logprob = 0;         // Σ log p(token | image, question, the tokens before it), teacher-forced
+    double mean_logprob = 0;    // logprob / number of tokens
+    double prob = 0;            // exp(logprob) normalised over the candidates
+};
+
+struct ScoreOptions {
+    // true (the default): score the candidate as the WHOLE answer, its tokens then </s>, as the checkpoint was
+    // trained to write answers. Without </s> a candidate scores how the answer starts, and one that is a
+    // prefix of another ("lava" / "lava flow") can never score below it.
+    bool with_eos = true;
 };
 
 struct Answer {
@@ -65,6 +95,8 @@ struct Answer {
         double preprocess_ms = 0, encoder_ms = 0, cross_kv_ms = 0, decode_ms = 0;
         std::vector<double> token_ms;
     } times;
+    std::vector<Sequence> sequences;  // beam search: the num_return_sequences best beams, best first (ids: the first's)
+    CrossAttention cross_attention;   // when AskOptions::cross_attention asked for it
 };
 
 class Pipeline {
@@ -87,6 +119,10 @@ public:
     // per image, or one for all. Answer::times holds the batch's encoder and step times.
     std::vector<Answer> ask_batch(std::span<const Image> images, std::span<const std::string> questions,
                                   int max_new_tokens = 0);
+    // The log-likelihood of each candidate answer to the question (see Choice, ScoreOptions): one encoder pass
+    // and one batched teacher-forced decoder pass for all of them. Candidates must be non-empty.
+    std::vector<Choice> score(const Image& image, std::string_view question, std::span<const std::string> candidates,
+                              const ScoreOptions& options = {});
     // The model input for an image and question (captioning checkpoints draw no question).
     Patches prepare(const Image& image, std::string_view question) const;
     // Encode and decode prepared patches; `prompt` (captioning checkpoints only) starts the answer.
@@ -95,6 +131,7 @@ public:
                                   int max_new_tokens = 0);
 
     bool is_vqa() const;    // preprocessor_config.json's is_vqa: questions are drawn on the image
+    const GenerationConfig& generation() const;  // how ask() decodes unless AskOptions::generation says otherwise
     int max_patches() const;  // the patch budget of prepare()
     std::string describe() const;  // the backend and the kernels it chose, for logs
     // Everything else (config, checkpoint, tokenizer, preprocessing options): include basic_pipeline.hpp.

@@ -219,6 +219,7 @@ public:
                 detail::fail(dir.string(), ": incomplete model folder: ", f, " is missing");
         Checkpoint c = from_file(Config::load(dir / "config.json"), dir / "model.safetensors", options);
         c.preprocessor_ = PreprocessorConfig::load(dir / "preprocessor_config.json");
+        if (std::filesystem::exists(dir / "generation_config.json")) c.config_.generation = load_generation(dir, c.config_);
         c.dir_ = dir;
         return c;
     }
@@ -233,6 +234,25 @@ public:
         c.dir_ = safetensors.parent_path();
         c.bind(options);
         return c;
+    }
+
+    // generation_config.json over transformers' defaults (GenerationConfig.from_pretrained), except that a
+    // file written from the model config ("_from_model_config": true) gives way to config.json's generation
+    // keys when those are not all defaults (GenerationMixin._prepare_generation_config's legacy rule).
+    // `config` is config.json's.
+    static GenerationConfig load_generation(const std::filesystem::path& dir, const Config& config) {
+        const std::string path = (dir / "generation_config.json").string();
+        const nlohmann::json j = detail::read_json_file(path);
+        GenerationConfig g = generation_from_json(j, path);
+        bool from_model_config = false;
+        detail::read_key(j, "_from_model_config", from_model_config, path);
+        GenerationConfig defaults;  // transformers' defaults of the decoding keys (token ids aside)
+        defaults.decoder_start_token_id = config.generation.decoder_start_token_id;
+        defaults.eos_token_id = config.generation.eos_token_id;
+        defaults.pad_token_id = config.generation.pad_token_id;
+        if (from_model_config && to_json(config.generation) != to_json(defaults)) g = config.generation;
+        validate(g, path, config.text.vocab_size);
+        return g;
     }
 
     const Config& config() const { return config_; }

@@ -25,6 +25,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "pix2struct/backend/attention_args.hpp"
 #include "pix2struct/weights.hpp"
@@ -119,6 +120,19 @@ template <class B>
 auto alloc_cross(B& b, size_t n) {
     if constexpr (requires { b.alloc_cross(n); }) return b.alloc_cross(n);
     else return b.alloc(n);
+}
+
+// host fp32 ← `rows` rows of `width` cross-attention K/V values (cross_t<B>): the backend's cross_to_host
+// when it has one (CpuInt8Backend dequantises its int8 rows), else a transfer and a conversion.
+template <class B, class C>
+void cross_to_host(B& b, float* dst, const C* src, int64_t rows, int64_t width) {
+    if constexpr (requires { b.cross_to_host(dst, src, rows, width); }) {
+        b.cross_to_host(dst, src, rows, width);
+    } else {
+        std::vector<C> staged(size_t(rows * width));
+        to_host(b, staged.data(), src, rows * width);
+        std::transform(staged.begin(), staged.end(), dst, [](C x) { return float(x); });
+    }
 }
 
 // backend ← backend

@@ -767,6 +767,15 @@ struct CpuInt8Backend : CpuBackend {
     }
 
     using CpuBackend::attention;
+    // `rows` rows of `width` values of a buffer from alloc_cross() as fp32, (code − 128) · scale: for reading
+    // the cross keys on the host (detail::cross_to_host; attention maps).
+    void cross_to_host(float* dst, const uint8_t* src, int64_t rows, int64_t width) {
+        const CrossRows& r = *find_rows(src, width, rows, "cross_to_host");
+        const float* scale = r.scales.data() + (src - r.values.data()) / width;
+        for (int64_t i = 0; i < rows; ++i)
+            for (int64_t j = 0; j < width; ++j) dst[i * width + j] = (float(src[i * width + j]) - 128.0f) * scale[i];
+    }
+
     // A decode step's cross-attention: fp32 queries against int8 keys and values (buffers from alloc_cross()).
     void attention(const AttentionArgs<float, uint8_t>& args) {
         const AttentionArgs<float, uint8_t> a = with_default_strides(args);

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -68,6 +69,12 @@ struct TextActivations {
     MlpScratch<scalar_t<Backend>> mlp() { return {gelu.data(), linear.data()}; }
 };
 
+// Called after each layer of a decode step with the layer's index and its cross-attention queries [A, I]
+// (backend memory, row r for the step's sequence slots[r]): how the cross-attention weights are recorded
+// (ForConditionalGeneration, GenerateOptions::cross_attention) without a primitive for them.
+template <class Backend>
+using CrossQueryObserver = std::function<void(int layer, const scalar_t<Backend>* q)>;
+
 // transformers: Pix2StructTextLayerSelfAttention
 struct TextLayerSelfAttention {
     LayerNorm layer_norm;
@@ -91,10 +98,10 @@ struct TextLayerCrossAttention {
 
     template <class Backend>
     void forward(Backend& backend, std::span<const int64_t> slots, const cross_t<Backend>* K,
-                 const cross_t<Backend>* V, std::span<const int64_t> offsets, TextActivations<Backend>& a) const {
+                 const cross_t<Backend>* V, const CrossKV<Backend>& cross, TextActivations<Backend>& a) const {
         layer_norm.forward(backend, a.hidden.data(), int64_t(slots.size()), a.normed.data());  // [A, H]
         // layer_output = hidden_states + self.dropout(attention_output[0])
-        attention.forward_cross(backend, a.normed.data(), slots, K, V, offsets, a.attention(), a.hidden.data());  // [A, H]
+        attention.forward_cross(backend, a.normed.data(), slots, K, V, cross, a.attention(), a.hidden.data());  // [A, H]
     }
 };
 
@@ -110,7 +117,7 @@ struct TextBlock {
         const size_t l = size_t(layer_index);
         self_attention.forward(backend, step, self_kv.keys[l].data(), self_kv.values[l].data(), self_kv.sequences, a);
         encoder_decoder_attention.forward(backend, step.slots, cross_kv.keys[l].data(), cross_kv.values[l].data(),
-                                          cross_kv.offsets, a);
+                                          cross_kv, a);
         mlp.forward(backend, a.hidden.data(), int64_t(step.slots.size()), a.normed.data(), a.mlp());  // [A, H]
     }
 };
@@ -152,6 +159,8 @@ struct TextModel {
             layer[l].encoder_decoder_attention.attention.project_kv(backend, E, N, cross.keys[l].data(),
                                                                    cross.values[l].data());  // [N, I] each
         cross.offsets.assign(offsets.begin(), offsets.end());
+        cross.image.resize(offsets.size() - 1);
+        for (size_t i = 0; i < cross.image.size(); ++i) cross.image[i] = int64_t(i);  // one sequence per image
     }
 
     // One step of the sequences `slots` (row r of the step is sequence slots[r]), each fed the token in
@@ -160,11 +169,12 @@ struct TextModel {
     // for slots[r] (a backend buffer: detail::to_host() them to read on the host).
     template <class Backend>
     const scalar_t<Backend>* step(Backend& backend, std::span<const int64_t> slots, SelfKV<Backend>& self_kv,
-                                  CrossKV<Backend>& cross_kv, TextActivations<Backend>& a) const {
+                                  CrossKV<Backend>& cross_kv, TextActivations<Backend>& a,
+                                  const CrossQueryObserver<Backend>& observe = {}) const {
         const int64_t A = int64_t(slots.size()), H = config.hidden_size;
         if (A == 0 || A > a.rows) detail::fail("decoder: a step of ", A, " sequences (room for ", a.rows, ")");
         for (int64_t slot : slots)
-            if (slot < 0 || slot >= int64_t(self_kv.length.size()) || slot + 1 >= int64_t(cross_kv.offsets.size()))
+            if (slot < 0 || slot >= int64_t(self_kv.length.size()) || slot >= int64_t(cross_kv.image.size()))
                 detail::fail("decoder: sequence ", slot, " was not begun");
         const int64_t pos = self_kv.length[size_t(slots[0])];
         for (int64_t slot : slots)
@@ -179,7 +189,10 @@ struct TextModel {
         // position_bias = compute_bias(...)[:, :, -seq_length:, :]  (layer 0's table, reused by every layer)
         relative_attention_bias.compute(backend, pos, a.bias.data());  // [heads, 1, pos + 1]
         const DecodeStep step{slots, pos, a.bias.data()};
-        for (size_t l = 0; l < layer.size(); ++l) layer[l].forward(backend, int(l), step, self_kv, cross_kv, a);
+        for (size_t l = 0; l < layer.size(); ++l) {
+            layer[l].forward(backend, int(l), step, self_kv, cross_kv, a);
+            if (observe) observe(int(l), a.q.data());  // the MLP left the cross-attention queries in a.q
+        }
         advance(slots, self_kv);
         // hidden_states = self.final_layer_norm(hidden_states); logits = self.lm_head(hidden_states)
         final_layer_norm.forward(backend, a.hidden.data(), A, a.normed.data());  // [A, H]
@@ -197,7 +210,8 @@ struct TextModel {
     // The same step with the tokens given by the host (one per slot).
     template <class Backend>
     const scalar_t<Backend>* step(Backend& backend, std::span<const int64_t> slots, std::span<const int64_t> tokens,
-                                  SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv, TextActivations<Backend>& a) const {
+                                  SelfKV<Backend>& self_kv, CrossKV<Backend>& cross_kv, TextActivations<Backend>& a,
+                                  const CrossQueryObserver<Backend>& observe = {}) const {
         if (tokens.size() != slots.size() || int64_t(tokens.size()) > a.rows)
             detail::fail("decoder: ", tokens.size(), " tokens for ", slots.size(), " sequences");
         std::vector<int32_t>& ids = a.host_tokens;
@@ -208,7 +222,7 @@ struct TextModel {
             ids[r] = int32_t(tokens[r]);
         }
         detail::to_backend(backend, a.token.data(), ids.data(), int64_t(ids.size()));
-        return step(backend, slots, self_kv, cross_kv, a);
+        return step(backend, slots, self_kv, cross_kv, a, observe);
     }
 
     // Greedy decoding on the backend: a.token[r] = argmax(logits row r) for the first `A` rows of the last

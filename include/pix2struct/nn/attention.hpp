@@ -127,16 +127,15 @@ struct TextAttention {
         backend.linear(s.out, A, w->output, y, Write::Accumulate);  // [A, H]
     }
 
-    // Cross-attention step: row r attends to sequence slots[r]'s encoder rows offsets[slot] .. offsets[slot + 1]
-    // of K, V [N, I] (the real patches; no position bias).
-    template <class Backend, class S = scalar_t<Backend>, class C = cross_t<Backend>>
+    // Cross-attention step: row r attends to its sequence's encoder rows of K, V [N, I] (cross.first_row,
+    // cross.rows of sequence slots[r]: its image's real patches; no position bias).
+    template <class Backend, class S = scalar_t<Backend>, class C = cross_t<Backend>, class Cross>
     void forward_cross(Backend& backend, const S* x, std::span<const int64_t> slots, const C* K, const C* V,
-                       std::span<const int64_t> offsets, AttentionScratch<S> s, S* y) const {
+                       const Cross& cross, AttentionScratch<S> s, S* y) const {
         const int64_t I = inner_dim(), A = int64_t(slots.size());
         backend.linear(x, A, w->query, s.q);  // [A, I]
         for (int64_t r = 0; r < A; ++r) {
-            const size_t slot = size_t(slots[size_t(r)]);
-            const int64_t o = offsets[slot], T = offsets[slot + 1] - o;
+            const int64_t o = cross.first_row(slots[size_t(r)]), T = cross.rows(slots[size_t(r)]);
             backend.attention(AttentionArgs<S, C>{.q = s.q + r * I, .k = K + o * I, .v = V + o * I,
                                                .o = s.out + r * I, .H = n_heads, .Lq = 1, .Lk = int(T),
                                                .D = key_value_proj_dim, .q_row = I, .k_row = I, .v_row = I,
