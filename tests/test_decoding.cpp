@@ -9,11 +9,16 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include "pix2struct/choices.hpp"
 #include "pix2struct/config.hpp"
+#include "pix2struct/image/attention_map.hpp"
+#include "pix2struct/image/header.hpp"
 #include "pix2struct/pix2struct.hpp"
+#include "pix2struct/safetensors.hpp"
+#include "pix2struct/weights.hpp"
 
 namespace fs = std::filesystem;
 using namespace pix2struct;
@@ -147,4 +152,115 @@ TEST_CASE("parse_choices: the options as AI2D and other datasets write them") {
     CHECK(parse_choices("Who wrote A. Smith's book?").empty());  // one letter marker is text
     CHECK(parse_choices("(2) only a second option").empty());
     CHECK(parse_choices("(1)  (2) b").empty());  // an empty option
+}
+
+namespace {
+// A checkpoint whose cross-attention looks at the darkest patches: the encoder keeps only the patch
+// projection (dim 0: minus the sum of the patch's normalised pixels, dim 1: a constant; every layer's output
+// projections are zero, the row/column embeddings too), so after the final norm dim 0 grows with the
+// patch's darkness; the decoder's hidden state stays its token embedding (e_1; output projections zero), so
+// every head's query is a large constant on the key dimension that reads dim 0. Every layer and head then
+// puts nearly all its weight on the darkest patches.
+fs::path write_looking_checkpoint(const fs::path& dir) {
+    fs::create_directories(dir);
+    Config c = Config::tiny();
+    const int64_t D = c.text.d_kv;
+    SafetensorsWriter writer;
+    VisionWeights vision;
+    TextWeights text;
+    std::vector<float> v;
+    for_each_weight(c, vision, text, [&](Weight&, const std::string& name, std::vector<int64_t> shape) {
+        int64_t n = 1;
+        for (int64_t d : shape) n *= d;
+        v.assign(size_t(n), 0.0f);
+        const int64_t cols = shape.back();
+        auto at = [&](int64_t r, int64_t col) -> float& { return v[size_t(r * cols + col)]; };
+        if (name.ends_with("norm.weight") || name.ends_with("layernorm.weight")) {
+            std::fill(v.begin(), v.end(), 1.0f);
+        } else if (name == "encoder.embeddings.patch_projection.weight") {
+            for (int64_t k = 0; k < cols; ++k) at(0, k) = -1.0f / float(cols);
+        } else if (name == "encoder.embeddings.patch_projection.bias") {
+            v[1] = 10.0f;
+        } else if (name == "decoder.embed_tokens.weight") {
+            for (int64_t t = 0; t < shape[0]; ++t) at(t, 1) = 1.0f;
+        } else if (name.ends_with("encoder_decoder_attention.attention.query.weight")) {
+            for (int64_t h = 0; h < c.text.num_heads; ++h) at(h * D, 1) = 2.5f;
+        } else if (name.ends_with("encoder_decoder_attention.attention.key.weight")) {
+            for (int64_t h = 0; h < c.text.num_heads; ++h) at(h * D, 0) = 1.0f;
+        } else if (name == "decoder.lm_head.weight") {
+            at(5, 1) = 1.0f;  // always token 5
+        }
+        writer.add_f32(name, shape, v);
+    });
+    writer.write(dir / "model.safetensors");
+    std::ofstream(dir / "config.json") << c.to_json().dump();
+    PreprocessorConfig pre;
+    pre.max_patches = 64;
+    pre.is_vqa = true;
+    std::ofstream(dir / "preprocessor_config.json") << pre.to_json().dump();
+    fs::copy_file(kModels / "tiny" / "spiece.model", dir / "spiece.model", fs::copy_options::overwrite_existing);
+    return dir;
+}
+}  // namespace
+
+TEST_CASE("cross-attention map: weights land on the pixels the model looked at, question header included") {
+    const fs::path dir = write_looking_checkpoint(fs::temp_directory_path() / ("p2s_looking_" + std::to_string(::getpid())));
+    Pipeline pipe = Pipeline::load(dir, {.threads = 2});
+    // a white picture with a black square; the question header goes above it
+    Image img;
+    img.width = 160;
+    img.height = 120;
+    img.rgb.assign(size_t(img.width) * img.height * 3, 255);
+    const int sx0 = 96, sx1 = 144, sy0 = 56, sy1 = 104;  // the square, in the picture's pixels
+    for (int y = sy0; y < sy1; ++y)
+        for (int x = sx0; x < sx1; ++x)
+            for (int ch = 0; ch < 3; ++ch) img.rgb[(size_t(y) * img.width + x) * 3 + ch] = 0;
+    const std::string question = "Where?";
+    const Patches patches = pipe.prepare(img, question);
+    const Answer a = pipe.run(patches, {.max_new_tokens = 3, .cross_attention = true});
+    REQUIRE(a.cross_attention.tokens == 3);
+    CHECK(a.cross_attention.layers == 2);
+    CHECK(a.cross_attention.patches == patches.num_real());
+    CHECK(a.cross_attention.grid_rows == patches.rows);
+    CHECK(a.cross_attention.grid_cols == patches.cols);
+
+    // where the square is in the picture the model saw: below the header (render_question), then resized to
+    // the patch grid — computed from the geometry, not from the patches
+    const Image rendered = render_question(img, question, "");
+    const double s = double(rendered.width) / img.width, top = rendered.height - int(img.height * s);
+    const double fx = patches.cols * 16.0 / rendered.width, fy = patches.rows * 16.0 / rendered.height;
+    const double rx0 = sx0 * s * fx, rx1 = sx1 * s * fx, ry0 = (top + sy0 * s) * fy, ry1 = (top + sy1 * s) * fy;
+    REQUIRE(top > 0);  // there is a header
+    auto inside = [&](int64_t j, double margin) {  // patch j's cell overlaps the square (grown by margin pixels)
+        const double x = double(j % patches.cols) * 16, y = double(j / patches.cols) * 16;
+        return x + 16 > rx0 - margin && x < rx1 + margin && y + 16 > ry0 - margin && y < ry1 + margin;
+    };
+    for (int layer = -1; layer < 2; ++layer) {
+        CAPTURE(layer);
+        const std::vector<float> w = attention_weights(a.cross_attention, layer);
+        double on = 0, total = 0;
+        for (size_t j = 0; j < w.size(); ++j) {
+            total += w[j];
+            if (inside(int64_t(j), 0)) on += w[j];
+        }
+        CHECK(std::abs(total - 1.0) < 1e-4);  // a softmax over the patches
+        CHECK(on > 0.95);
+        // the overlay's hottest pixel is on the square
+        const Image map = attention_overlay(patches, w);
+        CHECK(map.width == patches.cols * 16);
+        CHECK(map.height == patches.rows * 16);
+        int best = -1, bx = 0, by = 0;
+        for (int y = 0; y < map.height; ++y)
+            for (int x = 0; x < map.width; ++x) {
+                const uint8_t* p = map.pixel(x, y);
+                const int hot = int(p[0]) + int(p[1]) - 2 * int(p[2]);  // the heat colour has no blue
+                if (hot > best) best = hot, bx = x, by = y;
+            }
+        CHECK(bx >= rx0 - 16);
+        CHECK(bx < rx1 + 16);
+        CHECK(by >= ry0 - 16);
+        CHECK(by < ry1 + 16);
+    }
+    CHECK_THROWS_WITH_AS(attention_weights(a.cross_attention, 2), doctest::Contains("layer 2 of a decoder with 2 layers"), Error);
+    fs::remove_all(dir);
 }

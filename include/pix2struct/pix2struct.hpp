@@ -24,7 +24,9 @@
 // and the problem: missing/incomplete model folder, mis-shaped tensor, unreadable image, missing question…)
 //
 //   Pipeline::load(dir, PipelineOptions)      → Pipeline   checkpoint + tokenizer + CPU backend, ready to ask
-//   Pipeline::ask(image, question, AskOptions) → Answer     text, ids (without the start token), timings
+//   Pipeline::ask(image, question, AskOptions) → Answer     text, ids (without the start token), timings; beams
+//                                                          (AskOptions::generation), cross-attention
+//   Pipeline::score(image, question, candidates) → Choices   each candidate answer's log-likelihood
 //   Pipeline::ask_batch(images, questions)     → Answers    one encoder pass, shared decode steps
 //   Pipeline::prepare(image, question)         → Patches    the model input (flattened patches + mask)
 //   Pipeline::run(patches, AskOptions)         → Answer     encode + decode prepared patches
@@ -34,6 +36,7 @@
 //   ForConditionalGeneration<Backend>(checkpoint, backend) (model/generate.hpp)
 //       .encode(flattened, mask) → rows   .compute_cross_kv()   .begin(n) / .step(token) → logits
 //       .forward(flattened, mask, decoder_ids) → logits [T, V]   .generate(flattened, mask, options) → GenerateResult
+//       .score(flattened, mask, prefix, candidates) → log-probabilities per candidate token
 //   BasicPipeline<Backend> (basic_pipeline.hpp): the pipeline on any backend, e.g. CudaBackend
 //
 // LAYOUT — every header, in the order data flows (docs/ARCHITECTURE.md; tests/test_layout.cpp keeps this
@@ -42,7 +45,8 @@
 //   version.hpp                   PIX2STRUCT_VERSION
 //   error.hpp                     Error, the one exception type; detail::fail
 //   read_file.hpp                 bounded whole-file reads (images, fonts, weights)
-//   config.hpp                    config.json and preprocessor_config.json, validated
+//   generation_config.hpp         GenerationConfig (how generate() decodes), CrossAttention (what it records)
+//   config.hpp                    config.json, preprocessor_config.json, generation_config.json, validated
 //   safetensors.hpp               the file format: reader (mmap or memory), writer
 //   weights.hpp                   Checkpoint: config + every tensor bound by its transformers name
 //   random_checkpoint.hpp         random-weight checkpoints of any shape (tests, benchmarks)
@@ -59,6 +63,7 @@
 //   image/header.hpp              render_text / render_header: the question above the image
 //   image/resample.hpp            Pillow's bicubic resize
 //   image/patches.hpp             preprocess: Pix2StructImageProcessor (normalize, resize, patches)
+//   image/attention_map.hpp       cross-attention weights drawn over the model's input picture
 //   backend/attention_args.hpp    AttentionArgs: one attention call, for backends and kernels alike
 //   backend/backend.hpp           the Backend concept: the primitives the model calls
 //   backend/cpu.hpp               CpuBackend: the primitives on our kernels (Eigen without AVX2), ThreadPool;
@@ -74,9 +79,11 @@
 //   model/vision_encoder.hpp      Pix2StructVisionModel
 //   model/kv_cache.hpp            the decoder's self and cross K/V caches
 //   model/text_decoder.hpp        Pix2StructTextModel: one decode step
-//   model/generate.hpp            ForConditionalGeneration: encode, cross K/V, greedy decoding, batches
+//   model/generate.hpp            ForConditionalGeneration: encode, cross K/V, greedy decoding, batches,
+//                                 beam search, teacher-forced scoring
 //   basic_pipeline.hpp            PipelineBase, BasicPipeline<Backend>: image + question → Answer
-//   pipeline.hpp                  the API: Pipeline, PipelineOptions, AskOptions, Answer
+//   choices.hpp                   parse_choices: the options of a multiple-choice question
+//   pipeline.hpp                  the API: Pipeline, PipelineOptions, AskOptions, Answer, Choice
 //   implementation.hpp            the API's definitions (with PIX2STRUCT_IMPLEMENTATION)
 //   pix2struct.hpp                this header: the API, and the implementation where asked for
 //   kernels/common.cuh kernels/geometry.hpp kernels/matmul.cuh kernels/attention.cuh kernels/rms_norm.cuh
