@@ -383,4 +383,20 @@ inline std::string describe(const Accuracy& a) {
     return s.str();
 }
 
+// Scores of answers to a rendered question (goldens/decoding.json) against the reference's. The reference drew the
+// header with FreeType; the stb_truetype fallback draws glyph edges a few levels apart (test_header measures it),
+// which moves a token's log-probability by up to ~1e-3 on the tiny checkpoint (measured). The ids stay the
+// reference's either way.
+#ifdef PIX2STRUCT_WITH_FREETYPE
+inline constexpr double kTokenLogprobTol = 1e-5;  // same pixels in: float rounding only
+inline constexpr double kBeamScoreRelTol = 1e-5;
+#else
+inline constexpr double kTokenLogprobTol = 2e-3;
+inline constexpr double kBeamScoreRelTol = 5e-4;
+#endif
+// |Δ| allowed for the summed log-probability of `tokens` tokens.
+inline double logprob_tolerance(size_t tokens) { return kTokenLogprobTol * double(tokens); }
+// |Δ| allowed for a beam's length-normalised score.
+inline double beam_score_tolerance(double score) { return kBeamScoreRelTol * (1 + std::abs(score)); }
+
 }  // namespace p2s_test

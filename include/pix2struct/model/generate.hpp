@@ -1,20 +1,23 @@
-// pix2struct/model/generate.hpp — Pix2StructForConditionalGeneration: encode once, greedy-decode tokens.
+// pix2struct/model/generate.hpp — Pix2StructForConditionalGeneration: encode once, decode tokens.
 //
 //   ForConditionalGeneration<CpuBackend> model(checkpoint, backend);
 //   GenerateResult r = model.generate(patches.flattened, patches.mask, {.max_new_tokens = 0,
 //                                     .on_token = [](int64_t id) { return true; }});   // r.ids
 //   std::vector<GenerateResult> rs = model.generate_batch(std::vector<GenerateRequest>{
 //       {a.flattened, a.mask}, {b.flattened, b.mask, {.max_new_tokens = 8}}});              // several images
+//   GenerationConfig g = checkpoint.config().generation; g.num_beams = 4;
+//   GenerateResult b = model.generate(flattened, mask, {.generation = g});                // beam search
+//   auto logprobs = model.score(flattened, mask, {}, candidates);                          // teacher forcing
 //
-// generate() matches transformers' `model.generate(flattened_patches, attention_mask)` with the default
-// generation config: the sequence starts with decoder_start_token_id (0), each step appends the argmax of
-// the logits (greedy, num_beams 1; ties go to the lowest id like torch.argmax), and decoding stops after
-// eos (1) or after max_new_tokens new tokens when that is given. Without it, HF's length rule applies:
-// the sequence may hold max_length tokens counting the start token, EXCEPT that the untouched default
-// max_length of 20 means 20 NEW tokens (GenerationMixin._prepare_generated_length: "by default let's
-// always generate 20 new tokens" adds the start token's length) — so 20 new tokens, not 19.
+// generate() matches transformers' `model.generate(flattened_patches, attention_mask)` with the checkpoint's
+// generation config (Config::generation: generation_config.json, else config.json): the sequence starts with
+// decoder_start_token_id (0); greedy (num_beams 1) appends the argmax of the logits at each step (ties go to
+// the lowest id like torch.argmax), beam search follows GenerationMixin._beam_search (beam_search()); decoding
+// stops after eos (1) or after GenerationConfig::new_tokens() new tokens — max_new_tokens when given, else
+// max_length counting the start token, EXCEPT that the untouched default max_length of 20 means 20 NEW tokens
+// (GenerationMixin._prepare_generated_length adds the start token's length).
 // GenerateResult::ids are the generated tokens WITHOUT the start token (HF's sequences[0][1:]), ending
-// with eos when the model produced it. Logits holding NaN or infinity stop generation with an Error
+// with eos when the model produced it. Logits holding NaN or infinity stop greedy generation with an Error
 // naming the token (never an answer made of whatever argmax makes of them).
 //
 // Buffers (activations, caches) belong to this object: allocated at the first call for the sizes seen,
