@@ -76,8 +76,7 @@ int main(int argc, char** argv) {
         const auto t_load = clock_type::now();
         const pix2struct::Checkpoint ckpt = pix2struct::Checkpoint::load(model_dir);
         const double load_ms = ms_since(t_load);
-        pix2struct::CpuOptions cpu{.threads = threads, .dtype = dtype == "int8" ? pix2struct::Dtype::Int8 : pix2struct::Dtype::F32};
-        if (dtype == "bf16") cpu.dtype = pix2struct::Dtype::Bf16;
+        pix2struct::CpuOptions cpu{.threads = threads, .dtype = pix2struct::dtype_from_name(dtype)};
         cpu.int8.lm_head = int8_lm_head;
         cpu.int8.mlp_out = !fp32_wo;
         cpu.int8.attention = !fp32_attention;

@@ -15,38 +15,16 @@
 #include <vector>
 
 #include "model_goldens.hpp"
+#include "programs.hpp"
 #include "pix2struct/pix2struct.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
+using p2s_test::quoted, p2s_test::read_json, p2s_test::run;
 const fs::path kModels = fs::path(PIX2STRUCT_TEST_DATA) / "models";
-const fs::path kVqa = fs::path(PIX2STRUCT_BUILD_DIR) / "pix2struct-vqa";
+const fs::path kVqa = p2s_test::program("pix2struct-vqa");
 
-nlohmann::json read_json(const fs::path& p) {
-    std::ifstream in(p);
-    REQUIRE(in);
-    return nlohmann::json::parse(in);
-}
-// Single-quoted for the shell.
-std::string quoted(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) {
-        if (c == '\'') out.append("'\\''");
-        else out.push_back(c);
-    }
-    return out.append("'");
-}
-// Runs a shell command; its stdout, and its exit status in `status`.
-std::string run(const std::string& command, int& status) {
-    FILE* p = popen(command.c_str(), "r");
-    REQUIRE(p);
-    std::string out;
-    std::array<char, 4096> buf;
-    for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
-    status = pclose(p);
-    return out;
-}
 std::string vqa(const std::string& args) {
     return kVqa.string() + " --threads 2 --model " + quoted((kModels / "tiny").string()) + " " + args;
 }

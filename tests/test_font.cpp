@@ -82,6 +82,9 @@ TEST_CASE("hostile and broken fonts are refused with the reason, before stb_true
         ++seen;
     }
     CHECK(seen == int(expected.size()) + 4);
+    // a directory or a device as --font
+    CHECK(refusal(fs::temp_directory_path()).find("not a regular file") != std::string::npos);
+    CHECK(refusal("/dev/zero").find("not a regular file") != std::string::npos);
 }
 
 TEST_CASE("installed TrueType fonts pass the check (it refuses no well-formed font)") {

@@ -49,6 +49,10 @@ TEST_CASE("every malformed file is an Error naming the file") {
         CHECK(threw);
     }
     CHECK_THROWS_AS(pix2struct::load_image(goldens::image_path("does_not_exist.png")), pix2struct::Error);
+    // a directory (or a device) is refused, not read
+    const auto dir = std::filesystem::temp_directory_path();
+    CHECK_THROWS_WITH_AS(pix2struct::load_image(dir), doctest::Contains("not a regular file"), pix2struct::Error);
+    CHECK_THROWS_WITH_AS(pix2struct::load_image("/dev/zero"), doctest::Contains("not a regular file"), pix2struct::Error);
 }
 
 TEST_CASE("the decoded-size limit is enforced before decoding") {

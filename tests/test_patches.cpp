@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "frontend_goldens.hpp"
@@ -121,5 +122,45 @@ TEST_CASE("preprocess errors") {
     std::string long_question;
     while (long_question.size() < 120'000) long_question += "word ";
     CHECK_THROWS_WITH_AS(pix2struct::preprocess(im, long_question, vqa), doctest::Contains("max_question_bytes"),
+                         pix2struct::Error);
+    // Options past preprocessor_config.json's bounds (once int overflows in rows × patch height, ph × pw × 3).
+    for (const auto& [max_patches, ph, pw] : {std::tuple{1 << 20, 16, 16}, {2048, 1000, 16}, {2048, 16, 100000},
+                                               {65536, 256, 256}}) {
+        CAPTURE(max_patches);
+        CAPTURE(ph);
+        CAPTURE(pw);
+        pix2struct::PreprocessOptions o;
+        o.max_patches = max_patches;
+        o.patch_height = ph;
+        o.patch_width = pw;
+        CHECK_THROWS_WITH_AS(pix2struct::preprocess(im, "", o), doctest::Contains("preprocess: max_patches"), pix2struct::Error);
+    }
+}
+
+TEST_CASE("narrow images widened to the question header: the picture's preprocessing is held to the memory budget") {
+    // A 1×h image under a 264-pixel header becomes 264 × 264·h pixels (a 470-byte PNG can declare 1×100000:
+    // 7·10^9 pixels, once GBs then std::bad_alloc, or an int overflow)
+    pix2struct::PreprocessOptions vqa;
+    vqa.is_vqa = true;
+    vqa.max_patches = 64;
+    for (const int h : {100'000, 1'000'000, 10'000'000}) {
+        CAPTURE(h);
+        pix2struct::Image narrow;
+        narrow.width = 1;
+        narrow.height = h;
+        narrow.rgb.assign(size_t(h) * 3, 128);
+        CHECK_THROWS_WITH_AS(pix2struct::preprocess(narrow, "What is shown?", vqa),
+                             doctest::Contains("PreprocessOptions::max_memory_bytes"), pix2struct::Error);
+    }
+    // one that fits the budget is drawn as before; the same under a smaller budget is refused
+    pix2struct::Image tall;
+    tall.width = 20;
+    tall.height = 400;
+    tall.rgb.assign(size_t(tall.width) * tall.height * 3, 128);
+    const pix2struct::Patches p = pix2struct::preprocess(tall, "What is shown?", vqa);
+    CHECK(p.num_real() >= 1);
+    CHECK(p.num_real() <= 64);
+    vqa.max_memory_bytes = 1 << 20;
+    CHECK_THROWS_WITH_AS(pix2struct::preprocess(tall, "What is shown?", vqa), doctest::Contains("budget of 1 MiB"),
                          pix2struct::Error);
 }

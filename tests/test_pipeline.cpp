@@ -250,7 +250,7 @@ TEST_CASE("pipeline: weights read into memory (mmap off) answer as mapped ones")
     }
 }
 
-TEST_CASE("pipeline: NaN or infinity in the weights is an error naming the token, not an empty answer (f32 and int8)") {
+TEST_CASE("pipeline: NaN or infinity in the weights is an error naming the token, not an answer (greedy, beams, scoring; f32 and int8)") {
     const auto [vqa, img] = last_vqa_case();
     for (const Dtype dtype : {Dtype::F32, Dtype::Int8})
     for (const char* tensor : {"decoder.final_layer_norm.weight", "decoder.layer.0.mlp.DenseReluDense.wo.weight"})
@@ -275,8 +275,15 @@ TEST_CASE("pipeline: NaN or infinity in the weights is an error naming the token
             REQUIRE(f.good());
         }
         Pipeline pipe = Pipeline::load(dir, {.threads = 1, .max_patches = 0, .dtype = dtype, .font_path = {}, .mmap = false});
-        CHECK_THROWS_WITH_AS(pipe.ask(img, vqa["question"].get<std::string>()),
-                             doctest::Contains("logits of new token 1 hold NaN or infinity"), Error);
+        const std::string question = vqa["question"].get<std::string>();
+        CHECK_THROWS_WITH_AS(pipe.ask(img, question), doctest::Contains("logits of new token 1 hold NaN or infinity"), Error);
+        GenerationConfig beams = pipe.generation();
+        beams.num_beams = 2;
+        CHECK_THROWS_WITH_AS(pipe.ask(img, question, {.generation = beams}),
+                             doctest::Contains("beam search: the logits of beam 1 for new token 1 hold NaN or infinity"), Error);
+        const std::vector<std::string> candidates = {"egg", "pupa"};
+        CHECK_THROWS_WITH_AS(pipe.score(img, question, candidates),
+                             doctest::Contains("score: the logits for token 1 of candidate "), Error);
         fs::remove_all(dir);
     }
 }

@@ -163,9 +163,7 @@ int main(int argc, char** argv) {
         const pix2struct::PipelineOptions options{
             .threads = threads, .max_patches = max_patches,
             .dtype = device == "cuda" ? pix2struct::Dtype::F32  // the GPU's arithmetic: load_cuda_pipeline's bf16
-                     : dtype == "int8" ? pix2struct::Dtype::Int8
-                     : dtype == "bf16" ? pix2struct::Dtype::Bf16
-                                       : pix2struct::Dtype::F32,
+                                      : pix2struct::dtype_from_name(dtype),
             .font_path = font, .mmap = !no_mmap,
             .max_memory_bytes = max_memory_mb << 20};
         auto load = [&]() -> pix2struct::Pipeline {

@@ -176,6 +176,7 @@ protected:
         preprocess_.patch_width = pc.patch_width;
         preprocess_.is_vqa = pc.is_vqa;
         preprocess_.font_path = options.font_path;
+        preprocess_.max_memory_bytes = options.max_memory_bytes;
         if (preprocess_.max_patches > checkpoint_->config().vision.seq_len)
             detail::fail(dir.string(), ": max_patches ", preprocess_.max_patches, " is more than the model's ",
                          checkpoint_->config().vision.seq_len, " patch positions (vision_config.seq_len)");

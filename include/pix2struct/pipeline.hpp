@@ -40,6 +40,12 @@ class PipelineBase;  // basic_pipeline.hpp: checkpoint, tokenizer, preprocessing
 enum class Dtype { F32, Int8, Bf16 };
 
 inline const char* dtype_name(Dtype d) { return d == Dtype::Int8 ? "int8" : d == Dtype::Bf16 ? "bf16" : "f32"; }
+// The Dtype dtype_name() calls `name` ("f32", "int8" or "bf16"); an Error for any other.
+inline Dtype dtype_from_name(std::string_view name) {
+    for (const Dtype d : {Dtype::F32, Dtype::Int8, Dtype::Bf16})
+        if (name == dtype_name(d)) return d;
+    throw Error("unknown dtype '" + std::string(name) + "' (f32, int8 or bf16)");
+}
 
 struct PipelineOptions {
     int threads = 0;          // CPU backend threads (0: all hardware threads)
@@ -47,8 +53,9 @@ struct PipelineOptions {
     Dtype dtype = Dtype::F32; // the CPU's arithmetic (F32, Int8 or Bf16)
     std::string font_path{};  // empty: the default (Liberation Sans, metric-compatible with the reference's Arial)
     bool mmap = true;         // false: read model.safetensors into memory (LoadOptions::mmap)
-    // Most bytes of activations and caches a question (or batch) may take; one over it is an Error naming
-    // this option, checked at load for one question of max_patches and before each call. 0: physical memory.
+    // Most bytes of activations and caches a question (or batch) may take, and of preprocessing its picture;
+    // one over it is an Error naming this option, checked at load for one question of max_patches and before
+    // each call. 0: physical memory.
     int64_t max_memory_bytes = 0;
 };
 

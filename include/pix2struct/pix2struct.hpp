@@ -45,6 +45,7 @@
 //   version.hpp                   PIX2STRUCT_VERSION
 //   error.hpp                     Error, the one exception type; detail::fail
 //   read_file.hpp                 bounded whole-file reads (images, fonts, weights)
+//   memory.hpp                    physical_memory_bytes: the default of the memory budgets
 //   generation_config.hpp         GenerationConfig (how generate() decodes), CrossAttention (what it records)
 //   config.hpp                    config.json, preprocessor_config.json, generation_config.json, validated
 //   safetensors.hpp               the file format: reader (mmap or memory), writer
@@ -69,6 +70,7 @@
 //   backend/cpu.hpp               CpuBackend: the primitives on our kernels (Eigen without AVX2), ThreadPool;
 //                                 CpuInt8Backend: int8 mode with int8 cross-attention K/V;
 //                                 CpuBf16Backend: bf16 mode (what CudaBackendBf16 computes)
+//   backend/thread_pool.hpp       the CPU backend's pool of threads
 //   backend/cpu_isa.hpp           CpuIsa, Int8Isa: the SIMD kernels this CPU runs, chosen at run time
 //   backend/cpu_kernels.hpp       SGEMM, softmax, GEMV for AVX-512 and AVX2 (target attributes)
 //   backend/cpu_int8.hpp          int8 weights packed at load, activations quantised per row, VNNI GEMM
@@ -83,6 +85,7 @@
 //                                 beam search, teacher-forced scoring
 //   basic_pipeline.hpp            PipelineBase, BasicPipeline<Backend>: image + question → Answer
 //   choices.hpp                   parse_choices: the options of a multiple-choice question
+//   metrics.hpp                   exact match, relaxed accuracy (ChartQA), ANLS (DocVQA): answers against golds
 //   pipeline.hpp                  the API: Pipeline, PipelineOptions, AskOptions, Answer, Choice
 //   implementation.hpp            the API's definitions (with PIX2STRUCT_IMPLEMENTATION)
 //   pix2struct.hpp                this header: the API, and the implementation where asked for

@@ -28,8 +28,10 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,6 +43,7 @@
 #include "pix2struct/image/resample.hpp"
 #include "pix2struct/image/text_layout.hpp"
 #include "pix2struct/image/text_wrap.hpp"
+#include "pix2struct/memory.hpp"
 
 namespace pix2struct {
 
@@ -103,15 +106,30 @@ inline Image render_header_text(std::string_view question, const Font& font, int
 
 // transformers render_header(image, question): the header resized to the wider of the two widths above
 // the image resized to that width, heights int(h * new_width / w), both with Pillow's default (bicubic)
-// resize, pasted on a white canvas.
-inline Image render_question(const Image& image, std::string_view question, const std::string& font_path) {
+// resize, pasted on a white canvas. A narrow image grows with the square of the widening (1×100000 under a
+// 264-pixel header: 264 × 26,400,000 pixels), so the picture's preprocessing buffers (about
+// kPreprocessBytesPerPixel a pixel, patches.hpp) are checked against `max_memory_bytes` (0: physical memory)
+// before anything is drawn.
+inline constexpr int64_t kPreprocessBytesPerPixel = 27;  // RGB 3, float planes 12, the resize's first pass ≤ 12
+inline Image render_question(const Image& image, std::string_view question, const std::string& font_path,
+                             int64_t max_memory_bytes = 0) {
     if (image.empty()) detail::fail("render_question: the image is empty");
     const Font font = Font::load(font_path.empty() ? Font::default_path() : std::filesystem::path(font_path));
     const Image header = render_header_text(question, font);
     const int new_width = std::max(header.width, image.width);
-    // int(image.height * (new_width / image.width)) — Python float division, then truncation.
-    const int new_height = int(double(image.height) * (double(new_width) / double(image.width)));
-    const int new_header_height = int(double(header.height) * (double(new_width) / double(header.width)));
+    // int(image.height * (new_width / image.width)) — Python float division, then truncation (checked before
+    // it is narrowed to int: a narrow image grows past any int).
+    const double image_height = std::floor(double(image.height) * (double(new_width) / double(image.width)));
+    const double header_height = std::floor(double(header.height) * (double(new_width) / double(header.width)));
+    const double bytes = double(new_width) * (image_height + header_height) * double(kPreprocessBytesPerPixel);
+    const int64_t budget = max_memory_bytes > 0 ? max_memory_bytes : physical_memory_bytes();
+    if (image_height + header_height > double(std::numeric_limits<int>::max()) || (budget > 0 && bytes > double(budget)))
+        detail::fail("render_question: the ", image.width, "x", image.height, " image widened to the question header's ",
+                     new_width, " pixels would be ", new_width, "x", int64_t(std::min(image_height + header_height, 9e18)),
+                     " with the header; preprocessing it needs about ", int64_t(std::min(bytes, 9e18)) >> 20,
+                     " MiB, more than the budget of ", budget >> 20,
+                     " MiB (PreprocessOptions::max_memory_bytes, PipelineOptions::max_memory_bytes, --max-memory-mb)");
+    const int new_height = int(image_height), new_header_height = int(header_height);
     // The two resized images fill the canvas exactly (the white background never shows): stack them.
     Image out;
     out.width = new_width;

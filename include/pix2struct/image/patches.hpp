@@ -42,6 +42,8 @@ struct PreprocessOptions {
     // Longest question drawn (UTF-8 bytes). The reference has no limit, but a header of hundreds of lines
     // costs ~10 KB of memory per character and leaves the image a sliver of the patch budget.
     size_t max_question_bytes = 16384;
+    // Most bytes the picture with its header (render_question) may take to preprocess; 0: physical memory.
+    int64_t max_memory_bytes = 0;
 };
 
 // The patch grid extract_flattened_patches chooses for an image of height x width:
@@ -87,10 +89,16 @@ inline std::vector<float> standardize_chw(const Image& image) {
 
 namespace detail {
 
+// The bounds preprocessor_config.json is held to (config.hpp), so that the patches' sizes fit.
 inline void check_options(const PreprocessOptions& opt) {
-    if (opt.max_patches < 1 || opt.patch_height < 1 || opt.patch_width < 1)
-        fail("preprocess: max_patches (", opt.max_patches, "), patch_height (", opt.patch_height,
-             ") and patch_width (", opt.patch_width, ") must be positive");
+    if (opt.max_patches < 1 || opt.max_patches > (1 << 16) || opt.patch_height < 1 || opt.patch_height > 256 ||
+        opt.patch_width < 1 || opt.patch_width > 256)
+        fail("preprocess: max_patches (", opt.max_patches, ") must be 1 to 65536, patch_height (", opt.patch_height,
+             ") and patch_width (", opt.patch_width, ") 1 to 256");
+    const int64_t values = int64_t(opt.max_patches) * (2 + int64_t(opt.patch_height) * opt.patch_width * 3);
+    if (values > (int64_t(1) << 28))
+        fail("preprocess: max_patches ", opt.max_patches, " of ", opt.patch_height, "x", opt.patch_width,
+             " patches would be ", values, " values, more than the limit of 2^28 (1 GiB)");
 }
 
 // extract_flattened_patches on a standardized planar image.
@@ -140,7 +148,7 @@ inline Patches preprocess(const Image& image, std::string_view question, const P
     if (question.size() > opt.max_question_bytes)
         detail::fail("preprocess: the question is ", question.size(), " bytes, more than the limit of ",
                      opt.max_question_bytes, " (PreprocessOptions::max_question_bytes)");
-    const Image composed = opt.is_vqa ? render_question(image, question, opt.font_path) : Image{};
+    const Image composed = opt.is_vqa ? render_question(image, question, opt.font_path, opt.max_memory_bytes) : Image{};
     const Image& input = opt.is_vqa ? composed : image;
     return detail::extract_flattened_patches(standardize_chw(input), input.height, input.width, opt);
 }

@@ -36,11 +36,10 @@
 #include <type_traits>
 #include <vector>
 
-#include <unistd.h>
-
 #include "pix2struct/backend/backend.hpp"
 #include "pix2struct/config.hpp"
 #include "pix2struct/error.hpp"
+#include "pix2struct/memory.hpp"
 #include "pix2struct/model/kv_cache.hpp"
 #include "pix2struct/model/text_decoder.hpp"
 #include "pix2struct/model/vision_encoder.hpp"
@@ -108,12 +107,6 @@ inline int64_t generation_bytes(const Config& c, int64_t rows, int64_t sequences
     const int64_t self = 2 * int64_t(t.num_layers) * sequences * positions * t.inner_dim();
     const int64_t step = sequences * (2 * int64_t(t.hidden_size) + 4 * t.inner_dim() + 2 * int64_t(t.d_ff) + t.vocab_size);
     return (encoder + cross + self + step) * elem + int64_t(t.num_heads) * positions * int64_t(sizeof(float));
-}
-
-// The default memory budget: the machine's physical memory (0 when the system does not say).
-inline int64_t physical_memory_bytes() {
-    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    return pages > 0 && page > 0 ? int64_t(pages) * page : 0;
 }
 
 // transformers: Pix2StructForConditionalGeneration
@@ -299,6 +292,7 @@ public:
             if (k < prefix.size()) continue;  // the prefix's own tokens are not scored
             for (int64_t r : slots) {
                 const float* row = logits + r * V;
+                check_finite(row, V, "score: the logits for token ", k + 1 - prefix.size(), " of candidate ", order[size_t(r)] + 1);
                 out[size_t(order[size_t(r)])].push_back(log_softmax_at(row, V, token_at(r, k + 1)));
             }
         }
@@ -512,6 +506,7 @@ public:
             for (int64_t j = 0; j < N; ++j) tokens[size_t(j)] = running[size_t(j)].seq.back();
             const float* logits = logits_to_host(decoder.step(*backend_, all_, tokens, self_kv_, cross_kv_, text_act_), N);
             for (int64_t j = 0; j < N; ++j) {
+                check_finite(logits + j * V, V, "beam search: the logits of beam ", j + 1, " for new token ", cur - P + 1);
                 log_softmax(logits + j * V, V, logprobs.data());
                 ban_repeated_ngrams(running[size_t(j)].seq, g.no_repeat_ngram_size, logprobs.data());
                 for (int64_t v = 0; v < V; ++v)
@@ -638,6 +633,12 @@ private:
         return logits_host_.data();
     }
 
+    // Logits holding NaN or infinity are an Error (the greedy rule, kNonFiniteLogits): never a ranking of them.
+    template <class... Where>
+    static void check_finite(const float* x, int64_t n, const Where&... where) {
+        for (int64_t i = 0; i < n; ++i)
+            if (!std::isfinite(x[i])) detail::fail(where..., " hold NaN or infinity (weights or activations are not finite)");
+    }
     // torch.log_softmax of a row in fp32, in its order: (x − max) − log Σ exp(x − max).
     static void log_softmax(const float* x, int64_t n, float* out) {
         const float top = *std::max_element(x, x + n);
