@@ -126,13 +126,13 @@ TEST_CASE("preprocess errors") {
     // Options past preprocessor_config.json's bounds (once int overflows in rows × patch height, ph × pw × 3).
     for (const auto& [max_patches, ph, pw] : {std::tuple{1 << 20, 16, 16}, {2048, 1000, 16}, {2048, 16, 100000},
                                                {65536, 256, 256}}) {
-        CAPTURE(max_patches);
-        CAPTURE(ph);
-        CAPTURE(pw);
         pix2struct::PreprocessOptions o;
         o.max_patches = max_patches;
         o.patch_height = ph;
         o.patch_width = pw;
+        CAPTURE(o.max_patches);  // not the bindings: clang 14 cannot capture them
+        CAPTURE(o.patch_height);
+        CAPTURE(o.patch_width);
         CHECK_THROWS_WITH_AS(pix2struct::preprocess(im, "", o), doctest::Contains("preprocess: max_patches"), pix2struct::Error);
     }
 }
