@@ -23,7 +23,9 @@ import subprocess
 import time
 from pathlib import Path
 
-IMAGES = ["diagram.png", "tall.png", "wide.png", "rgb.png", "gray.png", "palette.png", "baseline.jpg", "progressive.jpg"]
+# Ordinary shapes: tests/data/images/tall.png (5×1200) widens under a question header to 1204×288960 pixels, which
+# transformers' processor holds in float32 several times over (a batch of 8 of it took 24 GB).
+IMAGES = ["diagram.png", "rgba.png", "wide.png", "rgb.png", "gray.png", "palette.png", "baseline.jpg", "progressive.jpg"]
 QUESTIONS = [
     "What is shown in the picture?",
     "Which stage comes after the larva? (1) egg (2) pupa (3) adult (4) nymph",
@@ -66,12 +68,18 @@ def main():
     common = ["--model", args.model, "--threads", str(args.threads), "--max-patches", str(args.max_patches),
               "--max-new-tokens", str(args.tokens)]
     print(f"{n} questions, model {args.model}, max_patches {args.max_patches}, {args.tokens} new tokens at most, "
-          f"{args.threads} threads, medians of {args.repeats}")
+          f"{args.threads} threads, medians of {args.repeats}", flush=True)
 
     # pix2struct-vqa, one process per question
     vqa = [os.path.join(args.build, "pix2struct-vqa")] + common
     per_call = sum(timed(vqa + ["--image", r["image"], "--question", r["question"]]) for r in records)
-    rows = [("pix2struct-vqa, one call per question", n / per_call)]
+    rows = []
+
+    def row(name, rate):
+        rows.append((name, rate))
+        print(f"{name:44s} {rate:10.2f} answers/s", flush=True)
+
+    row("pix2struct-vqa, one call per question", n / per_call)
 
     # pix2struct-run at each batch budget
     run = [os.path.join(args.build, "pix2struct-run"), "--input", str(questions), "--quiet"] + common
@@ -84,7 +92,7 @@ def main():
             return timed(run + ["--output", str(result), "--batch-patches", str(k * args.max_patches)])
 
         seconds = statistics.median(once() for _ in range(args.repeats))
-        rows.append((f"pix2struct-run, batches of {k} image{'s' if k > 1 else ''}", n / seconds))
+        row(f"pix2struct-run, batches of {k} image{'s' if k > 1 else ''}", n / seconds)
         answers[k] = {j["id"]: j["ids"] for j in map(json.loads, result.read_text().splitlines())}
 
     hf_ids = {}
@@ -113,7 +121,7 @@ def main():
                 return time.perf_counter() - t
 
             seconds = statistics.median(once() for _ in range(args.repeats))
-            rows.append((f"transformers generate, batches of {b}", n / seconds))
+            row(f"transformers generate, batches of {b}", n / seconds)
 
     base = rows[0][1]
     print(f"{'':44s} {'answers/s':>10s} {'× per call':>11s}")
