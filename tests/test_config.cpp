@@ -91,6 +91,11 @@ TEST_CASE("bad configs are rejected naming the file and key") {
                          Error);
     CHECK_THROWS_WITH_AS(Config::from_json(json{{"text_config", {{"num_layers", "12"}}}}, "c.json"),
                          doctest::Contains("c.json: text_config: 'num_layers' must be an integer"), Error);
+    // an integer past the field's type is refused before it is narrowed (2^32 + 2 would become 2)
+    CHECK_THROWS_WITH_AS(Config::from_json(json{{"text_config", {{"num_layers", 4294967298ull}}}}, "c.json"),
+                         doctest::Contains("c.json: text_config: 'num_layers' is 4294967298, out of range"), Error);
+    CHECK_THROWS_WITH_AS(Config::from_json(json{{"vision_config", {{"hidden_size", -4294967296ll}}}}, "c.json"),
+                         doctest::Contains("'hidden_size' is -4294967296, out of range"), Error);
     CHECK_THROWS_WITH_AS(Config::from_json(json{{"vision_config", {{"hidden_size", 0}}}}, "c.json"),
                          doctest::Contains("'vision_config.hidden_size' must be in [1, 65536], got 0"), Error);
     // Values that size or index something are bounded (issue: fuzzed configs).

@@ -9,12 +9,14 @@
 // are the defaults of the structs below.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "pix2struct/error.hpp"
 #include "pix2struct/generation_config.hpp"
@@ -112,6 +114,9 @@ void read_key(const nlohmann::json& obj, const char* key, T& out, const std::str
         if (!it->is_boolean()) fail(where, ": '", key, "' must be true or false");
     } else if constexpr (std::is_integral_v<T>) {
         if (!it->is_number_integer()) fail(where, ": '", key, "' must be an integer");
+        // checked before it is narrowed: 4294967298 must not become 2 and pass the bounds
+        if (it->is_number_unsigned() ? !std::in_range<T>(it->get<uint64_t>()) : !std::in_range<T>(it->get<int64_t>()))
+            fail(where, ": '", key, "' is ", it->dump(), ", out of range");
     } else if constexpr (std::is_floating_point_v<T>) {
         if (!it->is_number()) fail(where, ": '", key, "' must be a number");
     } else {
