@@ -17,8 +17,9 @@
 // max_length counting the start token, EXCEPT that the untouched default max_length of 20 means 20 NEW tokens
 // (GenerationMixin._prepare_generated_length adds the start token's length).
 // GenerateResult::ids are the generated tokens WITHOUT the start token (HF's sequences[0][1:]), ending
-// with eos when the model produced it. Logits holding NaN or infinity stop greedy generation with an Error
-// naming the token (never an answer made of whatever argmax makes of them).
+// with eos when the model produced it. Logits holding NaN or infinity stop generation with an Error naming
+// the token (greedy: the backend's argmax reports them; beam search and score(): check_finite names the beam
+// or candidate) — never an answer or a ranking made of them.
 //
 // Buffers (activations, caches) belong to this object: allocated at the first call for the sizes seen,
 // grown only when a larger input arrives, never per token. Not thread-safe: one generation at a time.
