@@ -31,12 +31,51 @@
 #include "pix2struct/error.hpp"
 #include "pix2struct/image/load.hpp"
 #include "pix2struct/image/patches.hpp"
+#include "pix2struct/model/continuous.hpp"
 #include "pix2struct/model/generate.hpp"
 #include "pix2struct/pipeline.hpp"
 #include "pix2struct/tokenizer.hpp"
 #include "pix2struct/weights.hpp"
 
 namespace pix2struct {
+
+// The text an answer's tokens add as they come (streaming): decode() strips and joins pieces, so the text
+// of the tokens so far only ever grows at its end; push() returns the new tail (often empty).
+class TextStream {
+public:
+    TextStream(const Tokenizer& tokenizer, std::vector<int64_t> ids = {}) : tokenizer_(&tokenizer), ids_(std::move(ids)) {
+        shown_ = ids_.empty() ? std::string() : tokenizer.decode(ids_);
+    }
+    std::string push(int64_t token) {
+        ids_.push_back(token);
+        const std::string now = tokenizer_->decode(ids_);
+        if (now.size() <= shown_.size() || now.compare(0, shown_.size(), shown_) != 0) return {};
+        std::string piece = now.substr(shown_.size());
+        shown_ = now;
+        return piece;
+    }
+    const std::string& text() const { return shown_; }  // of the tokens whose text has been shown
+    const std::vector<int64_t>& ids() const { return ids_; }
+
+private:
+    const Tokenizer* tokenizer_;
+    std::vector<int64_t> ids_;
+    std::string shown_;
+};
+
+// Continuous batching on a pipeline's model, whatever its backend (ContinuousBatch, model/continuous.hpp):
+// Batcher (batcher.hpp) drives it. Each call takes the pipeline's model for its duration (ask() and the
+// others wait), so a pipeline can serve both.
+class ContinuousDecoder {
+public:
+    virtual ~ContinuousDecoder() = default;
+    virtual const ContinuousOptions& options() const = 0;
+    virtual bool fits(std::span<const int64_t> rows) const = 0;
+    virtual std::vector<int64_t> admit(std::span<const GenerateRequest> requests) = 0;
+    virtual std::vector<ContinuousToken> step() = 0;
+    virtual void cancel(int64_t sequence) = 0;
+    virtual int64_t running() const = 0;
+};
 
 // The backend-independent part of a pipeline; BasicPipeline<Backend> supplies generate().
 class PipelineBase {
@@ -128,23 +167,12 @@ public:
         GenerateRequest request = request_for(patches, prompt, options.max_new_tokens);
         request.options.generation = options.generation;
         request.options.cross_attention = options.cross_attention;
-        std::string shown;  // text streamed so far
-        std::vector<int64_t> so_far = request.options.decoder_prompt;
-        if (options.on_text && !so_far.empty()) {
-            shown = tokenizer_.decode(so_far);
-            if (!options.on_text(shown)) return {};
-        }
+        TextStream stream(tokenizer_, request.options.decoder_prompt);
+        if (options.on_text && !stream.text().empty() && !options.on_text(stream.text())) return {};
         if (options.on_text)
             request.options.on_token = [&](int64_t token) {
-                so_far.push_back(token);
-                const std::string now = tokenizer_.decode(so_far);
-                // decode() strips and joins pieces, so the text only ever grows at the end; emit the new tail
-                if (now.size() > shown.size() && now.compare(0, shown.size(), shown) == 0) {
-                    const std::string piece = now.substr(shown.size());
-                    shown = now;
-                    return options.on_text(piece);
-                }
-                return true;
+                const std::string piece = stream.push(token);
+                return piece.empty() || options.on_text(piece);
             };
         Answer a = answer(generate_batch({&request, 1})[0]);
         a.cross_attention.grid_rows = patches.rows;
@@ -163,6 +191,18 @@ public:
         std::vector<Answer> answers;
         for (const GenerateResult& r : generate_batch(requests)) answers.push_back(answer(r));
         return answers;
+    }
+
+    // Continuous batching on this pipeline's model (ContinuousDecoder), with its own caches of `options`' size.
+    virtual std::unique_ptr<ContinuousDecoder> continuous(const ContinuousOptions& options) = 0;
+
+    // The GenerateRequest of prepared patches (its spans point into them): the caption prompt's tokens as
+    // the decoder prompt (captioning checkpoints), at most max_new_tokens new tokens (0: the config's rule).
+    GenerateRequest request_for(const Patches& patches, std::string_view prompt, int max_new_tokens) const {
+        GenerateRequest r{patches.flattened, patches.mask, {}};
+        r.options.max_new_tokens = max_new_tokens;
+        if (!prompt.empty() && !is_vqa()) r.options.decoder_prompt = tokenizer_.encode(prompt);
+        return r;
     }
 
 protected:
@@ -189,18 +229,13 @@ protected:
     PipelineBase(PipelineBase&&) = default;
     PipelineBase& operator=(PipelineBase&&) = default;
 
+protected:
     // The model on the backend: ForConditionalGeneration<Backend>::generate_batch and ::score.
     virtual std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> requests) = 0;
     virtual std::vector<std::vector<double>> score_tokens(const GenerateRequest& request,
                                                           std::span<const std::vector<int64_t>> candidates) = 0;
 
 private:
-    GenerateRequest request_for(const Patches& patches, std::string_view prompt, int max_new_tokens) const {
-        GenerateRequest r{patches.flattened, patches.mask, {}};
-        r.options.max_new_tokens = max_new_tokens;
-        if (!prompt.empty() && !is_vqa()) r.options.decoder_prompt = tokenizer_.encode(prompt);
-        return r;
-    }
     Answer answer(const GenerateResult& r) const {
         Answer a;
         a.ids = r.ids;
@@ -256,6 +291,13 @@ protected:
         return model_->score(request.flattened, request.mask, request.options.decoder_prompt, candidates);
     }
 
+public:
+    std::unique_ptr<ContinuousDecoder> continuous(const ContinuousOptions& options) override {
+        std::lock_guard lock(*busy_);
+        return std::make_unique<Continuous>(*model_, options, *busy_);
+    }
+
+
 private:
     BasicPipeline(const std::filesystem::path& dir, const PipelineOptions& options, const BackendFactory& make_backend)
         : PipelineBase(dir, options,
@@ -277,6 +319,34 @@ private:
         model_->set_memory_budget(options.max_memory_bytes);
         model_->check_memory(preprocess_options().max_patches, 1, model_->default_max_new_tokens() + 1);
     }
+
+    class Continuous : public ContinuousDecoder {
+    public:
+        Continuous(ForConditionalGeneration<Backend>& model, const ContinuousOptions& options, std::mutex& busy)
+            : batch_(model, options), busy_(&busy) {}
+        const ContinuousOptions& options() const override { return batch_.options(); }
+        bool fits(std::span<const int64_t> rows) const override { return batch_.fits(rows); }
+        std::vector<int64_t> admit(std::span<const GenerateRequest> requests) override {
+            std::vector<PatchInput> images;
+            std::vector<GenerateOptions> options;
+            for (const GenerateRequest& r : requests) {
+                images.push_back({r.flattened, r.mask});
+                options.push_back(r.options);
+            }
+            std::lock_guard lock(*busy_);
+            return batch_.admit(images, options);
+        }
+        std::vector<ContinuousToken> step() override {
+            std::lock_guard lock(*busy_);
+            return batch_.step();
+        }
+        void cancel(int64_t sequence) override { batch_.cancel(sequence); }
+        int64_t running() const override { return batch_.running(); }
+
+    private:
+        ContinuousBatch<Backend> batch_;
+        std::mutex* busy_;
+    };
 
     std::unique_ptr<Backend> backend_;  // declared before model_: destroyed after it
     std::unique_ptr<ForConditionalGeneration<Backend>> model_;

@@ -30,6 +30,7 @@
 //   Pipeline::ask_batch(images, questions)     → Answers    one encoder pass, shared decode steps
 //   Pipeline::prepare(image, question)         → Patches    the model input (flattened patches + mask)
 //   Pipeline::run(patches, AskOptions)         → Answer     encode + decode prepared patches
+//   Batcher(pipeline).submit(patches)          → future<Answer>   many callers, continuous batching (batcher.hpp)
 //   load_image(path) / load_image_from_memory  → Image      8-bit RGB as Pillow's convert("RGB") gives
 // Below the API, inline templates any file may include (they compile the heavy parts where included):
 //   Checkpoint::load(dir) (weights.hpp), Tokenizer::load(dir) (tokenizer.hpp), preprocess (image/patches.hpp),
@@ -83,7 +84,9 @@
 //   model/text_decoder.hpp        Pix2StructTextModel: one decode step
 //   model/generate.hpp            ForConditionalGeneration: encode, cross K/V, greedy decoding, batches,
 //                                 beam search, teacher-forced scoring
+//   model/continuous.hpp          ContinuousBatch: sequences join and leave a running batch between steps
 //   basic_pipeline.hpp            PipelineBase, BasicPipeline<Backend>: image + question → Answer
+//   batcher.hpp                   Batcher: questions from any thread answered with continuous batching
 //   choices.hpp                   parse_choices: the options of a multiple-choice question
 //   metrics.hpp                   exact match, relaxed accuracy (ChartQA), ANLS (DocVQA): answers against golds
 //   pipeline.hpp                  the API: Pipeline, PipelineOptions, AskOptions, Answer, Choice

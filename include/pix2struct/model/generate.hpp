@@ -691,7 +691,7 @@ private:
 
     // Every layer's cross keys as fp32 on the host, for recording attention weights.
     void cross_keys_to_host() {
-        const int64_t N = cross_kv_.offsets.back(), I = config_.text.inner_dim();
+        const int64_t N = cross_kv_.end_row(), I = config_.text.inner_dim();
         cross_keys_host_.resize(cross_kv_.keys.size());
         for (size_t l = 0; l < cross_kv_.keys.size(); ++l) {
             cross_keys_host_[l].resize(size_t(N * I));

@@ -1,16 +1,18 @@
 // pix2struct/model/kv_cache.hpp — the decoder's key/value caches, allocated once per session.
 //
 // Several sequences (a batch) share each buffer; a decode step works on any subset of them.
-// CrossKV: per layer, K and V of the encoder states [N, I] of every image, packed: image i owns rows
-//          offsets[i] .. offsets[i + 1] (its real patches), projected once per batch — they depend only
-//          on the encoder output, never on the generated tokens; each sequence reads its image's rows
-//          (one sequence per image, or several: beams, scored candidates).
+// CrossKV: per layer, K and V of the encoder states [N, I] of every image: image i owns rows first[i] ..
+//          first[i] + count[i] (its real patches; packed in a batch, anywhere free in a continuous batch),
+//          projected once per image — they depend only on the encoder output, never on the generated
+//          tokens; each sequence reads its image's rows (one sequence per image, or several: beams, scored
+//          candidates).
 // SelfKV:  per layer, K and V of the tokens decoded so far, position-major: [positions, sequences, I],
 //          the row of sequence s at position p is p·sequences + s; one row per sequence is appended per
 //          step, so the rows a step of consecutive sequences at one position appends are contiguous (one
 //          projection writes them all), and a sequence's keys are rows of stride sequences · I.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -51,14 +53,16 @@ private:
 
 template <class Backend>
 struct CrossKV : KVBuffers<Backend, true> {
-    std::vector<int64_t> offsets;  // [images + 1]: image i's encoder rows are offsets[i] .. offsets[i + 1]
-    std::vector<int64_t> image;    // [sequences]: the image sequence s reads (several beams or candidates
-                                   // of one image share its rows)
+    std::vector<int64_t> first, count;  // [images]: image i's encoder rows are first[i] .. first[i] + count[i]
+    std::vector<int64_t> image;         // [sequences]: the image sequence s reads (several beams or candidates
+                                        // of one image share its rows)
 
-    int64_t first_row(int64_t sequence) const { return offsets[size_t(image[size_t(sequence)])]; }
-    int64_t rows(int64_t sequence) const {
-        const size_t i = size_t(image[size_t(sequence)]);
-        return offsets[i + 1] - offsets[i];
+    int64_t first_row(int64_t sequence) const { return first[size_t(image[size_t(sequence)])]; }
+    int64_t rows(int64_t sequence) const { return count[size_t(image[size_t(sequence)])]; }
+    int64_t end_row() const {  // one past the last row any image owns
+        int64_t end = 0;
+        for (size_t i = 0; i < first.size(); ++i) end = std::max(end, first[i] + count[i]);
+        return end;
     }
 };
 

@@ -14,6 +14,7 @@
 // cache (the causal mask of the reference hides later tokens), which is how tests check the logits.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -32,7 +33,9 @@ namespace pix2struct {
 
 // Activations of one decode step of up to `rows` sequences, allocated once per session. The logits are
 // the activation type (the lm_head output in the model's dtype, as in the reference); the relative
-// position bias is fp32 (added to fp32 scores) and shared by the step's rows (they are at one position).
+// position bias is fp32 (added to fp32 scores) and shared by the step's rows when they are at one position
+// (a batch begun together); a step of sequences at different positions (a continuous batch) has one per
+// position in mixed_bias.
 template <class Backend>
 struct TextActivations {
     using Buffer = typename Backend::Buffer;
@@ -42,6 +45,10 @@ struct TextActivations {
     int64_t rows = 0, positions = 0;
     int64_t id = 0;  // detail::next_buffers_id() of the current allocation
     std::vector<int32_t> host_tokens;  // staging of the tokens the host feeds
+    typename Backend::FloatBuffer mixed_bias;  // the biases of a step at several positions, one after another
+    int64_t mixed_capacity = 0;                // floats in mixed_bias
+    std::vector<int64_t> row_pos;              // such a step's position of each row
+    std::vector<const float*> row_bias;        // and its bias (into mixed_bias)
 
     void reserve(Backend& backend, const TextConfig& c, int64_t max_rows, int64_t max_positions) {
         const int64_t H = c.hidden_size, I = c.inner_dim(), F = c.d_ff;
@@ -155,18 +162,33 @@ struct TextModel {
                           CrossKV<Backend>& cross) const {
         const int64_t N = offsets.back();
         cross.reserve(backend, int(layer.size()), N, config.inner_dim());
+        project_cross_kv(backend, E, N, cross, 0);
+        const size_t images = offsets.size() - 1;
+        cross.first.assign(offsets.begin(), offsets.end() - 1);
+        cross.count.resize(images);
+        cross.image.resize(images);
+        for (size_t i = 0; i < images; ++i) {
+            cross.count[i] = offsets[i + 1] - offsets[i];
+            cross.image[i] = int64_t(i);  // one sequence per image
+        }
+    }
+    // Projects N encoder states E [N, H] into rows row0 .. row0 + N of every layer's cross K/V (reserved).
+    template <class Backend>
+    void project_cross_kv(Backend& backend, const scalar_t<Backend>* E, int64_t N, CrossKV<Backend>& cross,
+                          int64_t row0) const {
+        if (row0 < 0 || row0 + N > cross.capacity)
+            detail::fail("decoder: cross K/V rows ", row0, " .. ", row0 + N, " outside the ", cross.capacity, " reserved");
+        const int64_t I = config.inner_dim();
         for (size_t l = 0; l < layer.size(); ++l)
-            layer[l].encoder_decoder_attention.attention.project_kv(backend, E, N, cross.keys[l].data(),
-                                                                   cross.values[l].data());  // [N, I] each
-        cross.offsets.assign(offsets.begin(), offsets.end());
-        cross.image.resize(offsets.size() - 1);
-        for (size_t i = 0; i < cross.image.size(); ++i) cross.image[i] = int64_t(i);  // one sequence per image
+            layer[l].encoder_decoder_attention.attention.project_kv(backend, E, N, cross.keys[l].data() + row0 * I,
+                                                                   cross.values[l].data() + row0 * I);  // [N, I] each
     }
 
     // One step of the sequences `slots` (row r of the step is sequence slots[r]), each fed the token in
-    // a.token[r] (backend memory: written by the host, or by the previous step's choose_greedy) at their
-    // common next position (self_kv.length); appends to their self caches. Returns the logits [A, V], row r
-    // for slots[r] (a backend buffer: detail::to_host() them to read on the host).
+    // a.token[r] (backend memory: written by the host, or by the previous step's choose_greedy) at its next
+    // position (self_kv.length: one for all in a batch begun together, any in a continuous batch); appends to
+    // their self caches. Returns the logits [A, V], row r for slots[r] (a backend buffer: detail::to_host()
+    // them to read on the host).
     template <class Backend>
     const scalar_t<Backend>* step(Backend& backend, std::span<const int64_t> slots, SelfKV<Backend>& self_kv,
                                   CrossKV<Backend>& cross_kv, TextActivations<Backend>& a,
@@ -177,18 +199,20 @@ struct TextModel {
             if (slot < 0 || slot >= int64_t(self_kv.length.size()) || slot >= int64_t(cross_kv.image.size()))
                 detail::fail("decoder: sequence ", slot, " was not begun");
         const int64_t pos = self_kv.length[size_t(slots[0])];
-        for (int64_t slot : slots)
-            if (self_kv.length[size_t(slot)] != pos)
-                detail::fail("decoder: the sequences of a step must be at one position: sequence ", slot, " is at ",
-                             self_kv.length[size_t(slot)], ", sequence ", slots[0], " at ", pos);
-        if (pos >= self_kv.positions || pos >= a.positions)
-            detail::fail("decoder: position ", pos, " exceeds the cache (", self_kv.positions, ")");
+        bool one_position = true;
+        for (int64_t slot : slots) {
+            const int64_t p = self_kv.length[size_t(slot)];
+            if (p >= self_kv.positions || p >= a.positions)
+                detail::fail("decoder: position ", p, " of sequence ", slot, " exceeds the cache (", self_kv.positions, ")");
+            one_position = one_position && p == pos;
+        }
         // inputs_embeds = self.embed_tokens(input_ids)
         for (int64_t r = 0; r < A; ++r)
             backend.embed_token(*embed_tokens, a.token.data() + r, a.hidden.data() + r * H);  // [1, H] each
         // position_bias = compute_bias(...)[:, :, -seq_length:, :]  (layer 0's table, reused by every layer)
-        relative_attention_bias.compute(backend, pos, a.bias.data());  // [heads, 1, pos + 1]
-        const DecodeStep step{slots, pos, a.bias.data()};
+        DecodeStep step{slots, pos, a.bias.data()};
+        if (one_position) relative_attention_bias.compute(backend, pos, a.bias.data());  // [heads, 1, pos + 1]
+        else mixed_position_bias(backend, slots, self_kv, a, step);
         for (size_t l = 0; l < layer.size(); ++l) {
             layer[l].forward(backend, int(l), step, self_kv, cross_kv, a);
             if (observe) observe(int(l), a.q.data());  // the MLP left the cross-attention queries in a.q
@@ -198,6 +222,35 @@ struct TextModel {
         final_layer_norm.forward(backend, a.hidden.data(), A, a.normed.data());  // [A, H]
         backend.linear(a.normed.data(), A, *lm_head, a.logits.data());           // [A, V]
         return a.logits.data();
+    }
+
+    // The biases of a step whose sequences are at several positions: one [heads, 1, p + 1] per position p.
+    template <class Backend>
+    void mixed_position_bias(Backend& backend, std::span<const int64_t> slots, const SelfKV<Backend>& self_kv,
+                             TextActivations<Backend>& a, DecodeStep& step) const {
+        a.row_pos.clear();
+        for (int64_t slot : slots) a.row_pos.push_back(self_kv.length[size_t(slot)]);
+        std::vector<int64_t> positions = a.row_pos;
+        std::sort(positions.begin(), positions.end());
+        positions.erase(std::unique(positions.begin(), positions.end()), positions.end());
+        int64_t need = 0;
+        for (int64_t p : positions) need += config.num_heads * (p + 1);
+        if (need > a.mixed_capacity) {
+            a.mixed_bias = backend.alloc_float(size_t(need));
+            a.mixed_capacity = need;
+        }
+        std::vector<const float*> at(positions.size());
+        float* next = a.mixed_bias.data();
+        for (size_t i = 0; i < positions.size(); ++i) {
+            relative_attention_bias.compute(backend, positions[i], next);
+            at[i] = next;
+            next += config.num_heads * (positions[i] + 1);
+        }
+        a.row_bias.clear();
+        for (int64_t p : a.row_pos)
+            a.row_bias.push_back(at[size_t(std::lower_bound(positions.begin(), positions.end(), p) - positions.begin())]);
+        step.row_pos = a.row_pos;
+        step.row_bias = a.row_bias;
     }
 
     // A step's host-side effect: its sequences' next position (step() does it; a backend that replays a

@@ -71,6 +71,13 @@ struct DecodeStep {
     std::span<const int64_t> slots;
     int64_t pos = 0;
     const float* bias = nullptr;  // [heads, 1, pos + 1]: the relative position bias (fp32, backend memory)
+    // Sequences at different positions (continuous batching): row r is at row_pos[r], with the bias
+    // row_bias[r] [heads, 1, row_pos[r] + 1]. Empty: every row is at pos, with bias.
+    std::span<const int64_t> row_pos{};
+    std::span<const float* const> row_bias{};
+
+    int64_t pos_of(int64_t r) const { return row_pos.empty() ? pos : row_pos[size_t(r)]; }
+    const float* bias_of(int64_t r) const { return row_bias.empty() ? bias : row_bias[size_t(r)]; }
 };
 
 // transformers: Pix2StructTextAttention — one decode step: one query row per sequence of the batch, against
@@ -92,37 +99,37 @@ struct TextAttention {
     }
 
     // Self-attention step. x: [A, H], one row per sequence of the step. The caches are position-major
-    // [positions, sequences, I] (model/kv_cache.hpp): row r's K/V go to row pos·sequences + slots[r], and it
-    // attends to its sequence's rows 0..pos (stride sequences · I) with the step's bias; y += output. When
-    // the step's sequences are consecutive (a whole batch, or one sequence) the K/V projections write into
-    // the caches directly; otherwise they go through s.k, s.v [A, I] and are copied row by row.
+    // [positions, sequences, I] (model/kv_cache.hpp): row r's K/V go to row pos·sequences + slots[r] (pos:
+    // the row's position), and it attends to its sequence's rows 0..pos (stride sequences · I) with its bias;
+    // y += output. When the step's sequences are consecutive and at one position (a whole batch, or one
+    // sequence) the K/V projections write into the caches directly; otherwise they go through s.k, s.v
+    // [A, I] and are copied row by row.
     template <class Backend, class S = scalar_t<Backend>>
     void forward_self(Backend& backend, const S* x, const DecodeStep& step, S* K_cache, S* V_cache,
                       int64_t sequences, AttentionScratch<S> s, S* y) const {
         const int64_t I = inner_dim(), A = int64_t(step.slots.size()), ld = sequences * I;
-        S* K_pos = K_cache + step.pos * ld;  // position pos of every sequence
-        S* V_pos = V_cache + step.pos * ld;
+        auto row = [&](S* cache, int64_t r) { return cache + step.pos_of(r) * ld + step.slots[size_t(r)] * I; };
         backend.linear(x, A, w->query, s.q);  // [A, I]
-        bool consecutive = true;
+        bool consecutive = step.row_pos.empty();
         for (int64_t r = 1; r < A; ++r) consecutive = consecutive && step.slots[size_t(r)] == step.slots[0] + r;
         if (consecutive) {
-            backend.linear(x, A, w->key, K_pos + step.slots[0] * I);    // [A, I] → cache rows
-            backend.linear(x, A, w->value, V_pos + step.slots[0] * I);  // [A, I] → cache rows
+            backend.linear(x, A, w->key, row(K_cache, 0));    // [A, I] → cache rows
+            backend.linear(x, A, w->value, row(V_cache, 0));  // [A, I] → cache rows
         } else {
             backend.linear(x, A, w->key, s.k);    // [A, I]
             backend.linear(x, A, w->value, s.v);  // [A, I]
             for (int64_t r = 0; r < A; ++r) {
-                detail::within_backend(backend, K_pos + step.slots[size_t(r)] * I, s.k + r * I, I);
-                detail::within_backend(backend, V_pos + step.slots[size_t(r)] * I, s.v + r * I, I);
+                detail::within_backend(backend, row(K_cache, r), s.k + r * I, I);
+                detail::within_backend(backend, row(V_cache, r), s.v + r * I, I);
             }
         }
         // causal: the cache holds only positions ≤ pos, so no mask is needed
         for (int64_t r = 0; r < A; ++r) {
             const int64_t o = step.slots[size_t(r)] * I;
             backend.attention(AttentionArgs<S>{.q = s.q + r * I, .k = K_cache + o, .v = V_cache + o,
-                                               .o = s.out + r * I, .H = n_heads, .Lq = 1, .Lk = int(step.pos + 1),
+                                               .o = s.out + r * I, .H = n_heads, .Lq = 1, .Lk = int(step.pos_of(r) + 1),
                                                .D = key_value_proj_dim, .q_row = I, .k_row = ld, .v_row = ld,
-                                               .o_row = I, .bias = step.bias});  // [1, I]
+                                               .o_row = I, .bias = step.bias_of(r)});  // [1, I]
         }
         backend.linear(s.out, A, w->output, y, Write::Accumulate);  // [A, H]
     }
