@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def start_server(args):
     cmd = [str(Path(args.build) / "pix2struct-server"), "--model", args.model, "--host", "127.0.0.1", "--port", "0",
-           "--threads", str(args.threads), "--sequences", str(args.sequences), "--max-queue", "1024"]
+           "--threads", str(args.threads), "--sequences", str(args.sequences)]
     if args.max_patches:
         cmd += ["--max-patches", str(args.max_patches)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -1,6 +1,6 @@
 // pix2struct-vqa's decoding options end to end (the program run as a user runs it), against the reference's
 // numbers in goldens/decoding.json and goldens/tiny.json: --choices auto, beam search, questions on stdin,
-// --attention-map.
+// --attention-map; and every program's --version.
 #include <doctest/doctest.h>
 
 #include <array>
@@ -125,4 +125,42 @@ TEST_CASE("pix2struct-vqa --attention-map writes the picture the model saw with 
     fs::remove(map);
     run(vqa("--image " + quoted(image) + " --question 'What?' --num-beams 2 --attention-map x.png 2>/dev/null"), status);
     CHECK(status != 0);
+}
+
+TEST_CASE("every program says its version: --version prints \"pix2struct <version>\" and exits 0") {
+    int programs = 0;
+    for (const auto& e : fs::directory_iterator(fs::path(PIX2STRUCT_SOURCE_DIR) / "examples")) {
+        if (!fs::exists(e.path() / "main.cpp")) continue;
+        const std::string name = "pix2struct-" + e.path().filename().string();
+        CAPTURE(name);
+        int status = -1;
+        const std::string out = run(quoted(p2s_test::program(name).string()) + " --version", status);
+        CHECK(status == 0);
+        CHECK(out == std::string("pix2struct ") + PIX2STRUCT_VERSION + "\n");
+        ++programs;
+    }
+    CHECK(programs >= 4);  // vqa, run, server, make_random_checkpoint
+}
+
+TEST_CASE("--model owner/name --offline with an empty Hugging Face cache: a one-line error naming the repo, no network") {
+    const fs::path cache = fs::temp_directory_path() / ("p2s_cli_hub_" + std::to_string(getpid()));
+    fs::remove_all(cache);
+    fs::create_directories(cache);
+    std::ofstream(cache / "in.jsonl") << R"({"id": 1, "image": "x.png", "question": "q"})" << "\n";
+    for (const char* program : {"pix2struct-vqa", "pix2struct-run", "pix2struct-server"}) {
+        CAPTURE(program);
+        int status = -1;
+        const std::string extra = std::string(program) == "pix2struct-vqa"   ? " --image x.png --question q"
+                                  : std::string(program) == "pix2struct-run" ? " --input " + quoted((cache / "in.jsonl").string()) +
+                                                                                   " --output " + quoted((cache / "out.jsonl").string())
+                                                                             : " --port 0";
+        const std::string out = run("HF_HUB_CACHE=" + quoted(cache.string()) + " HF_ENDPOINT=http://127.0.0.1:9 " +
+                                        quoted(p2s_test::program(program).string()) + " --model google/pix2struct-ai2d-base --offline" +
+                                        extra + " 2>&1",
+                                    status);
+        CHECK(status == 1);
+        CHECK(out.find("google/pix2struct-ai2d-base@main: this revision is not in the Hugging Face cache") != std::string::npos);
+        CHECK(out.find("--offline") != std::string::npos);
+    }
+    fs::remove_all(cache);
 }

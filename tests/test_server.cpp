@@ -250,13 +250,17 @@ TEST_CASE("server: 1, 8 and 32 concurrent clients each get the answer asked alon
         CAPTURE(n);
         std::vector<std::string> got(static_cast<size_t>(n));
         std::vector<int> status(static_cast<size_t>(n), 0);
+        std::vector<std::string> failure(static_cast<size_t>(n));
         std::vector<std::thread> clients;
         for (int k = 0; k < n; ++k)
             clients.emplace_back([&, k] {
                 httplib::Client c = server.client();
                 const Ask& a = asks[size_t(k)];
                 auto r = c.Post("/v1/chat/completions", chat_body(a.bytes, a.question, a.max_tokens).dump(), "application/json");
-                if (!r) return;
+                if (!r) {
+                    failure[size_t(k)] = httplib::to_string(r.error());
+                    return;
+                }
                 status[size_t(k)] = r->status;
                 const json j = json::parse(r->body, nullptr, false);
                 if (r->status == 200) got[size_t(k)] = j["choices"][0]["message"]["content"];
@@ -264,6 +268,7 @@ TEST_CASE("server: 1, 8 and 32 concurrent clients each get the answer asked alon
         for (std::thread& t : clients) t.join();
         for (int k = 0; k < n; ++k) {
             CAPTURE(k);
+            CAPTURE(failure[size_t(k)]);
             CHECK(status[size_t(k)] == 200);
             CHECK(got[size_t(k)] == asks[size_t(k)].alone);
         }

@@ -9,6 +9,7 @@
 //   Decode  GEMV (M=1) and split-K decode attention in GB/s of weights / K,V read, beside a
 //         device-to-device cudaMemcpy (bytes read + written) — inputs rotated over > L2 so they come from HBM.
 // Each figure: median of 30 timed runs (cudaEvent) after 5 warm-ups, on random (never zero) data.
+#include <CLI/CLI.hpp>
 #include <cublas_v2.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "pix2struct/kernels/attention.cuh"
+#include "pix2struct/version.hpp"
 #include "pix2struct/kernels/embed.cuh"
 #include "pix2struct/kernels/matmul.cuh"
 #include "pix2struct/kernels/rms_norm.cuh"
@@ -248,7 +250,10 @@ void bench_decode_attention(int H, int Lk, const char* tname, double copy) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    CLI::App app{"Our CUDA kernels (GEMM, attention, norms) beside cuBLAS and the device's ceilings, at the model's shapes."};
+    app.set_version_flag("--version", std::string("pix2struct ") + PIX2STRUCT_VERSION)->trigger_on_parse();
+    CLI11_PARSE(app, argc, argv);
     int devices = 0;
     if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
         std::printf("SKIPPED: no CUDA device\n");

@@ -58,6 +58,7 @@
 #define PIX2STRUCT_IMPLEMENTATION
 #include "pix2struct/pix2struct.hpp"
 #include "pix2struct/choices.hpp"
+#include "pix2struct/hub.hpp"
 #include "pix2struct/metrics.hpp"
 
 namespace fs = std::filesystem;
@@ -376,8 +377,10 @@ int main(int argc, char** argv) {
     int max_new_tokens = 0, threads = 0, load_threads = 1, max_patches = 0;
     int64_t batch_patches = 0;
     bool quiet = false, score_choices = false;
-    app.add_option("--model", model_dir, "Model folder: config.json, preprocessor_config.json, model.safetensors, spiece.model")
+    app.add_option("--model", model_dir, "Model folder (config.json, preprocessor_config.json, model.safetensors, spiece.model), or a Hugging Face repo id, owner/name[@revision]: read from the Hugging Face cache, downloaded into it if missing")
         ->required();
+    bool offline = false;
+    app.add_flag("--offline", offline, "Never touch the network: a repo id must be in the Hugging Face cache (also HF_HUB_OFFLINE=1)");
     app.add_option("--input", input, "JSONL: one {\"id\", \"image\", \"question\"[, \"answer\"][, \"choices\"]} a line")
         ->required()->check(CLI::ExistingFile);
     app.add_option("--output", output, "JSONL of answers: appended; records already there are not asked again")->required();
@@ -440,7 +443,7 @@ int main(int argc, char** argv) {
             std::signal(SIGINT, on_signal);
             std::signal(SIGTERM, on_signal);
             pix2struct::Pipeline pipe = pix2struct::Pipeline::load(
-                model_dir, {.threads = threads, .max_patches = max_patches, .dtype = pix2struct::dtype_from_name(dtype)});
+                pix2struct::hub::resolve_model(model_dir, {.offline = offline}), {.threads = threads, .max_patches = max_patches, .dtype = pix2struct::dtype_from_name(dtype)});
             if (batch_patches == 0) batch_patches = 4 * int64_t(pipe.max_patches());
             Progress progress(already, records.size(), quiet);
             Loader loader(pending, pipe, score_choices, batch_patches, load_threads);

@@ -14,7 +14,8 @@
 //                              are refused with a 400 that says so.
 //   POST /v1/answer            multipart/form-data: image (a file), question, max_tokens (optional) → JSON
 //                              {"answer", "ids", "finish_reason", "real_patches", "timings_ms"}.
-//   GET  /health               200 {"status": "ok"}; 503 {"status": "loading"} until the model is loaded.
+//   GET  /health               200 {"status": "ok"}; 503 {"status": "loading"} until the model is loaded (and,
+//                              for --model owner/name, downloaded into the Hugging Face cache if missing).
 //   GET  /v1/models            the served model (its id: --model-name, default the folder's name).
 //   GET  /metrics              Prometheus text: requests by endpoint and status, queue length, running
 //                              answers, tokens, tokens/s over the last 10 s, a latency histogram.
@@ -31,6 +32,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
@@ -53,6 +55,7 @@
 
 #define PIX2STRUCT_IMPLEMENTATION
 #include "pix2struct/batcher.hpp"
+#include "pix2struct/hub.hpp"
 #include "pix2struct/pix2struct.hpp"
 
 // after Eigen (the implementation): httplib.h brings <resolv.h>, whose `_res` macro breaks Eigen's parameters
@@ -326,6 +329,7 @@ private:
             if (!body[key].is_number()) refuse(std::string(key) + " must be a number", key);
             return body[key].get<double>();
         };
+        if (number("temperature", 0) < 0) refuse("temperature must be ≥ 0", "temperature");
         if (number("temperature", 0) > 0)
             refuse("temperature > 0 asks for sampling, which this server does not do yet: send 0 (greedy decoding)", "temperature");
         if (number("n", 1) != 1) refuse("n must be 1: one answer per request (greedy decoding has one)", "n");
@@ -506,14 +510,17 @@ private:
 
 int main(int argc, char** argv) {
     CLI::App app{"Serve a Pix2Struct checkpoint over HTTP (OpenAI-compatible chat completions, /v1/answer), with continuous batching."};
+    app.set_version_flag("--version", std::string("pix2struct ") + PIX2STRUCT_VERSION)->trigger_on_parse();
     std::string model_dir, host = "127.0.0.1", model_name, dtype = "f32", font;
     int port = 8080, threads = 0, max_patches = 0, max_body_mb = 20, max_question_bytes = 2000, max_tokens = 0;
     int64_t sequences = 8, max_queue = 64;
     int64_t max_pixels = 25'000'000;
     int preprocess_threads = int(std::max(1u, std::thread::hardware_concurrency()));
     double timeout_s = 120;
-    app.add_option("--model", model_dir, "Model folder: config.json, preprocessor_config.json, model.safetensors, spiece.model")
+    app.add_option("--model", model_dir, "Model folder (config.json, preprocessor_config.json, model.safetensors, spiece.model), or a Hugging Face repo id, owner/name[@revision]: read from the Hugging Face cache, downloaded into it if missing")
         ->required();
+    bool offline = false;
+    app.add_flag("--offline", offline, "Never touch the network: a repo id must be in the Hugging Face cache (also HF_HUB_OFFLINE=1)");
     app.add_option("--host", host, "Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)");
     app.add_option("--port", port, "Port (0: any free one, printed on the first line)")->check(CLI::Range(0, 65535));
     app.add_option("--model-name", model_name, "The model id /v1/models lists (default: the folder's name)");
@@ -539,16 +546,26 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
     const Limits limits{size_t(max_body_mb) << 20, max_pixels, size_t(max_question_bytes), max_tokens, timeout_s};
+    if (model_name.empty() && !fs::exists(model_dir))
+        if (const auto ref = pix2struct::hub::parse_repo_id(model_dir)) model_name = ref->repo;
     if (model_name.empty()) model_name = fs::path(model_dir).lexically_normal().filename().string();
     if (model_name.empty()) model_name = fs::path(model_dir).lexically_normal().parent_path().filename().string();
     Server server(limits, model_name, preprocess_threads);
     httplib::Server http;
     http.set_payload_max_length(limits.max_body_bytes);
-    const int http_threads = int(sequences + max_queue + 4);  // a waiting request holds its thread
+    // a request waiting for its answer holds its thread: room for the running, the queued and a few more
+    const int http_threads = int(std::min<int64_t>(sequences + max_queue + 4, 1024));
     http.new_task_queue = [http_threads] { return new httplib::ThreadPool(size_t(http_threads)); };
     server.routes(http);
+    // httplib listens with a backlog of 5: a burst of clients would see resets. Its socket is caught here
+    // (with httplib's default option, SO_REUSEADDR) and listened on again with the system's maximum.
+    int listening = -1;
+    http.set_socket_options([&listening](socket_t sock) {
+        httplib::default_socket_options(sock);
+        listening = sock;
+    });
     const int bound = port == 0 ? http.bind_to_any_port(host) : (http.bind_to_port(host, port) ? port : -1);
-    if (bound < 0) {
+    if (bound < 0 || listening < 0 || ::listen(listening, SOMAXCONN) != 0) {
         std::fprintf(stderr, "pix2struct-server: cannot listen on %s:%d\n", host.c_str(), port);
         return 1;
     }
@@ -558,7 +575,7 @@ int main(int argc, char** argv) {
     std::atomic<int> exit_status = 0;
     std::thread loader([&] {
         try {
-            server.serve_with(pix2struct::Pipeline::load(model_dir, {.threads = threads, .max_patches = max_patches,
+            server.serve_with(pix2struct::Pipeline::load(pix2struct::hub::resolve_model(model_dir, {.offline = offline}), {.threads = threads, .max_patches = max_patches,
                                                                      .dtype = pix2struct::dtype_from_name(dtype), .font_path = font}),
                               {.sequences = sequences, .max_queue = max_queue});
             std::fprintf(stderr, "pix2struct-server: %s loaded; ready\n", model_dir.c_str());

@@ -44,6 +44,7 @@
 #include "pix2struct/pix2struct.hpp"
 #include "pix2struct/basic_pipeline.hpp"
 #include "pix2struct/choices.hpp"
+#include "pix2struct/hub.hpp"
 #include "pix2struct/image/attention_map.hpp"
 #include "pix2struct/image/header.hpp"
 #include "pix2struct/image/load.hpp"
@@ -91,9 +92,10 @@ int main(int argc, char** argv) {
     int max_new_tokens = 0, threads = 0, max_patches = 0;
     bool json = false, verbose = false, no_mmap = false;
     int64_t max_memory_mb = 0;
-    app.add_option("--model", model_dir,
-                   "Model folder: config.json, preprocessor_config.json, model.safetensors, spiece.model")
+    app.add_option("--model", model_dir, "Model folder (config.json, preprocessor_config.json, model.safetensors, spiece.model), or a Hugging Face repo id, owner/name[@revision]: read from the Hugging Face cache, downloaded into it if missing")
         ->required();
+    bool offline = false;
+    app.add_flag("--offline", offline, "Never touch the network: a repo id must be in the Hugging Face cache (also HF_HUB_OFFLINE=1)");
     app.add_option("--image", image_paths, "Image file (PNG, JPEG, BMP, GIF, …); repeat for a batch")->required();
     app.add_option("--question", questions,
                    "The question (required by VQA checkpoints); for captioning checkpoints, the start of the caption. "
@@ -160,6 +162,7 @@ int main(int argc, char** argv) {
                                        !attention_map.empty() || interactive))
             throw pix2struct::Error("--save-input, --dump-inputs, --choices, --attention-map and --interactive take a "
                                     "single --image");
+        model_dir = pix2struct::hub::resolve_model(model_dir, {.offline = offline}).string();
         const pix2struct::PipelineOptions options{
             .threads = threads, .max_patches = max_patches,
             .dtype = device == "cuda" ? pix2struct::Dtype::F32  // the GPU's arithmetic: load_cuda_pipeline's bf16

@@ -55,7 +55,6 @@ public:
         return piece;
     }
     const std::string& text() const { return shown_; }  // of the tokens whose text has been shown
-    const std::vector<int64_t>& ids() const { return ids_; }
 
 private:
     const Tokenizer* tokenizer_;
@@ -69,12 +68,10 @@ private:
 class ContinuousDecoder {
 public:
     virtual ~ContinuousDecoder() = default;
-    virtual const ContinuousOptions& options() const = 0;
     virtual bool fits(std::span<const int64_t> rows) const = 0;
     virtual std::vector<int64_t> admit(std::span<const GenerateRequest> requests) = 0;
     virtual std::vector<ContinuousToken> step() = 0;
     virtual void cancel(int64_t sequence) = 0;
-    virtual int64_t running() const = 0;
 };
 
 // The backend-independent part of a pipeline; BasicPipeline<Backend> supplies generate().
@@ -229,7 +226,6 @@ protected:
     PipelineBase(PipelineBase&&) = default;
     PipelineBase& operator=(PipelineBase&&) = default;
 
-protected:
     // The model on the backend: ForConditionalGeneration<Backend>::generate_batch and ::score.
     virtual std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> requests) = 0;
     virtual std::vector<std::vector<double>> score_tokens(const GenerateRequest& request,
@@ -297,7 +293,6 @@ public:
         return std::make_unique<Continuous>(*model_, options, *busy_);
     }
 
-
 private:
     BasicPipeline(const std::filesystem::path& dir, const PipelineOptions& options, const BackendFactory& make_backend)
         : PipelineBase(dir, options,
@@ -324,7 +319,6 @@ private:
     public:
         Continuous(ForConditionalGeneration<Backend>& model, const ContinuousOptions& options, std::mutex& busy)
             : batch_(model, options), busy_(&busy) {}
-        const ContinuousOptions& options() const override { return batch_.options(); }
         bool fits(std::span<const int64_t> rows) const override { return batch_.fits(rows); }
         std::vector<int64_t> admit(std::span<const GenerateRequest> requests) override {
             std::vector<PatchInput> images;
@@ -341,7 +335,6 @@ private:
             return batch_.step();
         }
         void cancel(int64_t sequence) override { batch_.cancel(sequence); }
-        int64_t running() const override { return batch_.running(); }
 
     private:
         ContinuousBatch<Backend> batch_;

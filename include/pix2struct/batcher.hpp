@@ -136,7 +136,6 @@ private:
         std::promise<Answer> promise;
         std::unique_ptr<TextStream> stream;
         Answer answer;
-        std::chrono::steady_clock::time_point admitted;
     };
     using clock = std::chrono::steady_clock;
     static double ms(clock::time_point a, clock::time_point b) {
@@ -151,7 +150,7 @@ private:
                 std::unique_lock lock(mutex_);
                 wake_.wait(lock, [&] { return !queue_.empty() || !running.empty() || stopping_; });
                 if (queue_.empty() && running.empty()) return;  // stopping, nothing left
-                expire(queue_, lock);
+                expire_queued();
                 // first come, first served: newcomers join while the next one fits
                 std::vector<int64_t> rows;
                 while (!queue_.empty()) {
@@ -247,13 +246,13 @@ private:
         job.promise.set_exception(std::move(e));
     }
     // Fails the queued questions past their deadline (mutex_ held).
-    void expire(std::deque<std::unique_ptr<Job>>& queue, std::unique_lock<std::mutex>&) {
+    void expire_queued() {
         const auto now = clock::now();
-        for (auto it = queue.begin(); it != queue.end();) {
+        for (auto it = queue_.begin(); it != queue_.end();) {
             if ((*it)->options.deadline && now > *(*it)->options.deadline) {
                 ++stats_.failed;
                 (*it)->promise.set_exception(std::make_exception_ptr(BatcherTimeout("the question waited past its deadline")));
-                it = queue.erase(it);
+                it = queue_.erase(it);
             } else {
                 ++it;
             }

@@ -53,6 +53,7 @@
 //   weights.hpp                   Checkpoint: config + every tensor bound by its transformers name
 //   random_checkpoint.hpp         random-weight checkpoints of any shape (tests, benchmarks)
 //   tokenizer.hpp                 SentencePiece as transformers' T5 tokenizer (decode, encode)
+//   hub.hpp                       checkpoints by name: the Hugging Face cache, downloads into it (libcurl)
 //   image/image.hpp               Image, ImageLimits, Patches, load_image (declared)
 //   image/load.hpp                decode_image (behind load_image): format by signature, then one codec
 //   image/codecs/jpeg.hpp image/codecs/png.hpp image/codecs/gif.hpp image/codecs/webp.hpp image/codecs/bmp.hpp
