@@ -73,6 +73,10 @@ __attribute__((target("avx512f,avx512bf16"))) inline double dp_bf16_zmm(int64_t 
     return double(n) * 12 * 16 * 4;
 }
 
+// clang 14 has no _Float16 on x86 without -mavx512fp16 for the whole file (a target attribute is not enough):
+// there the fp16 loop is left out of the table.
+#if !defined(__clang__) || __clang_major__ >= 15
+#define PIX2STRUCT_PEAK_FP16 1
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512fp16"))) inline double fma_f16_zmm(int64_t n, float* sink) {
     __m512h acc[12];
     for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ph(_Float16(i));
@@ -83,6 +87,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512fp16"))) inline double fm
     *sink = float(_mm512_reduce_add_ph(acc[0]));
     return double(n) * 12 * 32 * 2;
 }
+#endif
 
 __attribute__((target("avx512f,avx512vnni"))) inline double dp_u8s8_zmm(int64_t n, float* sink) {
     __m512i acc[12];
@@ -130,7 +135,9 @@ inline std::vector<Loop> loops() {
     return {{"fp32 FMA, AVX-512 (vfmadd231ps zmm)", "GFLOP/s", avx512, fma_f32_zmm},
             {"fp32 FMA, AVX2 (vfmadd231ps ymm)", "GFLOP/s", avx2, fma_f32_ymm},
             {"bf16 dot, AVX512-BF16 (vdpbf16ps zmm)", "GFLOP/s", cpu_has("avx512bf16"), dp_bf16_zmm},
+#ifdef PIX2STRUCT_PEAK_FP16
             {"fp16 FMA, AVX512-FP16 (vfmadd231ph zmm)", "GFLOP/s", cpu_has("avx512fp16"), fma_f16_zmm},
+#endif
             {"int8 dot, AVX512-VNNI (vpdpbusd zmm)", "GOP/s", cpu_has("avx512vnni"), dp_u8s8_zmm}};
 }
 #else
