@@ -201,7 +201,7 @@ public:
         pix2struct::BatcherOptions o = options;
         if (limits_.max_tokens > 0) o.max_new_tokens = limits_.max_tokens;
         batcher_ = std::make_unique<pix2struct::Batcher>(*pipeline_, o);
-        max_tokens_ = int(o.max_new_tokens > 0 ? o.max_new_tokens : pipeline_->generation().new_tokens());
+        max_tokens_ = int(batcher_->max_new_tokens());
         ready_ = true;
     }
     void stop_batcher() {

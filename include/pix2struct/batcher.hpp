@@ -89,12 +89,10 @@ public:
         if (options.max_new_tokens < 0 || options.max_new_tokens > max_new_)
             throw Error("max_new_tokens " + std::to_string(options.max_new_tokens) + " is outside [0, " +
                         std::to_string(max_new_) + "]");
-        job->request = pipeline_->request_for(patches, options.prompt,
+        job->patches = std::move(patches);
+        job->request = pipeline_->request_for(job->patches, options.prompt,
                                               int(options.max_new_tokens > 0 ? options.max_new_tokens : max_new_));
         if (job->request.options.decoder_prompt.size() > 64) throw Error("the caption prompt is over 64 tokens");
-        job->patches = std::move(patches);
-        job->request.flattened = job->patches.flattened;  // the spans follow the moved patches
-        job->request.mask = job->patches.mask;
         job->rows = real_patches(job->patches.mask);
         job->options = std::move(options);
         std::future<Answer> f = job->promise.get_future();
@@ -119,6 +117,9 @@ public:
         if (worker_.joinable()) worker_.join();
     }
 
+    // The most new tokens a question may ask for (BatcherOptions::max_new_tokens, else the generation config's rule).
+    int64_t max_new_tokens() const { return max_new_; }
+
     Stats stats() const {
         std::lock_guard lock(mutex_);
         Stats s = stats_;
@@ -134,7 +135,7 @@ private:
         int64_t rows = 0;
         SubmitOptions options;
         std::promise<Answer> promise;
-        std::unique_ptr<TextStream> stream;
+        std::unique_ptr<TextStream> stream;  // with on_text only: the text each token adds
         Answer answer;
     };
     using clock = std::chrono::steady_clock;
@@ -185,8 +186,10 @@ private:
                     job.answer.ids.push_back(t.token);
                     job.answer.times.token_ms.push_back(step_ms);
                     job.answer.times.decode_ms += step_ms;
-                    const std::string piece = job.stream->push(t.token);
-                    if (job.options.on_text && !piece.empty() && !job.options.on_text(piece)) done = true;
+                    if (job.stream) {
+                        const std::string piece = job.stream->push(t.token);
+                        if (!piece.empty() && !job.options.on_text(piece)) done = true;
+                    }
                 }
                 if (!done && job.options.deadline && clock::now() > *job.options.deadline) {
                     fail(job, std::make_exception_ptr(BatcherTimeout("the answer took longer than its deadline")));
@@ -223,8 +226,10 @@ private:
             job.answer.ids = job.request.options.decoder_prompt;
             job.answer.real_patches = job.rows;
             job.answer.times.encoder_ms = encoder_ms;  // with the cross K/V projection, for the newcomers together
-            job.stream = std::make_unique<TextStream>(pipeline_->tokenizer(), job.answer.ids);
-            if (job.options.on_text && !job.stream->text().empty()) job.options.on_text(job.stream->text());
+            if (job.options.on_text) {
+                job.stream = std::make_unique<TextStream>(pipeline_->tokenizer(), job.answer.ids);
+                if (!job.stream->text().empty()) job.options.on_text(job.stream->text());
+            }
             running.emplace(ids[i], std::move(fresh[i]));
         }
     }
