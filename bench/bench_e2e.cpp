@@ -11,8 +11,9 @@
 // every thread, the widest SIMD the CPU runs) and the memory bandwidth of a large copy (on as many threads,
 // read + write bytes); beside them the
 // backend's own GEMM rate on an encoder-sized product. --dtype int8 times the int8 mode (CpuOptions), its
-// ceiling the peak int8 dot-product rate (vpdpbusd) beside the fp32 one; --dtype bf16 the bf16 mode
-// (CpuBf16Backend: vdpbf16ps where it outruns fp32 FMA, its peak beside; else the fp32 kernels on bf16 values).
+// ceiling the peak rate of the int8 kernels' instruction (vpdpbusd, or AVX2's vpmaddwd) beside the fp32 one;
+// --dtype bf16 the bf16 mode (CpuBf16Backend: vdpbf16ps where it outruns fp32 FMA, its peak beside; else the
+// fp32 kernels on bf16 values).
 // --batch B (> 1) also times B copies of the input as one batch (generate_batch's path: one encoder pass
 // over B·N rows, decode steps of B sequences): the batch's encoder, cross K/V and per-step medians.
 #include <CLI/CLI.hpp>

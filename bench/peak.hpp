@@ -4,7 +4,8 @@
 //
 // Counted per instruction: fp32 FMA (AVX-512 vfmadd231ps zmm, AVX2 ymm): 2 FLOP per lane; AVX512-BF16
 // vdpbf16ps: 2 bf16 products + 2 adds per fp32 lane (4 FLOP); AVX512-FP16 vfmadd231ph: 2 FLOP per fp16 lane
-// (32 lanes); AVX512-VNNI vpdpbusd: 4 u8·s8 products + 4 adds per int32 lane (8 OP).
+// (32 lanes); AVX512-VNNI vpdpbusd: 4 u8·s8 products + 4 adds per int32 lane (8 OP); AVX2 vpmaddwd + vpaddd:
+// 2 s16 products + 2 adds per int32 lane (4 OP).
 #pragma once
 
 #if defined(__x86_64__)
@@ -99,6 +100,19 @@ __attribute__((target("avx512f,avx512vnni"))) inline double dp_u8s8_zmm(int64_t 
     *sink = float(_mm512_reduce_add_epi32(acc[0]));
     return double(n) * 12 * 16 * 8;
 }
+
+// The AVX2 int8 kernels' pair: vpmaddwd (bytes widened to 16 bits; two products summed per int32 lane) and the
+// vpaddd that accumulates it.
+PIX2STRUCT_AVX2 inline double madd_s16_ymm(int64_t n, float* sink) {
+    __m256i acc[12];
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_epi32(i);
+    const __m256i a = _mm256_set1_epi16(3), b = _mm256_set1_epi16(-2);
+    for (int64_t it = 0; it < n; ++it)
+        for (int i = 0; i < 12; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(a, b));
+    for (int i = 1; i < 12; ++i) acc[0] = _mm256_add_epi32(acc[0], acc[i]);
+    *sink = float(_mm256_extract_epi32(acc[0], 0));
+    return double(n) * 12 * 8 * 4;
+}
 #endif
 
 struct Loop {
@@ -138,31 +152,39 @@ inline std::vector<Loop> loops() {
 #ifdef PIX2STRUCT_PEAK_FP16
             {"fp16 FMA, AVX512-FP16 (vfmadd231ph zmm)", "GFLOP/s", cpu_has("avx512fp16"), fma_f16_zmm},
 #endif
-            {"int8 dot, AVX512-VNNI (vpdpbusd zmm)", "GOP/s", cpu_has("avx512vnni"), dp_u8s8_zmm}};
+            {"int8 dot, AVX512-VNNI (vpdpbusd zmm)", "GOP/s", cpu_has("avx512vnni"), dp_u8s8_zmm},
+            {"int8 dot, AVX2 (vpmaddwd + vpaddd ymm)", "GOP/s", avx2, madd_s16_ymm}};
 }
 #else
 inline std::vector<Loop> loops() { return {}; }
 #endif
 
+// The rate of the loop whose name begins with `name` on `threads` threads (0 where this CPU lacks it).
+inline double rate_of(const std::string& name, int threads) {
+    for (const Loop& loop : loops())
+        if (loop.name.compare(0, name.size(), name) == 0) return loop.available ? rate(loop, threads) : 0;
+    return 0;
+}
+
 // GFLOP/s of fp32 FMAs with the widest SIMD of `isa` on `threads` threads (0 without AVX2).
 inline double fp32_fma_gflops(pix2struct::CpuIsa isa, int threads) {
-    const std::vector<Loop> all = loops();
-    if (isa == pix2struct::CpuIsa::Generic || all.empty()) return 0;
-    return rate(all[isa == pix2struct::CpuIsa::Avx512 ? 0 : 1], threads);
+    if (isa == pix2struct::CpuIsa::Generic) return 0;
+    return rate_of(isa == pix2struct::CpuIsa::Avx512 ? "fp32 FMA, AVX-512" : "fp32 FMA, AVX2", threads);
 }
 
 // GFLOP/s of bf16 dot products (vdpbf16ps) on `threads` threads (0 unless the bf16 mode uses them).
 inline double bf16_dot_gflops(pix2struct::Bf16Isa isa, int threads) {
-    const std::vector<Loop> all = loops();
-    if (isa != pix2struct::Bf16Isa::Avx512Bf16 || all.empty()) return 0;
-    return rate(all[2], threads);
+    return isa == pix2struct::Bf16Isa::Avx512Bf16 ? rate_of("bf16 dot, AVX512-BF16", threads) : 0;
 }
 
-// GOP/s of int8 dot products (vpdpbusd) on `threads` threads (0 without AVX512-VNNI).
+// GOP/s of the int8 kernels' instruction (vpdpbusd, or AVX2's vpmaddwd + vpaddd) on `threads` threads (0 for
+// the plain loops).
 inline double int8_dot_gops(pix2struct::Int8Isa isa, int threads) {
-    const std::vector<Loop> all = loops();
-    if (isa == pix2struct::Int8Isa::Generic || all.empty()) return 0;
-    return rate(all[4], threads);
+    switch (isa) {
+        case pix2struct::Int8Isa::Avx512Vnni: return rate_of("int8 dot, AVX512-VNNI", threads);
+        case pix2struct::Int8Isa::Avx2: return rate_of("int8 dot, AVX2", threads);
+        default: return 0;
+    }
 }
 
 }  // namespace peak

@@ -75,7 +75,7 @@
 //   backend/thread_pool.hpp       the CPU backend's pool of threads
 //   backend/cpu_isa.hpp           CpuIsa, Int8Isa: the SIMD kernels this CPU runs, chosen at run time
 //   backend/cpu_kernels.hpp       SGEMM, softmax, GEMV for AVX-512 and AVX2 (target attributes)
-//   backend/cpu_int8.hpp          int8 weights packed at load, activations quantised per row, VNNI GEMM
+//   backend/cpu_int8.hpp          int8 weights packed at load, activations quantised per row, VNNI/AVX2 GEMM
 //   backend/cpu_bf16.hpp          bf16 weights packed at load, AVX512-BF16 GEMM (the bf16 mode on AMD)
 //   backend/cuda.hpp              CudaBackend, CudaBackendBf16 (nvcc only)
 //   nn/rms_norm.hpp nn/mlp.hpp nn/attention.hpp nn/relative_position.hpp   one struct per reference module

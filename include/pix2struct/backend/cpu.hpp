@@ -603,8 +603,9 @@ static_assert(Backend<CpuBackend>, "CpuBackend must provide every primitive of t
 // in int8 (CrossScalar: codes biased by 128, as quantise_rows stores activations), one scale per row (max |row|
 // / 127 over the row's `inner` values, all heads; rounded to nearest). A decode step reads every layer's cross
 // K/V once per token — 2 · layers · patches · inner values, 148 MB in fp32 for the base model at 2009 patches,
-// more than its int8 weights — so a quarter of the bytes is most of what decoding gains beyond the weights. The scores are int8 dot products (the query quantised per
-// head, vpdpbusd), softmax and the weighted sum of values in fp32.
+// more than its int8 weights — so a quarter of the bytes is most of what decoding gains beyond the weights. The
+// scores are int8 dot products (the query quantised per head; vpdpbusd, or vpmaddwd on AVX2), softmax and the
+// weighted sum of values in fp32.
 //
 // The scales live beside the values in the buffer alloc_cross() makes; linear() and attention() are given
 // pointers into it, so the backend keeps a list of the buffers it made (alive ones only) to find them.

@@ -1,5 +1,6 @@
 // pix2struct/backend/cpu_int8.hpp — the int8 matrix products of CpuBackend's int8 mode: AVX-512 VNNI
-// (vpdpbusd) register tiles, or plain loops doing the same integer arithmetic on other CPUs.
+// (vpdpbusd) register tiles, AVX2 ones (vpmaddwd on bytes widened to 16 bits), or plain loops doing the same
+// integer arithmetic on other CPUs.
 //
 // Weights (a linear layer's W [N, K]) are quantised once, at load: symmetric int8 per output row,
 //     s_w[n] = max_k |W[n, k]| / 127,   Wq[n, k] = round(W[n, k] / s_w[n])  ∈ [-127, 127],
@@ -14,7 +15,7 @@
 // Activations (X [M, K]) are quantised per row on the fly the same way and stored biased by 128 as unsigned
 // bytes (vpdpbusd multiplies unsigned by signed bytes): Σ_k (xq + 128)·wq = Σ_k xq·wq + 128·Σ_k wq, and the
 // second term is a per-column constant computed at load (`bias128`). Then
-//     Y[m, n] (=|+=) (acc[m, n] − bias128[n]) · s_w[n] · s_x[m]      (in this order, in fp32)
+//     Y[m, n] (=|+=) (acc[m, n] − bias128[n]) · s_w[n] · s_x[m]      (in this order, in fp32; += fused)
 // The encoder's attention in int8 mode uses the same pieces: per head, the keys [Tk, D] are a B quantised per
 // key, the values a B read transposed (per channel, across the keys), the queries and the softmax weights
 // rows quantised on the fly (the weights, all ≥ 0, in an unsigned code using all 8 bits).
@@ -300,6 +301,54 @@ PIX2STRUCT_AVX512_VNNI inline void quantise_row_avx512(const float* x, int64_t K
 }
 #endif
 
+#ifdef PIX2STRUCT_X86_KERNELS
+// Eight int32 in [0, 255] → eight bytes.
+PIX2STRUCT_AVX2 inline int64_t bytes_of_epi32(__m256i v) {
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return _mm_cvtsi128_si64(_mm_packus_epi16(w, w));
+}
+
+// Lanes holding NaN or ±inf (|v| not below inf, or unordered).
+PIX2STRUCT_AVX2 inline int non_finite_mask(__m256 v) {
+    const __m256 abs = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+    return _mm256_movemask_ps(_mm256_cmp_ps(abs, _mm256_set1_ps(std::numeric_limits<float>::infinity()), _CMP_NLT_UQ));
+}
+
+template <bool Unsigned>
+PIX2STRUCT_AVX2 inline void quantise_row_avx2(const float* x, int64_t K, uint8_t* q, float* scale) {
+    using C = RowCode<Unsigned>;
+    const int64_t K8 = K / 8 * 8;
+    __m256 amax = _mm256_setzero_ps();
+    int bad = 0;
+    for (int64_t i = 0; i < K8; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        bad |= non_finite_mask(v);
+        amax = _mm256_max_ps(amax, Unsigned ? v : _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v));
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, amax);
+    float top = 0.0f;
+    for (float l : lanes) top = std::max(top, l);
+    for (int64_t i = K8; i < K; ++i) {
+        bad |= !std::isfinite(x[i]);
+        top = std::max(top, Unsigned ? x[i] : std::fabs(x[i]));
+    }
+    if (bad) return non_finite_row(K, q, scale, uint8_t(C::kBias));
+    const float inv = top > 0.0f ? C::kRange / top : 0.0f;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    const __m256i lo = _mm256_set1_epi32(C::kLo), hi = _mm256_set1_epi32(C::kHi), bias = _mm256_set1_epi32(C::kBias);
+    for (int64_t i = 0; i < K8; i += 8) {
+        __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
+        v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, lo), hi), bias);
+        const int64_t b = bytes_of_epi32(v);
+        std::memcpy(q + i, &b, 8);
+    }
+    for (int64_t i = K8; i < K; ++i)
+        q[i] = uint8_t(std::clamp(int32_t(std::nearbyint(x[i] * inv)), C::kLo, C::kHi) + C::kBias);
+    *scale = top / C::kRange;
+}
+#endif
+
 template <bool Unsigned = false>
 inline void quantise_rows(Int8Isa isa, const float* X, int64_t ldx, int64_t M, int64_t K, uint8_t* Q, int64_t ldq,
                           float* scale) {
@@ -308,6 +357,7 @@ inline void quantise_rows(Int8Isa isa, const float* X, int64_t ldx, int64_t M, i
         uint8_t* q = Q + m * ldq;
 #ifdef PIX2STRUCT_X86_KERNELS
         if (isa == Int8Isa::Avx512Vnni) quantise_row_avx512<Unsigned>(X + m * ldx, K, q, scale + m);
+        else if (isa == Int8Isa::Avx2) quantise_row_avx2<Unsigned>(X + m * ldx, K, q, scale + m);
         else
 #endif
             quantise_row_generic<Unsigned>(X + m * ldx, K, q, scale + m);
@@ -324,9 +374,9 @@ inline void igemm_tile_generic(int rows, int64_t k4, const uint8_t* A, int64_t l
         for (int j = 0; j < nr; ++j) {
             int32_t acc = 0;
             for (int64_t k = 0; k < k4; ++k) acc += int32_t(A[i * lda + k]) * int32_t(Bp[(k / 4) * 4 * kI8Nr + j * 4 + k % 4]);
-            const float v = float(acc - b128[j]) * sw[j] * sx[i];
+            const float t = float(acc - b128[j]) * sw[j];
             float& c = C[i * ldc + j];
-            c = add ? c + v : v;
+            c = add ? std::fma(t, sx[i], c) : t * sx[i];  // fused where added, in every set: the same bits
         }
 }
 
@@ -368,20 +418,78 @@ PIX2STRUCT_AVX512_VNNI inline void igemm_tile_vnni(int64_t k4, const uint8_t* A,
     PIX2STRUCT_UNROLL
     for (int i = 0; i < MR; ++i) {
         const __m512 s = _mm512_set1_ps(sx[i]);
-        __m512 v0 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c0[i], z0)), w0), s);
-        __m512 v1 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c1[i], z1)), w1), s);
+        const __m512 t0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c0[i], z0)), w0);
+        const __m512 t1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c1[i], z1)), w1);
         float* c = C + i * ldc;
-        if (add) {
-            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
-            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
-        }
-        _mm512_mask_storeu_ps(c, m0, v0);
-        _mm512_mask_storeu_ps(c + 16, m1, v1);
+        _mm512_mask_storeu_ps(c, m0, add ? _mm512_fmadd_ps(t0, s, _mm512_maskz_loadu_ps(m0, c)) : _mm512_mul_ps(t0, s));
+        _mm512_mask_storeu_ps(c + 16, m1,
+                              add ? _mm512_fmadd_ps(t1, s, _mm512_maskz_loadu_ps(m1, c + 16)) : _mm512_mul_ps(t1, s));
     }
 }
 
 template <int... R>
 constexpr auto igemm_tiles_vnni(std::integer_sequence<int, R...>) { return std::array{&igemm_tile_vnni<R + 1>...}; }
+#endif
+
+#ifdef PIX2STRUCT_X86_KERNELS
+// AVX2 has no byte dot product that cannot saturate (vpmaddubsw's pairs of u8·s8 overflow int16), so its kernels
+// widen both sides to 16 bits and multiply with vpmaddwd (two exact products summed per int32 lane): the rows of
+// A once per block (widen_rows_avx2), the panel's bytes as they are read. A register tile is MR rows × 8 columns:
+// one group of 4 k's of 8 columns is 32 bytes of the panel, two registers of 16-bit values, each lane pair of
+// the products one column's partial sums, added pairwise at the end.
+inline constexpr int kI8MrAvx2 = 6;
+
+// Rows [0, M) of Q (row stride ldq, k4 bytes each) → 16-bit values (row stride k4).
+PIX2STRUCT_AVX2 inline void widen_rows_avx2(const uint8_t* Q, int64_t ldq, int64_t M, int64_t k4, int16_t* out) {
+    for (int64_t m = 0; m < M; ++m) {
+        const uint8_t* q = Q + m * ldq;
+        int16_t* o = out + m * k4;
+        int64_t k = 0;
+        for (; k + 16 <= k4; k += 16)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k),
+                                _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k))));
+        for (; k < k4; ++k) o[k] = int16_t(q[k]);
+    }
+}
+
+template <int MR>
+PIX2STRUCT_AVX2 inline void igemm_tile_avx2(int64_t k4, const int16_t* A, int64_t lda, const int8_t* Bp,
+                                            const float* sw, const int32_t* b128, const float* sx, float* C,
+                                            int64_t ldc, int nr, bool add) {
+    for (int j0 = 0; j0 < nr; j0 += 8) {
+        __m256i c0[MR], c1[MR];
+        PIX2STRUCT_UNROLL
+        for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm256_setzero_si256();
+        const int8_t* b = Bp + j0 * 4;
+        for (int64_t k = 0; k < k4; k += 4, b += 4 * kI8Nr) {
+            const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+            const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16)));
+            PIX2STRUCT_UNROLL
+            for (int i = 0; i < MR; ++i) {
+                int64_t four;
+                std::memcpy(&four, A + i * lda + k, 8);
+                const __m256i a = _mm256_set1_epi64x(four);
+                c0[i] = _mm256_add_epi32(c0[i], _mm256_madd_epi16(a, b0));
+                c1[i] = _mm256_add_epi32(c1[i], _mm256_madd_epi16(a, b1));
+            }
+        }
+        const int cols = std::min(8, nr - j0);
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256i z = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b128 + j0));
+        const __m256 w = _mm256_loadu_ps(sw + j0);
+        PIX2STRUCT_UNROLL
+        for (int i = 0; i < MR; ++i) {
+            // per 128-bit half: [c0 c1 c4 c5 | c2 c3 c6 c7] → columns in order
+            const __m256i sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(c0[i], c1[i]), 0xD8);
+            const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sum, z)), w), s = _mm256_set1_ps(sx[i]);
+            float* c = C + i * ldc + j0;
+            _mm256_maskstore_ps(c, mask, add ? _mm256_fmadd_ps(t, s, _mm256_maskload_ps(c, mask)) : _mm256_mul_ps(t, s));
+        }
+    }
+}
+
+template <int... R>
+constexpr auto igemm_tiles_avx2(std::integer_sequence<int, R...>) { return std::array{&igemm_tile_avx2<R + 1>...}; }
 #endif
 
 // C[M, n] (=|+=) the int8 product of Q [M, ·] (quantise_rows, scales sx) and W's columns [n0, n0 + n), n0 a
@@ -390,14 +498,32 @@ inline void igemm(Int8Isa isa, int64_t M, const uint8_t* Q, int64_t ldq, const f
                   int64_t n0, int64_t n, float* C, int64_t ldc, bool add) {
 #ifdef PIX2STRUCT_X86_KERNELS
     static constexpr auto vnni = igemm_tiles_vnni(std::make_integer_sequence<int, kI8Mr>{});
+    static constexpr auto avx2 = igemm_tiles_avx2(std::make_integer_sequence<int, kI8MrAvx2>{});
+    thread_local std::vector<int16_t> wide;  // the AVX2 kernels' rows of a block, widened
 #endif
     for (int64_t m0 = 0; m0 < M; m0 += kMc) {
         const int64_t mc = std::min(kMc, M - m0);
+#ifdef PIX2STRUCT_X86_KERNELS
+        if (isa == Int8Isa::Avx2) {
+            if (int64_t(wide.size()) < mc * W.k4) wide.resize(size_t(mc * W.k4));
+            widen_rows_avx2(Q + m0 * ldq, ldq, mc, W.k4, wide.data());
+        }
+#endif
         for (int64_t j = 0; j < n; j += kI8Nr) {
             const int64_t p = (n0 + j) / kI8Nr;
             const int cols = int(std::min<int64_t>(kI8Nr, n - j));
             const float* sw = W.scale + p * kI8Nr;
             const int32_t* b128 = W.bias128 + p * kI8Nr;
+#ifdef PIX2STRUCT_X86_KERNELS
+            if (isa == Int8Isa::Avx2) {
+                for (int64_t i = m0; i < m0 + mc; i += kI8MrAvx2) {
+                    const int rows = int(std::min<int64_t>(kI8MrAvx2, m0 + mc - i));
+                    avx2[size_t(rows - 1)](W.k4, wide.data() + (i - m0) * W.k4, W.k4, W.panel(p), sw, b128, sx + i,
+                                           C + i * ldc + j, ldc, cols, add);
+                }
+                continue;
+            }
+#endif
             for (int64_t i = m0; i < m0 + mc; i += kI8Mr) {
                 const int rows = int(std::min<int64_t>(kI8Mr, m0 + mc - i));
 #ifdef PIX2STRUCT_X86_KERNELS
@@ -454,11 +580,33 @@ PIX2STRUCT_AVX512_VNNI inline void dot_codes_vnni(const int8_t* q, int32_t q_sum
 }
 #endif
 
+#ifdef PIX2STRUCT_X86_KERNELS
+PIX2STRUCT_AVX2 inline void dot_codes_avx2(const int8_t* q, int32_t q_sum, int64_t D, const uint8_t* K, int64_t ldk,
+                                           int64_t n, int32_t* out) {
+    const int64_t D16 = D / 16 * 16;
+    for (int64_t j = 0; j < n; ++j) {
+        const uint8_t* k = K + j * ldk;
+        __m256i acc = _mm256_setzero_si256();
+        for (int64_t d = 0; d < D16; d += 16) {
+            const __m256i kv = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k + d)));
+            const __m256i qv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + d)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(kv, qv));
+        }
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        s = _mm_hadd_epi32(s, s);
+        int32_t t = _mm_cvtsi128_si32(_mm_hadd_epi32(s, s));
+        for (int64_t d = D16; d < D; ++d) t += int32_t(k[d]) * int32_t(q[d]);
+        out[j] = t - 128 * q_sum;
+    }
+}
+#endif
+
 inline void dot_codes(Int8Isa isa, const int8_t* q, int64_t D, const uint8_t* K, int64_t ldk, int64_t n, int32_t* out) {
     int32_t q_sum = 0;
     for (int64_t d = 0; d < D; ++d) q_sum += q[d];
 #ifdef PIX2STRUCT_X86_KERNELS
     if (isa == Int8Isa::Avx512Vnni) return dot_codes_vnni(q, q_sum, D, K, ldk, n, out);
+    if (isa == Int8Isa::Avx2) return dot_codes_avx2(q, q_sum, D, K, ldk, n, out);
 #endif
     (void)isa;
     dot_codes_generic(q, q_sum, D, K, ldk, n, out);

@@ -9,8 +9,9 @@ namespace pix2struct {
 
 enum class CpuIsa { Generic = 0, Avx2 = 1, Avx512 = 2 };  // AVX2 means AVX2 + FMA; AVX-512 means F, BW, DQ, VL
 
-// The int8 kernels' sets (backend/cpu_int8.hpp): AVX-512 VNNI (vpdpbusd), or plain loops.
-enum class Int8Isa { Generic = 0, Avx512Vnni = 1 };
+// The int8 kernels' sets (backend/cpu_int8.hpp): AVX-512 VNNI (vpdpbusd), AVX2 (bytes widened to 16 bits,
+// vpmaddwd), or plain loops.
+enum class Int8Isa { Generic = 0, Avx2 = 1, Avx512Vnni = 2 };
 
 // How the bf16 mode multiplies: fp32 FMA on its bf16 values (the fp32 kernels), or AVX512-BF16 vdpbf16ps
 // (backend/cpu_bf16.hpp), chosen where it is the faster of the two.
@@ -24,7 +25,13 @@ inline const char* isa_name(CpuIsa isa) {
     }
 }
 
-inline const char* isa_name(Int8Isa isa) { return isa == Int8Isa::Avx512Vnni ? "AVX-512 VNNI" : "generic"; }
+inline const char* isa_name(Int8Isa isa) {
+    switch (isa) {
+        case Int8Isa::Avx512Vnni: return "AVX-512 VNNI";
+        case Int8Isa::Avx2: return "AVX2";
+        default: return "generic";
+    }
+}
 inline const char* isa_name(Bf16Isa isa) { return isa == Bf16Isa::Avx512Bf16 ? "AVX512-BF16" : "fp32 FMA"; }
 
 // The widest set this CPU and OS run (libgcc's cpuid check includes the OS's XSAVE support of the registers).
@@ -48,6 +55,7 @@ inline CpuIsa host_isa() {
 inline Int8Isa host_int8_isa() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     static const Int8Isa isa = host_isa() == CpuIsa::Avx512 && __builtin_cpu_supports("avx512vnni") ? Int8Isa::Avx512Vnni
+                               : host_isa() != CpuIsa::Generic                                      ? Int8Isa::Avx2
                                                                                                     : Int8Isa::Generic;
     return isa;
 #else
