@@ -117,6 +117,10 @@ TEST_CASE("bad configs are rejected naming the file and key") {
                          doctest::Contains("p.json: 'patch_size' must be an object"), Error);
     CHECK_THROWS_WITH_AS(PreprocessorConfig::from_json(json{{"max_patches", -1}}, "p.json"),
                          doctest::Contains("'max_patches' must be in [1, 65536], got -1"), Error);
+    CHECK_THROWS_WITH_AS(PreprocessorConfig::from_json(json{{"patch_size", {{"height", 16}, {"width", 0}}}}, "p.json"),
+                         doctest::Contains("p.json: 'patch_size.width' must be in [1, 256], got 0"), Error);
+    CHECK_THROWS_WITH_AS(PreprocessorConfig::from_json(json{{"patch_size", {{"height", "16"}}}}, "p.json"),
+                         doctest::Contains("p.json: patch_size: 'height' must be an integer"), Error);
     CHECK_THROWS_WITH_AS(Config::load("/nonexistent/config.json"), doctest::Contains("/nonexistent/config.json: cannot open"),
                          Error);
     const fs::path bad = fs::temp_directory_path() / "pix2struct-bad-config.json";

@@ -1,5 +1,5 @@
 // The header map in pix2struct.hpp and docs/ARCHITECTURE.md stay true: every header they name exists,
-// and every header of include/ and kernels/ is in the map.
+// every header of include/ and kernels/ is in the map, and ARCHITECTURE.md names every backend primitive.
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -68,6 +68,25 @@ TEST_CASE("docs/ARCHITECTURE.md names only headers that exist") {
     for (const fs::path& p : named) {
         CAPTURE(p.string());
         CHECK(fs::exists(p));
+    }
+}
+
+// The primitives are the calls `b.name(` of the Backend concept (backend/backend.hpp) and the optional ones
+// its helpers after it look for (`requires { b.name(`): each is named in ARCHITECTURE.md's list.
+TEST_CASE("docs/ARCHITECTURE.md names every primitive of the Backend concept") {
+    const std::string concept_src = read(kRoot / "include" / "pix2struct" / "backend" / "backend.hpp");
+    const std::string doc = read(kRoot / "docs" / "ARCHITECTURE.md");
+    const size_t begin = concept_src.find("concept Backend");
+    REQUIRE(begin != std::string::npos);
+    std::set<std::string> primitives;
+    static const std::regex call(R"(\bb\.([a-z_]+)\()");
+    for (auto it = std::sregex_iterator(concept_src.begin() + long(begin), concept_src.end(), call);
+         it != std::sregex_iterator(); ++it)
+        primitives.insert((*it)[1]);
+    CHECK(primitives.size() >= 17);  // 12 required (allocations included) and 5 optional
+    for (const std::string& name : primitives) {
+        CAPTURE(name);
+        CHECK(std::regex_search(doc, std::regex("\\b" + name + "\\b")));
     }
 }
 

@@ -226,16 +226,22 @@ struct Config {
         return c;
     }
 
+    // The top level's own fields, once (the token ids are text_config's, written at both levels; the sizes
+    // are the halves' visit_fields, the generation keys GenerationConfig's).
+    template <class Self, class Visitor>
+    static void visit_top_level(Self& c, Visitor&& v) {
+        v(c.is_vqa, "is_vqa");
+        v(c.text.decoder_start_token_id, "decoder_start_token_id");
+        v(c.text.pad_token_id, "pad_token_id");
+        v(c.text.eos_token_id, "eos_token_id");
+    }
+
     static Config from_json(const nlohmann::json& j, const std::string& where) {
-        using detail::read_key;
         if (!j.is_object()) detail::fail(where, ": expected a JSON object");
         Config c;
-        read_key(j, "is_vqa", c.is_vqa, where);
         // Top-level token ids are what generate() uses; text_config's (below) win when both exist,
         // as transformers copies them down.
-        read_key(j, "decoder_start_token_id", c.text.decoder_start_token_id, where);
-        read_key(j, "pad_token_id", c.text.pad_token_id, where);
-        read_key(j, "eos_token_id", c.text.eos_token_id, where);
+        visit_top_level(c, detail::JsonReader{j, where});
 
         if (auto it = j.find("vision_config"); it != j.end() && !it->is_null()) {
             const std::string w = where + ": vision_config";
@@ -291,13 +297,10 @@ struct Config {
         TextConfig::visit_fields(text, detail::JsonWriter{t});
         nlohmann::json j = {{"architectures", {"Pix2StructForConditionalGeneration"}},
                             {"model_type", "pix2struct"},
-                {"is_vqa", is_vqa},
-                {"decoder_start_token_id", text.decoder_start_token_id},
-                {"pad_token_id", text.pad_token_id},
-                {"eos_token_id", text.eos_token_id},
-                {"tie_word_embeddings", false},
-                {"vision_config", v},
-                {"text_config", t}};
+                            {"tie_word_embeddings", false},
+                            {"vision_config", v},
+                            {"text_config", t}};
+        visit_top_level(*this, detail::JsonWriter{j});
         j["max_length"] = generation.max_length;  // the rest goes to generation_config.json (to_json above)
         return j;
     }
@@ -310,20 +313,28 @@ struct PreprocessorConfig {
     int patch_width = 16;
     bool is_vqa = false;  // draw the question as a header on top of the image
 
+    // Every field once (see VisionConfig::visit_fields): the top-level keys, then patch_size's.
+    template <class Self, class Visitor>
+    static void visit_fields(Self& c, Visitor&& v) {
+        v(c.max_patches, "max_patches", 1, 1 << 16);
+        v(c.is_vqa, "is_vqa");
+    }
+    template <class Self, class Visitor>
+    static void visit_patch_size(Self& c, Visitor&& v) {
+        v(c.patch_height, "height", 1, 256);
+        v(c.patch_width, "width", 1, 256);
+    }
+
     static PreprocessorConfig from_json(const nlohmann::json& j, const std::string& where) {
-        using detail::read_key;
         if (!j.is_object()) detail::fail(where, ": expected a JSON object");
         PreprocessorConfig p;
-        read_key(j, "max_patches", p.max_patches, where);
-        read_key(j, "is_vqa", p.is_vqa, where);
+        visit_fields(p, detail::JsonReader{j, where});
         if (auto it = j.find("patch_size"); it != j.end() && !it->is_null()) {
             if (!it->is_object()) detail::fail(where, ": 'patch_size' must be an object {\"height\", \"width\"}");
-            read_key(*it, "height", p.patch_height, where + ": patch_size");
-            read_key(*it, "width", p.patch_width, where + ": patch_size");
+            visit_patch_size(p, detail::JsonReader{*it, where + ": patch_size"});
         }
-        detail::require_in(p.max_patches, 1, 1 << 16, "max_patches", where);
-        detail::require_in(p.patch_height, 1, 256, "patch_size.height", where);
-        detail::require_in(p.patch_width, 1, 256, "patch_size.width", where);
+        visit_fields(p, detail::BoundsCheck{where, ""});
+        visit_patch_size(p, detail::BoundsCheck{where, "patch_size."});
         return p;
     }
 
@@ -332,13 +343,13 @@ struct PreprocessorConfig {
     }
 
     nlohmann::json to_json() const {
-        return {{"image_processor_type", "Pix2StructImageProcessor"},
-                {"processor_class", "Pix2StructProcessor"},
-                {"do_convert_rgb", true},
-                {"do_normalize", true},
-                {"max_patches", max_patches},
-                {"patch_size", {{"height", patch_height}, {"width", patch_width}}},
-                {"is_vqa", is_vqa}};
+        nlohmann::json j = {{"image_processor_type", "Pix2StructImageProcessor"},
+                            {"processor_class", "Pix2StructProcessor"},
+                            {"do_convert_rgb", true},
+                            {"do_normalize", true}};
+        visit_fields(*this, detail::JsonWriter{j});
+        visit_patch_size(*this, detail::JsonWriter{j["patch_size"]});
+        return j;
     }
 };
 

@@ -49,7 +49,8 @@ inline Dtype dtype_from_name(std::string_view name) {
 
 struct PipelineOptions {
     int threads = 0;          // CPU backend threads (0: all hardware threads)
-    int max_patches = 0;      // 0: the checkpoint's preprocessor_config.json (2048 for the published ones)
+    int max_patches = 0;      // 0: the checkpoint's preprocessor_config.json (published: 2048 base, 4096
+                              // large; transformers' Pix2StructProcessor passes 2048 unless told: README)
     Dtype dtype = Dtype::F32; // the CPU's arithmetic (F32, Int8 or Bf16)
     std::string font_path{};  // empty: the default (Liberation Sans, metric-compatible with the reference's Arial)
     bool mmap = true;         // false: read model.safetensors into memory (LoadOptions::mmap)
