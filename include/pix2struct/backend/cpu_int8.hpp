@@ -252,6 +252,9 @@ template <bool Unsigned>
 struct RowCode {
     static constexpr float kRange = Unsigned ? 255.0f : 127.0f;
     static constexpr int32_t kLo = Unsigned ? 0 : -127, kHi = Unsigned ? 255 : 127, kBias = Unsigned ? 0 : 128;
+    static uint8_t code(float x, float inv) {  // one value, stored (the SIMD kernels compute the same)
+        return uint8_t(std::clamp(int32_t(std::nearbyint(x * inv)), kLo, kHi) + kBias);
+    }
 };
 
 inline void non_finite_row(int64_t K, uint8_t* q, float* scale, uint8_t zero) {
@@ -270,8 +273,7 @@ inline void quantise_row_generic(const float* x, int64_t K, uint8_t* q, float* s
     }
     if (!finite) return non_finite_row(K, q, scale, uint8_t(C::kBias));
     const float inv = amax > 0.0f ? C::kRange / amax : 0.0f;
-    for (int64_t i = 0; i < K; ++i)
-        q[i] = uint8_t(std::clamp(int32_t(std::nearbyint(x[i] * inv)), C::kLo, C::kHi) + C::kBias);
+    for (int64_t i = 0; i < K; ++i) q[i] = C::code(x[i], inv);
     *scale = amax / C::kRange;
 }
 
@@ -343,8 +345,7 @@ PIX2STRUCT_AVX2 inline void quantise_row_avx2(const float* x, int64_t K, uint8_t
         const int64_t b = bytes_of_epi32(v);
         std::memcpy(q + i, &b, 8);
     }
-    for (int64_t i = K8; i < K; ++i)
-        q[i] = uint8_t(std::clamp(int32_t(std::nearbyint(x[i] * inv)), C::kLo, C::kHi) + C::kBias);
+    for (int64_t i = K8; i < K; ++i) q[i] = C::code(x[i], inv);
     *scale = top / C::kRange;
 }
 #endif
@@ -500,6 +501,9 @@ inline void igemm(Int8Isa isa, int64_t M, const uint8_t* Q, int64_t ldq, const f
     static constexpr auto vnni = igemm_tiles_vnni(std::make_integer_sequence<int, kI8Mr>{});
     static constexpr auto avx2 = igemm_tiles_avx2(std::make_integer_sequence<int, kI8MrAvx2>{});
     thread_local std::vector<int16_t> wide;  // the AVX2 kernels' rows of a block, widened
+    const int64_t mr = isa == Int8Isa::Avx2 ? kI8MrAvx2 : kI8Mr;
+#else
+    const int64_t mr = kI8Mr;
 #endif
     for (int64_t m0 = 0; m0 < M; m0 += kMc) {
         const int64_t mc = std::min(kMc, M - m0);
@@ -514,27 +518,21 @@ inline void igemm(Int8Isa isa, int64_t M, const uint8_t* Q, int64_t ldq, const f
             const int cols = int(std::min<int64_t>(kI8Nr, n - j));
             const float* sw = W.scale + p * kI8Nr;
             const int32_t* b128 = W.bias128 + p * kI8Nr;
-#ifdef PIX2STRUCT_X86_KERNELS
-            if (isa == Int8Isa::Avx2) {
-                for (int64_t i = m0; i < m0 + mc; i += kI8MrAvx2) {
-                    const int rows = int(std::min<int64_t>(kI8MrAvx2, m0 + mc - i));
-                    avx2[size_t(rows - 1)](W.k4, wide.data() + (i - m0) * W.k4, W.k4, W.panel(p), sw, b128, sx + i,
-                                           C + i * ldc + j, ldc, cols, add);
-                }
-                continue;
-            }
-#endif
-            for (int64_t i = m0; i < m0 + mc; i += kI8Mr) {
-                const int rows = int(std::min<int64_t>(kI8Mr, m0 + mc - i));
+            for (int64_t i = m0; i < m0 + mc; i += mr) {
+                const int rows = int(std::min(mr, m0 + mc - i));
+                float* c = C + i * ldc + j;
 #ifdef PIX2STRUCT_X86_KERNELS
                 if (isa == Int8Isa::Avx512Vnni) {
-                    vnni[size_t(rows - 1)](W.k4, Q + i * ldq, ldq, W.panel(p), sw, b128, sx + i, C + i * ldc + j, ldc,
-                                           cols, add);
+                    vnni[size_t(rows - 1)](W.k4, Q + i * ldq, ldq, W.panel(p), sw, b128, sx + i, c, ldc, cols, add);
+                    continue;
+                }
+                if (isa == Int8Isa::Avx2) {
+                    avx2[size_t(rows - 1)](W.k4, wide.data() + (i - m0) * W.k4, W.k4, W.panel(p), sw, b128, sx + i, c,
+                                           ldc, cols, add);
                     continue;
                 }
 #endif
-                igemm_tile_generic(rows, W.k4, Q + i * ldq, ldq, W.panel(p), sw, b128, sx + i, C + i * ldc + j, ldc,
-                                   cols, add);
+                igemm_tile_generic(rows, W.k4, Q + i * ldq, ldq, W.panel(p), sw, b128, sx + i, c, ldc, cols, add);
             }
         }
     }
