@@ -186,7 +186,7 @@ TEST_CASE("hub: a download fills huggingface_hub's layout, resumes after a dropp
     const fs::path dir = hub::resolve_model("test/tiny", options);
     const fs::path repo = cache / "models--test--tiny";
     CHECK(dir == repo / "snapshots" / kCommit);
-    CHECK(hub::detail::read_text(repo / "refs" / "main") == kCommit);
+    CHECK(hub::detail::read_text(repo / "refs" / "main", "the ref") == kCommit);
     // every file is a relative symlink into blobs/<etag>, with the served bytes; LFS blobs are named by sha256
     for (const char* f : {"config.json", "preprocessor_config.json", "model.safetensors", "spiece.model", "tokenizer_config.json"}) {
         CAPTURE(f);

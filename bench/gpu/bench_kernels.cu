@@ -22,10 +22,10 @@
 #include <vector>
 
 #include "pix2struct/kernels/attention.cuh"
-#include "pix2struct/version.hpp"
 #include "pix2struct/kernels/embed.cuh"
 #include "pix2struct/kernels/matmul.cuh"
 #include "pix2struct/kernels/rms_norm.cuh"
+#include "pix2struct/version.hpp"
 
 #include "bench_util.cuh"
 

@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "pix2struct/error.hpp"
+#include "pix2struct/read_file.hpp"
 
 namespace pix2struct::hub {
 
@@ -70,20 +71,23 @@ inline std::string env(const char* name) {
     const char* v = std::getenv(name);
     return v ? std::string(v) : std::string();
 }
+inline std::string lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+    return s;
+}
 inline bool env_true(const char* name) {
-    std::string v = env(name);
-    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+    const std::string v = lower(env(name));
     return v == "1" || v == "true" || v == "yes" || v == "on";
 }
-inline bool is_commit(std::string_view s) {
-    return s.size() == 40 && std::all_of(s.begin(), s.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+// `digits` hexadecimal digits: a commit (40) or an LFS file's sha256 etag (64).
+inline bool is_hex(std::string_view s, size_t digits) {
+    return s.size() == digits && std::all_of(s.begin(), s.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
 }
-inline bool is_sha256(std::string_view s) {
-    return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
-}
-inline std::string read_text(const std::filesystem::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::string s{std::istreambuf_iterator<char>(in), {}};
+inline bool is_commit(std::string_view s) { return is_hex(s, 40); }
+// A small text file of the cache (refs/<revision>, the token), trailing whitespace dropped; bounded.
+inline std::string read_text(const std::filesystem::path& p, std::string_view what) {
+    const std::vector<std::byte> bytes = pix2struct::detail::read_whole_file(p, what, 64 << 10);
+    std::string s(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
     return s;
 }
@@ -179,8 +183,7 @@ private:
         }
         const size_t colon = line.find(':');
         if (colon != std::string::npos) {
-            std::string name = line.substr(0, colon), value = line.substr(colon + 1);
-            std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+            const std::string name = lower(line.substr(0, colon)), value = line.substr(colon + 1);
             const size_t b = value.find_first_not_of(" \t"), e = value.find_last_not_of(" \t\r\n");
             r.headers[name] = b == std::string::npos ? std::string() : value.substr(b, e - b + 1);
         }
@@ -279,7 +282,7 @@ public:
             const std::filesystem::path file = home.empty() ? std::filesystem::path(env("HOME")) / ".cache" / "huggingface" / "token"
                                                             : std::filesystem::path(home) / "token";
             std::error_code ec;
-            if (std::filesystem::is_regular_file(file, ec)) o_.token = read_text(file);
+            if (std::filesystem::is_regular_file(file, ec)) o_.token = read_text(file, "the Hugging Face token file");
         }
         o_.offline = o_.offline || env_true("HF_HUB_OFFLINE");
         std::string folder = "models--" + ref.repo;
@@ -310,7 +313,7 @@ private:
         const std::filesystem::path ref = root_ / "refs" / ref_.revision;
         std::error_code ec;
         if (!std::filesystem::is_regular_file(ref, ec)) return std::nullopt;
-        std::string c = read_text(ref);
+        std::string c = read_text(ref, "the revision's ref");
         if (!is_commit(c)) pix2struct::detail::fail(ref.string(), ": not a commit hash (a damaged hub cache?)");
         return c;
     }
@@ -454,10 +457,8 @@ private:
                 if (got > size) std::filesystem::remove(part, ec);
                 continue;
             }
-            if (is_sha256(etag)) {
-                std::string want = etag;
-                std::transform(want.begin(), want.end(), want.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-                const std::string sum = sha256_of(part);
+            if (is_hex(etag, 64)) {  // an LFS file: its etag is its sha256
+                const std::string want = lower(etag), sum = sha256_of(part);
                 if (sum != want) {
                     std::filesystem::remove(part, ec);
                     pix2struct::detail::fail(where(), ": '", file, "' downloaded with sha256 ", sum,
