@@ -18,6 +18,11 @@ ceiling measured in the same run (peak FMA or int8 dot rate; memcpy bandwidth fo
 generated ids against HF's (tokens equal up to HF's first eos).
 --batch B (> 1) adds the same input B times as one batch: HF's encoder and generate on the stacked
 [B, P, ·] inputs, ours bench_e2e --batch B (one encoder pass, decode steps of B sequences).
+--python also times the Python package (pix2struct_cpp, installed in this venv: pip install .) in this process:
+pipe.ask(path, question, max_new_tokens=T) beside HF's processor + generate(max_new_tokens=T, use_cache=True)
+on the same file (both stop at eos), interleaved repeat by repeat; the binding's overhead is ask()'s wall time
+less the C++ stages it reports (Answer.timings), which leaves the image file's decoding and the crossing into
+C++; the HF/Python ratio sits beside the HF/C++ one of the rows above.
 """
 import argparse
 import json
@@ -58,6 +63,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--batch", type=int, default=1, help="also time B copies of the input as one batch")
     ap.add_argument("--skip-no-cache", action="store_true", help="skip HF's use_cache=False run (slow)")
+    ap.add_argument("--python", action="store_true", help="also time pix2struct_cpp's Pipeline.ask in this process")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -140,7 +146,43 @@ def main():
                                 (f"batch {B}, {d}: encoder + decode", b_enc_ms + b_dec_ms, ob["encoder_ms"] + ob_dec)]:
                 print(f"{name:38s} {h:10.1f} {us:10.1f} {h / max(us, 1e-9):8.2f}")
         hf["batch"] = {"size": B, "encoder_ms": b_enc_ms, "decode_cache_ms": b_dec_ms}
+    if args.python:
+        hf["python"] = python_rows(args, dtypes, runs, model, ip, kw, pre_ms + enc_ms + dec_cache_ms)
     print(json.dumps({"hf": hf, "ours": runs}))
+
+
+def python_rows(args, dtypes, runs, model, ip, kw, hf_stages_ms):
+    """pix2struct_cpp's ask() beside HF's processor + generate, interleaved; the binding's overhead."""
+    import pix2struct_cpp as p2s
+
+    T = args.tokens
+    out = {}
+    for d in dtypes:
+        pipe = p2s.Pipeline(args.model, threads=args.threads, dtype=d)
+        hf_ms, ours_ms, inside_ms, answer, hf_ids = [], [], [], None, None
+        for i in range(args.repeats + 1):
+            t = time.perf_counter()
+            hf_ids = model.generate(**ip.preprocess(**kw), max_new_tokens=T, do_sample=False, num_beams=1,
+                                    use_cache=True)[0, 1:].tolist()
+            t_hf = (time.perf_counter() - t) * 1e3
+            t = time.perf_counter()
+            answer = pipe.ask(args.image, args.question if ip.is_vqa else "", max_new_tokens=T)
+            t_ours = (time.perf_counter() - t) * 1e3
+            if i:
+                hf_ms.append(t_hf)
+                ours_ms.append(t_ours)
+                tm = answer.timings
+                inside_ms.append(tm["preprocess_ms"] + tm["encoder_ms"] + tm["cross_kv_ms"] + tm["decode_ms"])
+        hf_med, ours_med = statistics.median(hf_ms), statistics.median(ours_ms)
+        overhead = statistics.median(o - c for o, c in zip(ours_ms, inside_ms))
+        o = runs[d]
+        cpp_e2e = o["preprocess_ms"] + o["encoder_ms"] + o["cross_kv_ms"] + T * o["token_ms"]
+        print(f"python {d}: HF processor+generate {hf_med:.1f} ms, pipe.ask {ours_med:.1f} ms: HF/python "
+              f"{hf_med / ours_med:.2f} (HF/C++ above: {hf_stages_ms / cpp_e2e:.2f}); {len(answer.ids)} tokens, "
+              f"ids {'equal to' if answer.ids == hf_ids else 'DIFFERENT from'} HF's; binding overhead "
+              f"{overhead:.2f} ms a call (image file decoded, call into C++ and back)")
+        out[d] = {"hf_ms": hf_med, "ask_ms": ours_med, "overhead_ms": overhead, "ids_equal": answer.ids == hf_ids}
+    return out
 
 
 if __name__ == "__main__":
