@@ -62,6 +62,7 @@ def test_vqa_answers_equal_the_reference_for_every_kind_of_image(pipe):
             assert a.timings["encoder_ms"] > 0
 
 
+@pytest.mark.filterwarnings("ignore:Palette images with Transparency")  # Pillow's advice on png_palette_alpha.png
 def test_pil_images_of_every_mode_and_arrays_give_the_reference_answers(pipe):
     cases = goldens("python.json")["cases"]
     modes = {c["mode"] for c in cases}
