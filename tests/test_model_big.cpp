@@ -1,7 +1,8 @@
 // The full-size random checkpoints against HF (tests/reference/make_model_goldens.py --big writes them to
 // the ignored tests/reference/out/, ~1 GB): the large model's widths over 2 layers, and the base shapes with
-// 2048 patches. Without that data this program reports itself skipped (exit 77, ctest/meson "Skipped"); the
-// committed wide checkpoint (test_model.cpp) covers their code paths in CI.
+// 2048 patches. Built only on request (-DPIX2STRUCT_BIG_TESTS=ON, meson -Dbig_tests=true); without its data it
+// reports itself skipped (exit 77, ctest/meson "Skipped"). The committed wide checkpoint (test_model.cpp) covers
+// the same code paths in CI.
 #include <doctest/doctest.h>
 
 #include <filesystem>
