@@ -180,5 +180,6 @@ PYBIND11_MODULE(_core, m) {
              py::arg("image"), py::arg("question"), py::arg("candidates"), py::arg("with_eos") = true)
         .def_property_readonly("is_vqa", &Pipeline::is_vqa)
         .def_property_readonly("max_patches", &Pipeline::max_patches)
+        .def_property_readonly("generation_json", [](const Pipeline& pipe) { return to_json(pipe.generation()).dump(); })
         .def("describe", &Pipeline::describe);
 }

@@ -14,6 +14,7 @@ Errors are ``pix2struct_cpp.Error`` (a RuntimeError) carrying the library's mess
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -59,8 +60,17 @@ class Pipeline:
 
     def __init__(self, model: str | os.PathLike, threads: int = 0, dtype: str = "f32", max_patches: int = 0,
                  font: str | os.PathLike = "", mmap: bool = True, max_memory_bytes: int = 0, offline: bool = False):
-        self._pipe = _CorePipeline(os.fspath(model), threads=threads, dtype=dtype, max_patches=max_patches,
+        self._model = os.fspath(model)
+        self._pipe = _CorePipeline(self._model, threads=threads, dtype=dtype, max_patches=max_patches,
                                    font=os.fspath(font), mmap=mmap, max_memory_bytes=max_memory_bytes, offline=offline)
+
+    def __repr__(self) -> str:
+        return f"pix2struct_cpp.Pipeline({self._model!r}; {self.describe()})"
+
+    @property
+    def generation(self) -> dict:
+        """How ask() decodes unless told otherwise: the checkpoint's generation config, as generation_config.json."""
+        return json.loads(self._pipe.generation_json)
 
     @property
     def is_vqa(self) -> bool:

@@ -218,6 +218,16 @@ TEST_CASE("gpu model: errors name the problem (memory, foreign weights, bad ids)
     CHECK_THROWS_WITH_AS(gpu.embed(ckpt.text().embed_tokens, &bad, 1, out.data()), doctest::Contains("outside"), Error);
 }
 
+// The committed wide checkpoint (tests/data/models/wide, BF16: 24 vision heads of d_kv 64, d_ff 3968, 1122
+// patches): the d = 64 attention kernels and > 1024 patches on data every checkout has.
+TEST_CASE("gpu model: wide checkpoint (d_kv 64, 24 heads, > 1024 patches) matches HF") {
+    SKIP_WITHOUT_GPU();
+    const Goldens g = load_goldens(kData / "goldens" / "wide.safetensors", kData / "goldens" / "wide.json");
+    const Figures f = check_checkpoint(kData / "wide", g);
+    print_figures("wide", f);
+    CHECK(f.generations >= 2);  // its one random case and its pipeline cases
+}
+
 // Checkpoints in the ignored tests/reference/out (make_model_goldens.py --big, make_gpu_goldens.py): without them
 // these cases are reported as skipped (the run exits 77), not passed.
 static bool missing_out(const char* name) { return !fs::exists(kOut / name / "goldens.json"); }

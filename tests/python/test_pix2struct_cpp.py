@@ -149,6 +149,12 @@ def test_beam_search_equals_generate_with_num_beams(pipe):
         assert a.ids == a.sequences[0].ids
 
 
+def test_generation_is_the_checkpoint_s(pipe):
+    g = pipe.generation
+    assert g["num_beams"] == 1 and g["max_length"] == 20 and g["eos_token_id"] == 1
+    assert "tiny" in repr(pipe) and "threads" in repr(pipe)
+
+
 def test_dtypes_load_and_answer(pipe):
     c = vqa_cases()[0]
     for dtype in ("int8", "bf16"):
