@@ -99,12 +99,14 @@ def main():
     def dec(o):
         return o["cross_kv_ms"] + T * o["token_ms"]
 
+    def end_to_end(o):
+        return o["preprocess_ms"] + o["encoder_ms"] + dec(o)
+
     rows = [("preprocess", pre_ms, lambda o: o["preprocess_ms"]), ("encoder", enc_ms, lambda o: o["encoder_ms"]),
             (f"decode {T} tok (cache)", dec_cache_ms, dec)]
     if dec_nocache_ms is not None:
         rows.append((f"decode {T} tok (HF default, no cache)", dec_nocache_ms, dec))
-    rows.append(("end to end (HF with cache)", pre_ms + enc_ms + dec_cache_ms,
-                 lambda o: o["preprocess_ms"] + o["encoder_ms"] + dec(o)))
+    rows.append(("end to end (HF with cache)", pre_ms + enc_ms + dec_cache_ms, end_to_end))
     print(f"model {args.model}, {int(mask.sum())} real patches of {mask.shape[1]}, threads {args.threads}, "
           f"repeats {args.repeats} (medians, ms); HF in fp32")
     print(f"{'stage':38s} {'HF':>10s}" + "".join(f" {d:>10s} {'HF/' + d:>8s}" for d in dtypes))
@@ -147,11 +149,11 @@ def main():
                 print(f"{name:38s} {h:10.1f} {us:10.1f} {h / max(us, 1e-9):8.2f}")
         hf["batch"] = {"size": B, "encoder_ms": b_enc_ms, "decode_cache_ms": b_dec_ms}
     if args.python:
-        hf["python"] = python_rows(args, dtypes, runs, model, ip, kw, pre_ms + enc_ms + dec_cache_ms)
+        hf["python"] = python_rows(args, dtypes, runs, model, ip, kw, pre_ms + enc_ms + dec_cache_ms, end_to_end)
     print(json.dumps({"hf": hf, "ours": runs}))
 
 
-def python_rows(args, dtypes, runs, model, ip, kw, hf_stages_ms):
+def python_rows(args, dtypes, runs, model, ip, kw, hf_stages_ms, end_to_end):
     """pix2struct_cpp's ask() beside HF's processor + generate, interleaved; the binding's overhead."""
     import pix2struct_cpp as p2s
 
@@ -175,8 +177,7 @@ def python_rows(args, dtypes, runs, model, ip, kw, hf_stages_ms):
                 inside_ms.append(tm["preprocess_ms"] + tm["encoder_ms"] + tm["cross_kv_ms"] + tm["decode_ms"])
         hf_med, ours_med = statistics.median(hf_ms), statistics.median(ours_ms)
         overhead = statistics.median(o - c for o, c in zip(ours_ms, inside_ms))
-        o = runs[d]
-        cpp_e2e = o["preprocess_ms"] + o["encoder_ms"] + o["cross_kv_ms"] + T * o["token_ms"]
+        cpp_e2e = end_to_end(runs[d])
         print(f"python {d}: pipe.ask {ours_med:.1f} ms, bench_e2e above {cpp_e2e:.1f} ms (python/C++ "
               f"{ours_med / cpp_e2e:.2f}); HF/python {hf_stages_ms / ours_med:.2f} with HF's stages above (HF/C++ "
               f"{hf_stages_ms / cpp_e2e:.2f}); HF's processor+generate in one call, interleaved with ask: "

@@ -40,11 +40,17 @@ Image image_from_buffer(const py::buffer& buffer) {
     img.width = int(info.shape[1]);
     img.rgb.resize(size_t(img.width) * img.height * 3);
     const auto* base = static_cast<const uint8_t*>(info.ptr);
+    const size_t row = size_t(img.width) * 3;
     uint8_t* out = img.rgb.data();
-    for (int y = 0; y < img.height; ++y)
+    for (int y = 0; y < img.height; ++y, out += row) {
+        const uint8_t* in = base + y * info.strides[0];
+        if (info.strides[1] == 3 && info.strides[2] == 1) {  // pixels packed within the row (PIL, C order)
+            std::memcpy(out, in, row);
+            continue;
+        }
         for (int x = 0; x < img.width; ++x)
-            for (int c = 0; c < 3; ++c)
-                *out++ = base[y * info.strides[0] + x * info.strides[1] + c * info.strides[2]];
+            for (int c = 0; c < 3; ++c) out[x * 3 + c] = in[x * info.strides[1] + c * info.strides[2]];
+    }
     return img;
 }
 
@@ -62,7 +68,7 @@ std::optional<GenerationConfig> generation(const Pipeline& pipe, const py::kwarg
         if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
             std::string known;
             for (const std::string& name : keys) known += (known.empty() ? "" : ", ") + name;
-            detail::fail("ask(): unknown decoding option '", key, "' (known: max_new_tokens, ", known, ")");
+            detail::fail("ask(): unknown decoding option '", key, "' (known: ", known, ")");
         }
         if (py::isinstance<py::bool_>(v)) j[key] = v.cast<bool>();
         else if (py::isinstance<py::int_>(v)) j[key] = v.cast<int64_t>();
@@ -100,9 +106,7 @@ PYBIND11_MODULE(_core, m) {
                     }, py::arg("data"), py::arg("name") = "<bytes>", "Decodes an image file's bytes")
         .def_static("from_array", &image_from_buffer, "Copies an HxWx3 uint8 array (buffer protocol)")
         .def_readonly("width", &Image::width)
-        .def_readonly("height", &Image::height)
-        .def("tobytes", [](const Image& img) { return py::bytes(reinterpret_cast<const char*>(img.rgb.data()), img.rgb.size()); },
-             "The pixels, rows top to bottom, RGB interleaved");
+        .def_readonly("height", &Image::height);
 
     py::class_<Sequence>(m, "Sequence", "A beam returned by beam search")
         .def_readonly("text", &Sequence::text)

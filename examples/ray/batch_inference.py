@@ -44,13 +44,12 @@ class Answerer:
         self.base, self.max_new_tokens = base, max_new_tokens
 
     def image(self, name):
+        if "://" not in name and not posixpath.isabs(name):
+            name = posixpath.join(self.base, name)  # relative to the input's folder (a path or a URI)
         if "://" in name:  # a URI: its bytes through pyarrow's filesystems (s3, gcs, hdfs, ...)
             fs, path = pyarrow.fs.FileSystem.from_uri(name)
             with fs.open_input_stream(path) as f:
                 return p2s.Image.decode(f.read(), name)
-        if not posixpath.isabs(name):
-            return self.image(posixpath.join(self.base, name)) if "://" in self.base else p2s.to_image(
-                posixpath.join(self.base, name))
         return p2s.to_image(name)
 
     def __call__(self, batch):
